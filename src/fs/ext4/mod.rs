@@ -1,0 +1,1 @@
+//! kiln's own ext4 writer (in progress).

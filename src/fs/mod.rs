@@ -1,0 +1,4 @@
+//! Filesystem writers. Each takes a [`crate::tree::Tree`] and streams a whole filesystem into a
+//! [`crate::sink::BlockSink`].
+
+pub mod ext4;

@@ -1,0 +1,11 @@
+//! kiln: build reproducible bootable disk images from a TOML recipe, without root, and publish
+//! them as AMIs.
+//!
+//! The modules follow the pipeline:
+//! `recipe → tree → fs/{fat,ext4} → disk → sink/{file,ebs}`; [`pipeline`] strings them together.
+
+pub mod fs;
+pub mod recipe;
+pub mod sink;
+pub mod tree;
+pub mod util;

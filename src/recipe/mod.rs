@@ -1,0 +1,129 @@
+//! The recipe: a TOML file describing one disk image.
+//!
+//! Loading rejects unknown keys, expands `${NAME}` / `${NAME:-fallback}` in every string value,
+//! and reports every error as `FILE:LINE:COL: what is wrong; what is expected`.
+
+use std::path::PathBuf;
+
+/// Where in the recipe something was written, for error messages (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+}
+
+/// `[image]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub version: String,
+    pub arch: Arch,
+    /// Disk size in bytes.
+    pub size: u64,
+    /// Already resolved: recipe, else env `SOURCE_DATE_EPOCH`, else [`DEFAULT_SOURCE_DATE_EPOCH`].
+    pub source_date_epoch: i64,
+    /// Already resolved: recipe, else `"{name}-{version}"`.
+    pub seed: String,
+}
+
+/// Used when neither the recipe nor the environment gives a time. Never the wall clock.
+pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = 1_700_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartType {
+    Esp,
+    /// The architecture's Discoverable Partitions root type.
+    Root,
+    Linux,
+    Swap,
+    /// Any type GUID, in the usual textual byte order (as `sgdisk` prints it).
+    Guid([u8; 16]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartSize {
+    Bytes(u64),
+    Rest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filesystem {
+    Vfat,
+    Ext4,
+    None,
+}
+
+/// `[[partition]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub label: String,
+    pub ptype: PartType,
+    pub size: PartSize,
+    pub filesystem: Filesystem,
+    /// Absolute path in the tree whose subtree this filesystem holds (`/` for the root).
+    pub mount: Option<String>,
+    pub pos: Pos,
+}
+
+/// One tree entry, in the order it appears in the recipe file (later entries override earlier
+/// ones at the same path, whatever their kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub pos: Pos,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    Inline(String),
+    /// Resolved against the recipe's directory.
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// `[[file]]`: mode defaults to 0644, owner/group to 0.
+    File { path: String, source: FileSource, mode: u32, owner: u32, group: u32 },
+    /// `[[directory]]`: mode defaults to 0755.
+    Directory { path: String, mode: u32, owner: u32, group: u32 },
+    /// `[[symlink]]`.
+    Symlink { path: String, target: String },
+    /// `[[tree]]`: a host directory (resolved against the recipe's directory) copied to `dest`.
+    Tree { source: PathBuf, dest: String, owner: Option<u32>, group: Option<u32> },
+    /// `[[archive]]`: a .tar, .tar.gz/.tgz or .tar.zst unpacked at `dest`.
+    Archive { source: PathBuf, dest: String },
+}
+
+/// A whole recipe, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    /// The recipe file itself.
+    pub path: PathBuf,
+    /// SHA-256 (hex) of the recipe file's bytes.
+    pub sha256: String,
+    pub image: Image,
+    pub partitions: Vec<Partition>,
+    pub entries: Vec<Entry>,
+}
