@@ -2,3 +2,4 @@
 //! [`crate::sink::BlockSink`].
 
 pub mod ext4;
+pub mod fat;

@@ -68,7 +68,10 @@ impl BlockSink for VecSink {
         if offset < self.data.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("write at {offset} goes backwards (already at {})", self.data.len()),
+                format!(
+                    "write at {offset} goes backwards (already at {})",
+                    self.data.len()
+                ),
             ));
         }
         self.data.resize(offset, 0);

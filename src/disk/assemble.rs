@@ -1,0 +1,104 @@
+//! Streams a whole disk into one sink, strictly in order: GPT head, each partition's filesystem
+//! (gaps between them are zeros), GPT tail.
+
+use super::gpt::{Gpt, GptError};
+use super::layout::DiskPlan;
+use crate::fs::{ext4, fat};
+use crate::sink::{BlockSink, Window};
+use crate::tree::{Time, Tree};
+use crate::util::derive_uuid;
+use std::io;
+
+/// What goes inside one partition.
+pub enum Contents {
+    Fat(Tree),
+    Ext4(Tree),
+    /// `filesystem = "none"`: the partition is left zeroed.
+    Empty,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Gpt(#[from] GptError),
+    #[error("partition \"{label}\" (FAT32, {size} bytes): {source}")]
+    Fat {
+        label: String,
+        size: u64,
+        source: fat::FatError,
+    },
+    #[error("partition \"{label}\" (ext4, {size} bytes): {source}")]
+    Ext4 {
+        label: String,
+        size: u64,
+        source: ext4::Ext4Error,
+    },
+    #[error("writing the disk: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Filesystem options for a partition, all derived from the plan and the seed.
+pub fn ext4_options(plan: &DiskPlan, index: usize, seed: &str, time: Time) -> ext4::Ext4Options {
+    let p = &plan.partitions[index];
+    ext4::Ext4Options {
+        size: p.size(),
+        uuid: p.fs_uuid,
+        hash_seed: derive_uuid(seed, &format!("ext4-hash-seed:{}", p.label)),
+        label: p.label.chars().take(16).collect(),
+        time,
+    }
+}
+
+pub fn fat_options(plan: &DiskPlan, index: usize, time: Time) -> fat::FatOptions {
+    let p = &plan.partitions[index];
+    let id = p.fs_uuid;
+    fat::FatOptions {
+        size: p.size(),
+        volume_id: u32::from_le_bytes([id[0], id[1], id[2], id[3]]),
+        label: p.label.clone(),
+        time,
+    }
+}
+
+/// The FAT volume id formatted as blkid shows it (`ABCD-1234`).
+pub fn fat_volume_id_string(volume_id: u32) -> String {
+    format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xFFFF)
+}
+
+/// Writes the disk described by `plan` with `contents[i]` in partition `i`.
+pub fn write_disk(
+    plan: &DiskPlan,
+    contents: &[Contents],
+    seed: &str,
+    time: Time,
+    sink: &mut dyn BlockSink,
+) -> Result<(), DiskError> {
+    let gpt = Gpt::build(plan)?;
+    gpt.emit_head(sink)?;
+    for (i, (p, c)) in plan.partitions.iter().zip(contents).enumerate() {
+        let mut window = Window::new(sink, p.offset(), p.size());
+        match c {
+            Contents::Fat(tree) => {
+                fat::write(tree, &fat_options(plan, i, time), &mut window).map_err(|source| {
+                    DiskError::Fat {
+                        label: p.label.clone(),
+                        size: p.size(),
+                        source,
+                    }
+                })?;
+            }
+            Contents::Ext4(tree) => {
+                ext4::write(tree, &ext4_options(plan, i, seed, time), &mut window).map_err(
+                    |source| DiskError::Ext4 {
+                        label: p.label.clone(),
+                        size: p.size(),
+                        source,
+                    },
+                )?;
+            }
+            Contents::Empty => {}
+        }
+    }
+    gpt.emit_tail(sink)?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The EFI System Partition: FAT32 written by the `fatfs` crate into a sparse in-memory device,
+//! then streamed into the sink. Volume id, label and every timestamp are fixed by the caller, so
+//! the same tree gives the same bytes.
+
+use crate::disk::sparse::SparseImage;
+use crate::sink::BlockSink;
+use crate::tree::{Kind, NodeId, Time, Tree};
+mod dots;
+
+use std::io::{self, Seek, SeekFrom};
+
+#[derive(Debug, Clone)]
+pub struct FatOptions {
+    /// Partition size in bytes.
+    pub size: u64,
+    pub volume_id: u32,
+    /// Up to 11 bytes; padded with spaces.
+    pub label: String,
+    /// Every directory entry's timestamp (source_date_epoch).
+    pub time: Time,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FatError {
+    #[error("a FAT32 filesystem of {size} bytes cannot be made ({source}); an ESP needs at least 33 MiB")]
+    Format { size: u64, source: io::Error },
+    #[error(
+        "{path}: FAT cannot hold a {what}; only regular files and directories can go on the ESP"
+    )]
+    Unsupported { path: String, what: &'static str },
+    #[error("{path}: the name is not valid UTF-8 or contains a character FAT forbids (\\ : * ? \" < > |)")]
+    BadName { path: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("the files do not fit on the ESP: {source}")]
+    Full { source: io::Error },
+}
+
+/// What was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FatReport {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct FixedTime(fatfs::DateTime);
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        self.0.date
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        self.0
+    }
+}
+
+/// Converts Unix time to a FAT date-time in UTC, clamped to FAT's 1980..=2107 range.
+fn fat_datetime(t: Time) -> fatfs::DateTime {
+    let days = t.secs.div_euclid(86_400);
+    let rem = t.secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant's algorithm), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day, rem) = if year < 1980 {
+        (1980, 1, 1, 0)
+    } else if year > 2107 {
+        (2107, 12, 31, 86_399)
+    } else {
+        (year, month, day, rem)
+    };
+    fatfs::DateTime {
+        date: fatfs::Date {
+            year: year as u16,
+            month: month as u16,
+            day: day as u16,
+        },
+        time: fatfs::Time {
+            hour: (rem / 3600) as u16,
+            min: (rem / 60 % 60) as u16,
+            sec: (rem % 60) as u16,
+            millis: 0,
+        },
+    }
+}
+
+fn label_bytes(label: &str) -> [u8; 11] {
+    let mut out = [b' '; 11];
+    for (o, b) in out
+        .iter_mut()
+        .zip(label.bytes().map(|b| b.to_ascii_uppercase()))
+    {
+        *o = b;
+    }
+    out
+}
+
+/// Formats FAT32 and copies the tree into it; streams the result into `sink` (partition-relative).
+pub fn write(
+    tree: &Tree,
+    opts: &FatOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<FatReport, FatError> {
+    let mut dev = SparseImage::new(opts.size);
+    fatfs::format_volume(
+        &mut dev,
+        fatfs::FormatVolumeOptions::new()
+            .fat_type(fatfs::FatType::Fat32)
+            .volume_id(opts.volume_id)
+            .volume_label(label_bytes(&opts.label)),
+    )
+    .map_err(|source| FatError::Format {
+        size: opts.size,
+        source,
+    })?;
+    dev.seek(SeekFrom::Start(0))
+        .map_err(|source| FatError::Full { source })?;
+
+    // fatfs wants a 'static provider; one small leak per ESP written.
+    let provider: &'static FixedTime = Box::leak(Box::new(FixedTime(fat_datetime(opts.time))));
+    let mut report = FatReport { files: 0, bytes: 0 };
+    {
+        let fs = fatfs::FileSystem::new(&mut dev, fatfs::FsOptions::new().time_provider(provider))
+            .map_err(|source| FatError::Format {
+                size: opts.size,
+                source,
+            })?;
+        copy_dir(tree, Tree::ROOT, &fs.root_dir(), "", &mut report)?;
+        fs.unmount().map_err(|source| FatError::Full { source })?;
+    }
+    dots::repair(&mut dev).map_err(|source| FatError::Io {
+        path: "/".into(),
+        source,
+    })?;
+    dev.emit(0..opts.size, sink, 0)
+        .map_err(|source| FatError::Io {
+            path: "/".into(),
+            source,
+        })?;
+    Ok(report)
+}
+
+fn copy_dir<T: fatfs::ReadWriteSeek>(
+    tree: &Tree,
+    id: NodeId,
+    dir: &fatfs::Dir<'_, T>,
+    prefix: &str,
+    report: &mut FatReport,
+) -> Result<(), FatError> {
+    let Some(entries) = tree.children(id) else {
+        return Ok(());
+    };
+    for (name, &child) in entries {
+        let lossy = String::from_utf8_lossy(name);
+        let path = format!("{prefix}/{lossy}");
+        let name = match std::str::from_utf8(name) {
+            Ok(n) if !n.chars().any(|c| "\\:*?\"<>|".contains(c) || c < ' ') => n,
+            _ => return Err(FatError::BadName { path }),
+        };
+        let node = tree.node(child);
+        let io_err = |source| FatError::Io {
+            path: path.clone(),
+            source,
+        };
+        match &node.kind {
+            Kind::Dir(_) => {
+                let sub = dir.create_dir(name).map_err(io_err)?;
+                copy_dir(tree, child, &sub, &path, report)?;
+            }
+            Kind::File(content) => {
+                let mut f = dir.create_file(name).map_err(io_err)?;
+                let mut r = content.open().map_err(io_err)?;
+                let n = io::copy(&mut r, &mut f).map_err(|source| match source.kind() {
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::WriteZero => {
+                        FatError::Full { source }
+                    }
+                    _ => FatError::Io {
+                        path: path.clone(),
+                        source,
+                    },
+                })?;
+                report.files += 1;
+                report.bytes += n;
+            }
+            Kind::Symlink(_) => {
+                return Err(FatError::Unsupported {
+                    path,
+                    what: "symlink",
+                })
+            }
+            Kind::CharDev { .. } | Kind::BlockDev { .. } => {
+                return Err(FatError::Unsupported {
+                    path,
+                    what: "device node",
+                })
+            }
+            Kind::Fifo => return Err(FatError::Unsupported { path, what: "fifo" }),
+            Kind::Socket => {
+                return Err(FatError::Unsupported {
+                    path,
+                    what: "socket",
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fat_datetime_converts_and_clamps() {
+        let d = fat_datetime(Time::from_secs(1_700_000_000)); // 2023-11-14T22:13:20Z
+        assert_eq!((d.date.year, d.date.month, d.date.day), (2023, 11, 14));
+        assert_eq!((d.time.hour, d.time.min, d.time.sec), (22, 13, 20));
+        assert_eq!(fat_datetime(Time::from_secs(0)).date.year, 1980);
+    }
+
+    #[test]
+    fn label_is_padded_upper_case() {
+        assert_eq!(&label_bytes("esp"), b"ESP        ");
+    }
+}
