@@ -180,7 +180,7 @@ pub fn plan_parts(
                 label: p.label.clone(),
             });
         }
-        let end = start.checked_add(len).unwrap_or(u64::MAX);
+        let end = start.saturating_add(len);
         if end > limit {
             return Err(LayoutError::Exceeds {
                 pos: p.pos.clone(),
