@@ -4,8 +4,11 @@
 //! The modules follow the pipeline:
 //! `recipe → tree → fs/{fat,ext4} → disk → sink/{file,ebs}`; [`pipeline`] strings them together.
 
+pub mod cleanup;
 pub mod disk;
 pub mod fs;
+pub mod manifest;
+pub mod pipeline;
 pub mod recipe;
 pub mod sink;
 pub mod tree;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// renames it into place. Dropping the sink without persisting removes the temporary file, so a
 /// failed or interrupted build leaves nothing behind.
 pub struct FileSink {
-    tmp: tempfile::NamedTempFile,
+    /// `None` only after `persist` has taken it.
+    tmp: Option<tempfile::NamedTempFile>,
     target: PathBuf,
     len: u64,
     pos: u64,
@@ -37,8 +38,9 @@ impl FileSink {
             .suffix(".tmp")
             .tempfile_in(&dir)?;
         tmp.as_file().set_len(len)?;
+        crate::cleanup::register(tmp.path());
         Ok(FileSink {
-            tmp,
+            tmp: Some(tmp),
             target: target.to_path_buf(),
             len,
             pos: 0,
@@ -48,22 +50,19 @@ impl FileSink {
 
     /// The temporary path being written (for tools that read the image before it is renamed).
     pub fn temp_path(&self) -> &Path {
-        self.tmp.path()
+        self.tmp.as_ref().map(|t| t.path()).unwrap_or(&self.target)
     }
 
     /// Syncs and renames the file into place; returns the final path.
-    pub fn persist(self) -> io::Result<PathBuf> {
-        let FileSink {
-            tmp,
-            target,
-            len,
-            pos,
-            ..
-        } = self;
+    pub fn persist(mut self) -> io::Result<PathBuf> {
+        let tmp = self
+            .tmp
+            .take()
+            .ok_or_else(|| io::Error::other("image already persisted"))?;
+        crate::cleanup::unregister(tmp.path());
+        let (target, len, pos) = (self.target.clone(), self.len, self.pos);
         if pos > len {
-            return Err(io::Error::other(format!(
-                "image overran its size: {pos} > {len}"
-            )));
+            return Err(io::Error::other(format!("image overran its size: {pos} > {len}")));
         }
         tmp.as_file().sync_all()?;
         // The temp file is created 0600; an image is an ordinary output file.
@@ -75,7 +74,7 @@ impl FileSink {
     }
 
     fn file(&mut self) -> &mut File {
-        self.tmp.as_file_mut()
+        self.tmp.as_mut().expect("the temp file exists until persist").as_file_mut()
     }
 
     fn put(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -85,6 +84,15 @@ impl FileSink {
         self.file().write_all(data)?;
         self.file_pos = offset + data.len() as u64;
         Ok(())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // The temp file itself is removed by `NamedTempFile`'s own drop.
+        if let Some(t) = &self.tmp {
+            crate::cleanup::unregister(t.path());
+        }
     }
 }
 

@@ -1,0 +1,64 @@
+//! Subcommands. Each module owns its arguments and its `run`.
+
+mod build;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Build reproducible bootable disk images from a TOML recipe, without root.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a raw GPT disk image from a recipe.
+    Build(build::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Build(a) => build::run(a),
+    }
+}
+
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// On Ctrl-C or SIGTERM, remove every temporary output and exit 130.
+pub fn install_interrupt_cleanup() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        tracing::warn!("cannot install the Ctrl-C handler; an interrupted build may leave temp files");
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let removed = kiln::cleanup::remove_all();
+            eprintln!("\ninterrupted (signal {sig}); removed {} temporary file(s)", removed.len());
+            for p in removed {
+                eprintln!("  removed {}", p.display());
+            }
+            std::process::exit(130);
+        }
+    });
+}

@@ -1,0 +1,155 @@
+//! `<image stem>.manifest.json`: what was built, from what, and where everything sits on the disk.
+//!
+//! Paths in the manifest are relative (the image's file name, the recipe's file name, inputs
+//! relative to the recipe's directory), so the manifest, like the image, does not depend on the
+//! working directory.
+
+use crate::disk::layout::DiskPlan;
+use crate::recipe::{Filesystem, Recipe};
+use crate::util::uuid_string;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub kiln_version: String,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub image: ImageInfo,
+    pub disk_guid: String,
+    pub source_date_epoch: i64,
+    pub partitions: Vec<PartitionInfo>,
+    pub recipe: InputInfo,
+    pub inputs: Vec<InputInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The image's file name (it sits beside the manifest).
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub number: u32,
+    pub label: String,
+    pub type_guid: String,
+    pub unique_guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    pub filesystem: String,
+    /// ext4: the filesystem UUID; vfat: the volume id as `XXXX-XXXX`; none: null.
+    pub filesystem_uuid: Option<String>,
+    pub mount: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputInfo {
+    pub kind: String,
+    pub source: String,
+    pub sha256: String,
+}
+
+/// The manifest path for an image: `out/x.raw` → `out/x.manifest.json`.
+pub fn manifest_path(image: &Path) -> PathBuf {
+    let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    image.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// `path` relative to `base` when it lies under it, else as given.
+pub fn relative_to(path: &Path, base: &Path) -> String {
+    path.strip_prefix(base).unwrap_or(path).to_string_lossy().into_owned()
+}
+
+pub fn partitions(plan: &DiskPlan) -> Vec<PartitionInfo> {
+    plan.partitions
+        .iter()
+        .map(|p| PartitionInfo {
+            number: p.number,
+            label: p.label.clone(),
+            type_guid: uuid_string(&p.type_guid).to_uppercase(),
+            unique_guid: uuid_string(&p.unique_guid).to_uppercase(),
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+            filesystem: match p.filesystem {
+                Filesystem::Vfat => "vfat",
+                Filesystem::Ext4 => "ext4",
+                Filesystem::None => "none",
+            }
+            .into(),
+            filesystem_uuid: match p.filesystem {
+                Filesystem::Ext4 => Some(uuid_string(&p.fs_uuid)),
+                Filesystem::Vfat => {
+                    let id = p.fs_uuid;
+                    Some(crate::disk::assemble::fat_volume_id_string(u32::from_le_bytes([
+                        id[0], id[1], id[2], id[3],
+                    ])))
+                }
+                Filesystem::None => None,
+            },
+            mount: p.mount.clone(),
+        })
+        .collect()
+}
+
+/// Fills in everything but the inputs, which the caller appends.
+pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Manifest {
+    Manifest {
+        kiln_version: env!("CARGO_PKG_VERSION").into(),
+        name: recipe.image.name.clone(),
+        version: recipe.image.version.clone(),
+        arch: recipe.image.arch.as_str().into(),
+        image: ImageInfo {
+            file: image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            size: plan.size,
+            sha256,
+        },
+        disk_guid: uuid_string(&plan.disk_guid).to_uppercase(),
+        source_date_epoch: recipe.image.source_date_epoch,
+        partitions: partitions(plan),
+        recipe: InputInfo {
+            kind: "recipe".into(),
+            source: recipe
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: recipe.sha256.clone(),
+        },
+        inputs: Vec::new(),
+    }
+}
+
+/// Writes the manifest atomically (temp file + rename) as pretty JSON.
+pub fn write(manifest: &Manifest, path: &Path) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".manifest.").tempfile_in(dir)?;
+    serde_json::to_writer_pretty(&mut tmp, manifest)?;
+    tmp.write_all(b"\n")?;
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+pub fn read(path: &Path) -> io::Result<Manifest> {
+    let text = std::fs::read_to_string(path)?;
+    serde_json::from_str(&text).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_path_is_beside_the_image() {
+        assert_eq!(manifest_path(Path::new("out/a.raw")), Path::new("out/a.manifest.json"));
+        assert_eq!(manifest_path(Path::new("b")), Path::new("b.manifest.json"));
+    }
+}

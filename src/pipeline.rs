@@ -1,0 +1,263 @@
+//! How a recipe becomes a disk, as one flat list of steps (after mkosi's `build_image`).
+//!
+//! ```text
+//! load_recipe → install_tree → plan_disk → split_filesystems → check_fit
+//!             → write_disk (GPT head, each filesystem, GPT tail; hashed as it streams)
+//!             → finalize_image → write_manifest
+//! ```
+//!
+//! Each step is logged and timed through `tracing`. The disk is streamed into a
+//! [`BlockSink`], so the same steps write an image file or feed an uploader.
+
+use crate::disk::assemble::{self, Contents, DiskError};
+use crate::disk::layout::{self, DiskPlan, LayoutError};
+use crate::fs::ext4;
+use crate::manifest::{self, InputInfo, Manifest};
+use crate::recipe::{Filesystem, Recipe, RecipeError};
+use crate::sink::{BlockSink, FileSink, HashSink};
+use crate::tree::{self, ContentStore, Kind, Meta, Node, NodeId, Time, Tree, TreeError};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Reports how far the disk has been written (the CLI draws a bar with it).
+pub trait Progress {
+    fn start(&self, total_bytes: u64);
+    fn update(&self, written_up_to: u64);
+    fn finish(&self);
+}
+
+#[derive(Default)]
+pub struct BuildOptions {
+    /// Image path; default `out/<name>.raw`.
+    pub output: Option<PathBuf>,
+    pub progress: Option<Box<dyn Progress>>,
+}
+
+#[derive(Debug)]
+pub struct BuildOutput {
+    pub image: PathBuf,
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("{pos}: partition \"{label}\" mounts {mount}, but {path} in the tree is not a directory")]
+    MountNotDir { pos: crate::recipe::Pos, label: String, mount: String, path: String },
+    #[error("the tree has files outside every partition's mount (for example {example}); add a partition with mount = \"/\"")]
+    Unmounted { example: String },
+    #[error("partition \"{label}\": the files need {needed} bytes but the {size}-byte FAT32 partition holds at most {available}; grow the partition")]
+    FatFull { label: String, needed: u64, available: u64, size: u64 },
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("{path}: {source}")]
+    Output { path: PathBuf, source: io::Error },
+}
+
+/// A recipe turned into filesystems' trees and a disk plan: everything needed to stream the disk.
+pub struct Prepared {
+    pub recipe: Recipe,
+    pub plan: DiskPlan,
+    pub contents: Vec<Contents>,
+    pub inputs: Vec<InputInfo>,
+    /// Holds extracted archive members until the disk is written.
+    _store: ContentStore,
+}
+
+fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let t = Instant::now();
+    tracing::info!("{name}");
+    let r = f();
+    tracing::debug!("{name} took {:.3}s", t.elapsed().as_secs_f64());
+    r
+}
+
+/// Everything up to the first byte of the disk.
+pub fn prepare(recipe_path: &Path) -> Result<Prepared, BuildError> {
+    let recipe = step("load_recipe", || Recipe::load(recipe_path))?;
+    let store = step("create_content_store", ContentStore::new)
+        .map_err(|source| BuildError::Output { path: std::env::temp_dir(), source })?;
+    let built = step("install_tree", || tree::build_tree(&recipe, &store))?;
+    let plan = step("plan_disk", || layout::plan(&recipe))?;
+    let contents = step("split_filesystems", || split_filesystems(built.tree, &recipe, &plan))?;
+    step("check_fit", || check_fit(&plan, &contents, &recipe))?;
+    let base = recipe.path.parent().unwrap_or(Path::new(""));
+    let inputs = built
+        .inputs
+        .iter()
+        .map(|i| InputInfo {
+            kind: i.kind.to_string(),
+            source: manifest::relative_to(&i.source, base),
+            sha256: i.sha256.clone(),
+        })
+        .collect();
+    Ok(Prepared { recipe, plan, contents, inputs, _store: store })
+}
+
+/// Streams the whole disk into `sink`; returns the disk's SHA-256.
+pub fn write_disk(
+    p: &Prepared,
+    sink: &mut dyn BlockSink,
+    progress: Option<&dyn Progress>,
+) -> Result<String, BuildError> {
+    let time = Time::from_secs(p.recipe.image.source_date_epoch);
+    let mut hashed = HashSink::new(ProgressSink { inner: sink, progress });
+    if let Some(pr) = progress {
+        pr.start(p.plan.size);
+    }
+    assemble::write_disk(&p.plan, &p.contents, &p.recipe.image.seed, time, &mut hashed)?;
+    let (_, sha) = hashed
+        .finish(p.plan.size)
+        .map_err(|source| BuildError::Output { path: PathBuf::from("<disk>"), source })?;
+    if let Some(pr) = progress {
+        pr.finish();
+    }
+    Ok(sha)
+}
+
+/// `kiln build`: the recipe to an image file and its manifest.
+pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
+    let prepared = prepare(recipe_path)?;
+    let image = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", prepared.recipe.image.name)));
+    let out_err = |source| BuildError::Output { path: image.clone(), source };
+    let mut file = FileSink::create(&image, prepared.plan.size).map_err(out_err)?;
+    let sha = step("write_disk", || write_disk(&prepared, &mut file, opts.progress.as_deref()))?;
+    step("finalize_image", || file.persist()).map_err(out_err)?;
+    let manifest_path = manifest::manifest_path(&image);
+    let mut m = manifest::new(&prepared.recipe, &prepared.plan, &image, sha);
+    m.inputs = prepared.inputs.clone();
+    step("write_manifest", || manifest::write(&m, &manifest_path))
+        .map_err(|source| BuildError::Output { path: manifest_path.clone(), source })?;
+    Ok(BuildOutput { image, manifest_path, manifest: m })
+}
+
+struct ProgressSink<'a> {
+    inner: &'a mut dyn BlockSink,
+    progress: Option<&'a dyn Progress>,
+}
+
+impl BlockSink for ProgressSink<'_> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.inner.write_at(offset, data)?;
+        if let Some(p) = self.progress {
+            p.update(offset + data.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// Cuts the tree at each partition's mount point, deepest first; `/` keeps what is left.
+fn split_filesystems(
+    mut tree: Tree,
+    recipe: &Recipe,
+    plan: &DiskPlan,
+) -> Result<Vec<Contents>, BuildError> {
+    let time = Time::from_secs(recipe.image.source_date_epoch);
+    let mut order: Vec<usize> = (0..plan.partitions.len()).collect();
+    let depth = |i: &usize| {
+        plan.partitions[*i].mount.as_deref().map(|m| m.split('/').filter(|c| !c.is_empty()).count())
+    };
+    order.sort_by_key(|i| std::cmp::Reverse(depth(i)));
+    let mut trees: Vec<Option<Tree>> = (0..plan.partitions.len()).map(|_| None).collect();
+    let mut root_index = None;
+    for i in order {
+        let p = &plan.partitions[i];
+        if p.filesystem == Filesystem::None {
+            continue;
+        }
+        match p.mount.as_deref() {
+            Some("/") => root_index = Some(i),
+            Some(m) => {
+                let at = mount_point(&mut tree, m, time).ok_or_else(|| BuildError::MountNotDir {
+                    pos: p.pos.clone(),
+                    label: p.label.clone(),
+                    mount: m.to_string(),
+                    path: m.to_string(),
+                })?;
+                trees[i] = Some(tree.split_off(at));
+            }
+            None => trees[i] = Some(Tree::new(Meta::new(0o755, 0, 0, time))),
+        }
+    }
+    match root_index {
+        Some(i) => trees[i] = Some(tree),
+        None => {
+            // Without a root filesystem only directories (mount points) may be left over.
+            let walk = tree.walk();
+            if let Some((path, _)) = walk.iter().find(|(_, id)| !tree.node(*id).is_dir()) {
+                let example = String::from_utf8_lossy(path).into_owned();
+                return Err(BuildError::Unmounted { example });
+            }
+        }
+    }
+    Ok(plan
+        .partitions
+        .iter()
+        .zip(trees)
+        .map(|(p, t)| match (p.filesystem, t) {
+            (Filesystem::Vfat, Some(t)) => Contents::Fat(t),
+            (Filesystem::Ext4, Some(t)) => Contents::Ext4(t),
+            _ => Contents::Empty,
+        })
+        .collect())
+}
+
+/// The directory at `path`, created (0755, root) where missing; `None` if a component exists
+/// and is not a directory.
+fn mount_point(tree: &mut Tree, path: &str, time: Time) -> Option<NodeId> {
+    let mut at = Tree::ROOT;
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        at = match tree.child(at, comp.as_bytes()) {
+            Some(id) if tree.node(id).is_dir() => id,
+            Some(_) => return None,
+            None => tree.add(at, comp.as_bytes(), Node::dir(Meta::new(0o755, 0, 0, time))),
+        };
+    }
+    Some(at)
+}
+
+fn check_fit(plan: &DiskPlan, contents: &[Contents], recipe: &Recipe) -> Result<(), BuildError> {
+    let time = Time::from_secs(recipe.image.source_date_epoch);
+    for (i, (p, c)) in plan.partitions.iter().zip(contents).enumerate() {
+        match c {
+            Contents::Ext4(t) => {
+                let opts = assemble::ext4_options(plan, i, &recipe.image.seed, time);
+                ext4::plan(t, &opts).map_err(|source| {
+                    BuildError::Disk(DiskError::Ext4 { label: p.label.clone(), size: p.size(), source })
+                })?;
+            }
+            Contents::Fat(t) => {
+                // FAT32 spends about 1/128 of the volume on its two FATs at 4 KiB clusters.
+                let available = p.size() - p.size() / 128 - (1 << 20);
+                let needed: u64 = t
+                    .walk()
+                    .iter()
+                    .map(|(_, id)| match &t.node(*id).kind {
+                        Kind::File(c) => c.len().div_ceil(4096) * 4096,
+                        _ => 4096,
+                    })
+                    .sum();
+                if needed > available {
+                    return Err(BuildError::FatFull {
+                        label: p.label.clone(),
+                        needed,
+                        available,
+                        size: p.size(),
+                    });
+                }
+            }
+            Contents::Empty => {}
+        }
+    }
+    Ok(())
+}
