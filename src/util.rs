@@ -31,7 +31,14 @@ pub fn derive_uuid(seed: &str, purpose: &str) -> [u8; 16] {
 /// Formats a UUID's bytes (big-endian, RFC 4122 order) as `xxxxxxxx-xxxx-...`.
 pub fn uuid_string(u: &[u8; 16]) -> String {
     let h = hex(u);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,18 @@
 //! Loading rejects unknown keys, expands `${NAME}` / `${NAME:-fallback}` in every string value,
 //! and reports every error as `FILE:LINE:COL: what is wrong; what is expected`.
 
+mod error;
+mod expand;
+mod layout;
+mod parse;
+mod raw;
+mod size;
+
+pub use error::{RecipeError, RecipeErrorKind};
+pub use expand::{expand, ExpandError, ExpandErrorKind};
+pub use parse::{parse_guid, EnvLookup};
+pub use size::{parse_size, GIB, KIB, MIB, TIB};
+
 use std::path::PathBuf;
 
 /// Where in the recipe something was written, for error messages (1-based line and column).
@@ -105,13 +117,29 @@ pub enum FileSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     /// `[[file]]`: mode defaults to 0644, owner/group to 0.
-    File { path: String, source: FileSource, mode: u32, owner: u32, group: u32 },
+    File {
+        path: String,
+        source: FileSource,
+        mode: u32,
+        owner: u32,
+        group: u32,
+    },
     /// `[[directory]]`: mode defaults to 0755.
-    Directory { path: String, mode: u32, owner: u32, group: u32 },
+    Directory {
+        path: String,
+        mode: u32,
+        owner: u32,
+        group: u32,
+    },
     /// `[[symlink]]`.
     Symlink { path: String, target: String },
     /// `[[tree]]`: a host directory (resolved against the recipe's directory) copied to `dest`.
-    Tree { source: PathBuf, dest: String, owner: Option<u32>, group: Option<u32> },
+    Tree {
+        source: PathBuf,
+        dest: String,
+        owner: Option<u32>,
+        group: Option<u32>,
+    },
     /// `[[archive]]`: a .tar, .tar.gz/.tgz or .tar.zst unpacked at `dest`.
     Archive { source: PathBuf, dest: String },
 }

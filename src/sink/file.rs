@@ -28,10 +28,22 @@ impl FileSink {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&dir)?;
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(&dir)?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&dir)?;
         tmp.as_file().set_len(len)?;
-        Ok(FileSink { tmp, target: target.to_path_buf(), len, pos: 0, file_pos: 0 })
+        Ok(FileSink {
+            tmp,
+            target: target.to_path_buf(),
+            len,
+            pos: 0,
+            file_pos: 0,
+        })
     }
 
     /// The temporary path being written (for tools that read the image before it is renamed).
@@ -41,14 +53,23 @@ impl FileSink {
 
     /// Syncs and renames the file into place; returns the final path.
     pub fn persist(self) -> io::Result<PathBuf> {
-        let FileSink { tmp, target, len, pos, .. } = self;
+        let FileSink {
+            tmp,
+            target,
+            len,
+            pos,
+            ..
+        } = self;
         if pos > len {
-            return Err(io::Error::other(format!("image overran its size: {pos} > {len}")));
+            return Err(io::Error::other(format!(
+                "image overran its size: {pos} > {len}"
+            )));
         }
         tmp.as_file().sync_all()?;
         // The temp file is created 0600; an image is an ordinary output file.
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
         tmp.persist(&target).map_err(|e| e.error)?;
         Ok(target)
     }
@@ -73,7 +94,10 @@ impl BlockSink for FileSink {
         if end > self.len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("write ending at {end} runs past the image's {} bytes", self.len),
+                format!(
+                    "write ending at {end} runs past the image's {} bytes",
+                    self.len
+                ),
             ));
         }
         self.pos = end;
@@ -127,7 +151,11 @@ mod tests {
         want[4096..4096 + data.len()].copy_from_slice(&data);
         want[60 * 1024..60 * 1024 + 3].copy_from_slice(b"end");
         assert_eq!(got, want);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 impl<S: BlockSink> HashSink<S> {
     pub fn new(inner: S) -> Self {
-        HashSink { inner, hasher: Sha256::new(), pos: 0 }
+        HashSink {
+            inner,
+            hasher: Sha256::new(),
+            pos: 0,
+        }
     }
 
     fn hash_zeros(&mut self, mut n: u64) {
@@ -29,7 +33,10 @@ impl<S: BlockSink> HashSink<S> {
     /// Hashes the zeros up to `total_len` and returns the inner sink with the hex digest.
     pub fn finish(mut self, total_len: u64) -> io::Result<(S, String)> {
         if total_len < self.pos {
-            return Err(io::Error::other(format!("disk overran its size: {} > {total_len}", self.pos)));
+            return Err(io::Error::other(format!(
+                "disk overran its size: {} > {total_len}",
+                self.pos
+            )));
         }
         self.hash_zeros(total_len - self.pos);
         let digest = self.hasher.finalize();

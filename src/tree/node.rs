@@ -46,7 +46,13 @@ pub struct Meta {
 
 impl Meta {
     pub fn new(mode: u32, uid: u32, gid: u32, mtime: Time) -> Self {
-        Meta { mode: mode & 0o7777, uid, gid, mtime, xattrs: BTreeMap::new() }
+        Meta {
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            mtime,
+            xattrs: BTreeMap::new(),
+        }
     }
 }
 
@@ -157,6 +163,7 @@ fn zero_block_holes(b: &[u8]) -> Vec<Range<u64>> {
 }
 
 /// Data ranges of an open file by `SEEK_DATA`/`SEEK_HOLE`; the whole file where unsupported.
+#[allow(clippy::single_range_in_vec_init)] // one range: the whole file is data
 pub fn seek_data_ranges(f: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
     use std::os::fd::AsRawFd;
     let fd = f.as_raw_fd();
@@ -179,7 +186,11 @@ pub fn seek_data_ranges(f: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { len } else { (hole as u64).min(len) };
+        let hole = if hole < 0 {
+            len
+        } else {
+            (hole as u64).min(len)
+        };
         out.push(data..hole);
         pos = hole;
     }
@@ -193,8 +204,14 @@ pub enum Kind {
     Dir(BTreeMap<Vec<u8>, NodeId>),
     File(Content),
     Symlink(Vec<u8>),
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -207,7 +224,10 @@ pub struct Node {
 
 impl Node {
     pub fn dir(meta: Meta) -> Self {
-        Node { meta, kind: Kind::Dir(BTreeMap::new()) }
+        Node {
+            meta,
+            kind: Kind::Dir(BTreeMap::new()),
+        }
     }
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
@@ -236,7 +256,9 @@ impl Tree {
     pub const ROOT: NodeId = NodeId(0);
 
     pub fn new(root_meta: Meta) -> Self {
-        Tree { nodes: vec![Node::dir(root_meta)] }
+        Tree {
+            nodes: vec![Node::dir(root_meta)],
+        }
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -386,11 +408,21 @@ mod tests {
     fn walk_is_sorted_and_visits_hard_links_once() {
         let mut t = Tree::new(m(0o755));
         let etc = t.add(Tree::ROOT, b"etc", Node::dir(m(0o755)));
-        let f = t.add(etc, b"b", Node { meta: m(0o644), kind: Kind::File(Content::bytes("x")) });
+        let f = t.add(
+            etc,
+            b"b",
+            Node {
+                meta: m(0o644),
+                kind: Kind::File(Content::bytes("x")),
+            },
+        );
         t.link(etc, b"a", f);
         t.add(Tree::ROOT, b"bin", Node::dir(m(0o755)));
-        let paths: Vec<_> =
-            t.walk().into_iter().map(|(p, _)| String::from_utf8(p).unwrap()).collect();
+        let paths: Vec<_> = t
+            .walk()
+            .into_iter()
+            .map(|(p, _)| String::from_utf8(p).unwrap())
+            .collect();
         assert_eq!(paths, ["/", "/bin", "/etc", "/etc/a"]);
         assert_eq!(t.link_counts()[f.0 as usize], 2);
     }
@@ -400,7 +432,14 @@ mod tests {
         let mut t = Tree::new(m(0o755));
         let boot = t.add(Tree::ROOT, b"boot", Node::dir(m(0o755)));
         let efi = t.add(boot, b"efi", Node::dir(m(0o700)));
-        t.add(efi, b"k", Node { meta: m(0o644), kind: Kind::File(Content::bytes("k")) });
+        t.add(
+            efi,
+            b"k",
+            Node {
+                meta: m(0o644),
+                kind: Kind::File(Content::bytes("k")),
+            },
+        );
         let esp = t.split_off(efi);
         assert!(t.children(efi).unwrap().is_empty());
         assert_eq!(esp.node(Tree::ROOT).meta.mode, 0o700);
