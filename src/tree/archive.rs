@@ -215,10 +215,15 @@ fn member_into<R: Read>(
     let (mut uid, mut gid, mode) = (h.uid()?, h.gid()?, h.mode()?);
     let mut mtime = Time::from_secs(i64::try_from(h.mtime()?).unwrap_or(i64::MAX));
     let link = e.link_name_bytes().map(|l| l.into_owned());
-    let dev = (
-        h.device_major()?.unwrap_or(0),
-        h.device_minor()?.unwrap_or(0),
-    );
+    // Only device members fill in the device fields; others may leave them blank.
+    let dev = if matches!(et, tar::EntryType::Char | tar::EntryType::Block) {
+        (
+            h.device_major()?.unwrap_or(0),
+            h.device_minor()?.unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
     let mut xattrs = BTreeMap::new();
     if let Some(pax) = e.pax_extensions()? {
         for ext in pax {

@@ -29,8 +29,7 @@ pub enum TreeError {
 }
 
 /// Details of [`TreeError::Archive`] (boxed: they are large and rare).
-#[derive(Debug, thiserror::Error)]
-#[error("{pos}: archive {}, entry {member:?}: {problem}; {fix}", archive.display())]
+#[derive(Debug)]
 pub struct ArchiveError {
     pub pos: Pos,
     /// The entry's `dest`.
@@ -51,3 +50,15 @@ impl TreeError {
         }
     }
 }
+
+impl std::fmt::Display for ArchiveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: archive {}", self.pos, self.archive.display())?;
+        if !self.member.is_empty() {
+            write!(f, ", entry {:?}", self.member)?;
+        }
+        write!(f, ": {}; {}", self.problem, self.fix)
+    }
+}
+
+impl std::error::Error for ArchiveError {}
