@@ -510,10 +510,12 @@ fn archives_gz_and_zst_unpack_into_the_tree() {
     );
 }
 
+type AddMembers = dyn Fn(&mut tar::Builder<Vec<u8>>);
+
 #[test]
 fn hostile_archives_are_refused() {
     let d = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>, &str)> = vec![
+    let cases: Vec<(&str, Box<AddMembers>, &str)> = vec![
         (
             "dotdot",
             Box::new(|b| add(b, "../x", tar::EntryType::Regular, b"x", 0o644)),
