@@ -172,7 +172,7 @@ fn bad_types_and_missing_keys() {
     let e = err("[[directory]]\npath = \"/a\"\nowner = \"root\"\n");
     assert_eq!(
         e,
-        "/r/k.toml:8:9: invalid type: string \"root\"; expected u32"
+        "/r/k.toml:8:9: invalid type: string \"root\"; expected a whole number from 0 to 4294967295"
     );
     let e = err("[[symlink]]\npath = \"/a\"\n");
     assert!(
@@ -406,19 +406,35 @@ proptest! {
 
     #[test]
     fn mutated_recipes_never_panic(
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, "[\\PC]{0,6}"), 1..6)
+        edits in proptest::collection::vec(
+            (any::<prop::sample::Index>(), 0u8..4, "[\\PC]{0,6}"),
+            1..6,
+        )
     ) {
         let mut t = valid_text();
         for (at, op, s) in edits {
-            let mut i = at.index(t.len() + 1);
-            while !t.is_char_boundary(i) { i -= 1; }
+            let i = floor_boundary(&t, at.index(t.len() + 1));
             match op {
                 0 => t.insert_str(i, &s),
-                1 => { let mut j = (i + s.len()).min(t.len()); while !t.is_char_boundary(j) { j -= 1; } t.replace_range(i..j, ""); }
+                1 => {
+                    let j = floor_boundary(&t, (i + s.len()).min(t.len()));
+                    t.replace_range(i..j, "");
+                }
                 2 => t.insert_str(i, "${"),
-                _ => { let mut j = (i + 1).min(t.len()); while !t.is_char_boundary(j) { j += 1; } t.replace_range(i..j, &s); }
+                _ => {
+                    let j = floor_boundary(&t, (i + 1).min(t.len()));
+                    t.replace_range(i..j.max(i), &s);
+                }
             }
         }
         let _ = Recipe::from_str_with_env(&t, &testdata().join("m.toml"), &env_of(&[("A", "b")]));
     }
+}
+
+/// The largest char boundary of `t` at or before `i`.
+fn floor_boundary(t: &str, mut i: usize) -> usize {
+    while !t.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }

@@ -78,17 +78,19 @@ pub(super) fn check(
             .and_then(|n| need.checked_add(n))
             .unwrap_or(u64::MAX);
         if need > image.size {
-            return Err(RecipeError::new(
-                p.pos.clone(),
-                K::Layout,
-                format!(
-                    "the partitions need {} ({} + 2 MiB for alignment and GPT), more than the image size {}",
-                    show_size(need),
-                    shown.join(" + "),
-                    show_size(image.size)
-                ),
-                format!("image.size of at least {} (at {}), or smaller partitions", show_size(need), ctx.pos(raw_image.get_ref().size.span().start)),
-            ));
+            let what = format!(
+                "the partitions need {} ({} + 2 MiB for alignment and GPT), \
+                 more than the image size {}",
+                show_size(need),
+                shown.join(" + "),
+                show_size(image.size)
+            );
+            let at = ctx.pos(raw_image.get_ref().size.span().start);
+            let exp = format!(
+                "image.size of at least {} (at {at}), or smaller partitions",
+                show_size(need)
+            );
+            return Err(RecipeError::new(p.pos.clone(), K::Layout, what, exp));
         }
     }
     Ok(())

@@ -167,6 +167,11 @@ impl<'a> Ctx<'a> {
         // serde's messages read "unknown field `x`, expected one of `a`, `b`": split them so the
         // expectation lands after the semicolon like every other kiln error.
         if let Some((what, exp)) = msg.split_once(", expected ") {
+            let exp = match exp {
+                "u32" => "a whole number from 0 to 4294967295",
+                "i64" => "an integer",
+                e => e,
+            };
             let what = what.replace("unknown field", "unknown key");
             return self.err_at(at, kind, what, exp.replace("one of", "one of the keys"));
         }
@@ -255,7 +260,11 @@ impl<'a> Ctx<'a> {
             Some(v) => *v.get_ref(),
             None => match (self.env)("SOURCE_DATE_EPOCH") {
                 Some(v) => v.trim().parse().map_err(|_| {
-                    self.err(raw, K::Env, format!("environment variable SOURCE_DATE_EPOCH is {v:?}, not a number"), "SOURCE_DATE_EPOCH to be whole seconds since 1970, or image.source_date_epoch")
+                    let what =
+                        format!("environment variable SOURCE_DATE_EPOCH is {v:?}, not a number");
+                    let exp = "SOURCE_DATE_EPOCH to be whole seconds since 1970, \
+                               or image.source_date_epoch";
+                    self.err(raw, K::Env, what, exp)
                 })?,
                 None => DEFAULT_SOURCE_DATE_EPOCH,
             },
@@ -384,7 +393,10 @@ impl<'a> Ctx<'a> {
             "linux" => PartType::Linux,
             "swap" => PartType::Swap,
             g => PartType::Guid(parse_guid(g).ok_or_else(|| {
-                self.err(&r.ptype, K::Value, format!("partition type {g:?} is neither a known name nor a GUID"), "\"esp\", \"root\", \"linux\", \"swap\" or a GUID like \"0FC63DAF-8483-4772-8E79-3D69D8477DE4\"")
+                let what = format!("partition type {g:?} is neither a known name nor a GUID");
+                let exp = "\"esp\", \"root\", \"linux\", \"swap\" \
+                           or a GUID like \"0FC63DAF-8483-4772-8E79-3D69D8477DE4\"";
+                self.err(&r.ptype, K::Value, what, exp)
             })?),
         };
         let size = match r.size.get_ref() {
