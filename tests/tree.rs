@@ -596,3 +596,48 @@ fn archive_extension_must_match_contents() {
         .to_string()
         .contains("no known archive extension"));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Corrupted archives give errors or trees, never panics, and never write outside the
+        /// content store.
+        #[test]
+        fn mutated_archives_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            gz in any::<bool>(),
+        ) {
+            let mut tar = good_tar();
+            for (at, byte) in edits {
+                let i = at.index(tar.len());
+                tar[i] = byte;
+            }
+            let (name, bytes) = if gz {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&tar).unwrap();
+                ("m.tar.gz", e.finish().unwrap())
+            } else {
+                ("m.tar", tar)
+            };
+            let d = tempfile::tempdir().unwrap();
+            let p = write(d.path(), name, &bytes);
+            let store = ContentStore::new().unwrap();
+            let _ = build_tree(&recipe(vec![archive(p, "/srv")]), &store);
+        }
+
+        #[test]
+        fn random_bytes_as_archives_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            ext in prop::sample::select(vec!["tar", "tar.gz", "tar.zst"]),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let p = write(d.path(), &format!("r.{ext}"), &bytes);
+            let store = ContentStore::new().unwrap();
+            let _ = build_tree(&recipe(vec![archive(p, "/")]), &store);
+        }
+    }
+}
