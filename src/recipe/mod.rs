@@ -2,6 +2,22 @@
 //!
 //! Loading rejects unknown keys, expands `${NAME}` / `${NAME:-fallback}` in every string value,
 //! and reports every error as `FILE:LINE:COL: what is wrong; what is expected`.
+//! `$$` and a `$` not followed by `{` are kept as written (see [`expand`]).
+//!
+//! Entries of all kinds (`[[file]]`, `[[directory]]`, `[[symlink]]`, `[[tree]]`, `[[archive]]`)
+//! land in [`Recipe::entries`] in the order they appear in the file, whatever their kind.
+
+mod error;
+mod expand;
+mod layout;
+mod parse;
+mod raw;
+mod size;
+
+pub use error::{RecipeError, RecipeErrorKind};
+pub use expand::{expand, ExpandError, ExpandErrorKind};
+pub use parse::{parse_guid, EnvLookup};
+pub use size::{parse_size, GIB, KIB, MIB, TIB};
 
 use std::path::PathBuf;
 

@@ -1,7 +1,20 @@
 //! The root filesystem tree that a recipe describes, before it becomes filesystems.
+//!
+//! [`build_tree`] applies the recipe's entries in order; [`path`] resolves paths inside the
+//! tree with chroot semantics; [`host`] and `archive` import host directories and tar archives.
 
+mod archive;
+mod build;
+mod error;
+pub mod host;
 mod node;
+pub mod path;
+mod store;
 
+pub use archive::MAX_MEMBER_SIZE;
+pub use build::{build_tree, Built, InputDigest};
+pub use error::{ArchiveError, TreeError};
 pub use node::{
     seek_data_ranges, Content, ContentReader, Kind, Meta, Node, NodeId, Time, Tree, HOLE_GRANULE,
 };
+pub use store::ContentStore;

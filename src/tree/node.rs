@@ -163,6 +163,7 @@ fn zero_block_holes(b: &[u8]) -> Vec<Range<u64>> {
 }
 
 /// Data ranges of an open file by `SEEK_DATA`/`SEEK_HOLE`; the whole file where unsupported.
+#[allow(clippy::single_range_in_vec_init)] // one range: the whole file is data
 pub fn seek_data_ranges(f: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
     use std::os::fd::AsRawFd;
     let fd = f.as_raw_fd();

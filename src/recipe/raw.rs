@@ -1,0 +1,121 @@
+//! The recipe as serde reads it: every key, with its span in the file, before validation.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S = Spanned<String>;
+
+/// An integer or a string (sizes and modes accept both, and explain what they want).
+#[derive(Debug, Clone)]
+pub enum Scalar {
+    Int(i64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer or a string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("integer is too large"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecipe {
+    pub image: Spanned<RawImage>,
+    #[serde(default)]
+    pub partition: Vec<Spanned<RawPartition>>,
+    #[serde(default)]
+    pub file: Vec<Spanned<RawFile>>,
+    #[serde(default)]
+    pub directory: Vec<Spanned<RawDirectory>>,
+    #[serde(default)]
+    pub symlink: Vec<Spanned<RawSymlink>>,
+    #[serde(default)]
+    pub tree: Vec<Spanned<RawTree>>,
+    #[serde(default)]
+    pub archive: Vec<Spanned<RawArchive>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    pub name: S,
+    pub version: S,
+    pub arch: S,
+    pub size: Spanned<Scalar>,
+    pub source_date_epoch: Option<Spanned<i64>>,
+    pub seed: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPartition {
+    pub label: S,
+    #[serde(rename = "type")]
+    pub ptype: S,
+    pub size: Spanned<Scalar>,
+    pub filesystem: S,
+    pub mount: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub path: S,
+    pub content: Option<S>,
+    pub source: Option<S>,
+    pub mode: Option<Spanned<Scalar>>,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    pub path: S,
+    pub mode: Option<Spanned<Scalar>>,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSymlink {
+    pub path: S,
+    pub target: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTree {
+    pub source: S,
+    pub dest: S,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchive {
+    pub source: S,
+    pub dest: Option<S>,
+}
