@@ -19,10 +19,10 @@ pub struct ContentStore {
 
 impl ContentStore {
     pub fn new() -> io::Result<Self> {
-        Ok(ContentStore {
-            dir: tempfile::Builder::new().prefix("kiln-content-").tempdir()?,
-            next: Cell::new(0),
-        })
+        let dir = tempfile::Builder::new().prefix("kiln-content-").tempdir()?;
+        // Removed on Ctrl-C too, not only on drop.
+        crate::cleanup::register(dir.path());
+        Ok(ContentStore { dir, next: Cell::new(0) })
     }
 
     pub fn path(&self) -> &Path {
@@ -53,6 +53,12 @@ impl ContentStore {
         // A trailing hole needs the length set explicitly.
         f.set_len(len)?;
         Ok((path, len))
+    }
+}
+
+impl Drop for ContentStore {
+    fn drop(&mut self) {
+        crate::cleanup::unregister(self.dir.path());
     }
 }
 
