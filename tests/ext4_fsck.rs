@@ -19,3 +19,181 @@ fn empty_filesystem_is_clean() {
         assert_eq!(report.blocks_total, size / 4096);
     }
 }
+
+use kiln::tree::{Content, Kind, Node, NodeId, Time};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn meta(mode: u32) -> Meta {
+    Meta::new(mode, 0, 0, EPOCH)
+}
+
+fn file(t: &mut Tree, parent: NodeId, name: &[u8], data: &[u8], m: Meta) -> NodeId {
+    t.add(parent, name, Node { meta: m, kind: Kind::File(Content::bytes(data.to_vec())) })
+}
+
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// The "nasty" tree: every file type and edge the writer must get right.
+fn nasty(scratch: &Path) -> Tree {
+    let mut t = root();
+    // A 1 GiB sparse host file with three data blocks.
+    let sparse = scratch.join("sparse.bin");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(1 << 30).unwrap();
+        for off in [0u64, 500 << 20, (1 << 30) - 4096] {
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(&[0xA5; 4096]).unwrap();
+        }
+    }
+    t.add(Tree::ROOT, b"sparse", Node { meta: meta(0o644), kind: Kind::File(Content::Host { path: sparse, len: 1 << 30 }) });
+    // A 6,000-entry directory.
+    let big = t.add(Tree::ROOT, b"big", Node::dir(meta(0o755)));
+    for i in 0..6000 {
+        file(&mut t, big, format!("entry-{i:05}").as_bytes(), b"", meta(0o644));
+    }
+    // 40 levels deep.
+    let mut d = Tree::ROOT;
+    for i in 0..40 {
+        d = t.add(d, format!("d{i}").as_bytes(), Node::dir(meta(0o755)));
+    }
+    file(&mut t, d, b"bottom", b"deep\n", meta(0o644));
+    // Long and UTF-8 names.
+    let names = t.add(Tree::ROOT, b"names", Node::dir(meta(0o755)));
+    file(&mut t, names, &[b'x'; 255], b"255\n", meta(0o644));
+    file(&mut t, names, "héllo-wörld-日本語".as_bytes(), b"utf8\n", meta(0o644));
+    // Symlinks: fast, slow (long), dangling.
+    let links = t.add(Tree::ROOT, b"links", Node::dir(meta(0o755)));
+    t.add(links, b"fast", Node { meta: meta(0o777), kind: Kind::Symlink(b"../names".to_vec()) });
+    let long = format!("/{}", "long-component/".repeat(20));
+    t.add(links, b"slow", Node { meta: meta(0o777), kind: Kind::Symlink(long.into_bytes()) });
+    t.add(links, b"dangling", Node { meta: meta(0o777), kind: Kind::Symlink(b"/nowhere/at/all".to_vec()) });
+    // Three hard links to one file.
+    let hl = file(&mut t, links, b"hard1", b"shared\n", meta(0o644));
+    t.link(links, b"hard2", hl);
+    t.link(Tree::ROOT, b"hard3", hl);
+    // Special files.
+    let dev = t.add(Tree::ROOT, b"dev", Node::dir(meta(0o755)));
+    t.add(dev, b"fifo", Node { meta: meta(0o600), kind: Kind::Fifo });
+    t.add(dev, b"null", Node { meta: meta(0o666), kind: Kind::CharDev { major: 1, minor: 3 } });
+    t.add(dev, b"nvme", Node { meta: meta(0o660), kind: Kind::BlockDev { major: 259, minor: 70000 } });
+    t.add(dev, b"sock", Node { meta: meta(0o755), kind: Kind::Socket });
+    // Modes, ids, times.
+    let modes = t.add(Tree::ROOT, b"modes", Node::dir(meta(0o755)));
+    file(&mut t, modes, b"suid", b"#!/bin/sh\n", meta(0o4755));
+    file(&mut t, modes, b"sgid", b"#!/bin/sh\n", meta(0o2755));
+    t.add(modes, b"sticky", Node::dir(meta(0o1777)));
+    file(&mut t, modes, b"bigids", b"ids\n", Meta::new(0o640, 70000, 100000, EPOCH));
+    let later = Time { secs: EPOCH.secs + 1000, nanos: 5 };
+    file(&mut t, modes, b"future", b"clamped\n", Meta::new(0o644, 0, 0, later));
+    let earlier = Time { secs: EPOCH.secs - 1000, nanos: 123_456_789 };
+    file(&mut t, modes, b"past", b"kept\n", Meta::new(0o644, 0, 0, earlier));
+    // Extended attributes: small (in-inode), big (external block), ACLs.
+    let mut x = meta(0o644);
+    x.xattrs.insert(b"user.small".to_vec(), b"hello".to_vec());
+    x.xattrs.insert(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    x.xattrs.insert(b"trusted.big".to_vec(), vec![0x5A; 2000]);
+    x.xattrs.insert(b"system.posix_acl_access".to_vec(), acl(&[(1, 6, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 4, u32::MAX)]));
+    file(&mut t, Tree::ROOT, b"xattrs", b"x\n", x);
+    let mut x = meta(0o644);
+    x.xattrs.insert(b"user.only".to_vec(), b"in-inode".to_vec());
+    file(&mut t, Tree::ROOT, b"xattr-small", b"y\n", x);
+    // A multi-block file with a hole in the middle.
+    let mut data = vec![7u8; 3 * 4096 + 100];
+    data[4096..8192].fill(0);
+    file(&mut t, Tree::ROOT, b"holey", &data, meta(0o644));
+    t
+}
+
+#[test]
+fn nasty_tree_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = nasty(dir.path());
+    let o = opts(128 << 20);
+    let (img, report) = build(dir.path(), "nasty.img", &t, &o);
+    fsck(&img);
+    assert_eq!(report.inodes_used, 11 + t.walk().len() as u64 - 1);
+
+    // Content, via rdump for the plain files.
+    let out = dir.path().join("out");
+    rdump(&img, &out);
+    assert_eq!(std::fs::read(out.join("d0/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15/d16/d17/d18/d19/d20/d21/d22/d23/d24/d25/d26/d27/d28/d29/d30/d31/d32/d33/d34/d35/d36/d37/d38/d39/bottom")).unwrap(), b"deep\n");
+    assert_eq!(std::fs::read(out.join("names").join("x".repeat(255))).unwrap(), b"255\n");
+    assert_eq!(std::fs::read(out.join("names/héllo-wörld-日本語")).unwrap(), b"utf8\n");
+    let Kind::File(c) = &t.node(t.child(Tree::ROOT, b"holey").unwrap()).kind else { panic!() };
+    let Content::Bytes(want) = c else { panic!() };
+    assert_eq!(std::fs::read(out.join("holey")).unwrap(), &want[..]);
+    assert_eq!(std::fs::read_dir(out.join("big")).unwrap().count(), 6000);
+    assert_eq!(std::fs::read_link(out.join("links/slow")).unwrap().to_str().unwrap(), format!("/{}", "long-component/".repeat(20)));
+    assert_eq!(std::fs::read_link(out.join("links/fast")).unwrap().to_str().unwrap(), "../names");
+    assert_eq!(std::fs::read_link(out.join("links/dangling")).unwrap().to_str().unwrap(), "/nowhere/at/all");
+
+    // The sparse file: 1 GiB long, three blocks allocated, data where it was written.
+    let s = stat(&img, "/sparse");
+    assert_eq!(stat_field(&s, "Size").unwrap(), (1u64 << 30).to_string());
+    assert_eq!(stat_field(&s, "Blockcount").unwrap(), "24");
+    let sparse = std::fs::read(out.join("sparse")).unwrap();
+    assert_eq!(sparse.len(), 1 << 30);
+    assert!(sparse[..4096].iter().all(|&b| b == 0xA5) && sparse[4096] == 0);
+    assert_eq!(sparse[500 << 20], 0xA5);
+
+    // Hard links, modes, ids, devices.
+    for p in ["/links/hard1", "/links/hard2", "/hard3"] {
+        assert_eq!(stat_field(&stat(&img, p), "Links").unwrap(), "3", "{p}");
+    }
+    assert_eq!(stat_field(&stat(&img, "/links/hard1"), "Inode"), stat_field(&stat(&img, "/hard3"), "Inode"));
+    assert_eq!(stat_field(&stat(&img, "/modes/suid"), "Mode").unwrap(), "04755");
+    assert_eq!(stat_field(&stat(&img, "/modes/sgid"), "Mode").unwrap(), "02755");
+    assert_eq!(stat_field(&stat(&img, "/modes/sticky"), "Mode").unwrap(), "01777");
+    let ids = stat(&img, "/modes/bigids");
+    assert_eq!(stat_field(&ids, "User").unwrap(), "70000");
+    assert_eq!(stat_field(&ids, "Group").unwrap(), "100000");
+    assert!(stat(&img, "/dev/fifo").contains("Type: FIFO"));
+    assert!(stat(&img, "/dev/sock").contains("Type: socket"));
+    let null = stat(&img, "/dev/null");
+    assert!(null.contains("Type: character special") && null.contains("Device major/minor number: 01:03"), "{null}");
+    let nvme = stat(&img, "/dev/nvme");
+    assert!(nvme.contains("Type: block special") && nvme.contains("Device major/minor number: 259:70000"), "{nvme}");
+    // Directory link counts: 2 + subdirectories (root also has lost+found).
+    let root_dirs = t.children(Tree::ROOT).unwrap().values().filter(|&&c| t.node(c).is_dir()).count();
+    assert_eq!(stat_field(&stat(&img, "/"), "Links").unwrap(), (2 + root_dirs + 1).to_string());
+    assert!(stat(&img, "/big").contains("Flags: 0x81000"), "htree index flag on the big directory");
+
+    // Times: clamped to the epoch, nanoseconds kept.
+    let (secs, _) = stat_time(&stat(&img, "/modes/future"), "mtime");
+    assert_eq!(secs as i64, EPOCH.secs);
+    let past = stat(&img, "/modes/past");
+    let (secs, extra) = stat_time(&past, "mtime");
+    assert_eq!((secs as i64, extra >> 2), (EPOCH.secs - 1000, 123_456_789));
+    assert_eq!(stat_time(&past, "crtime"), stat_time(&past, "mtime"));
+
+    // Extended attributes, in-inode and in a block.
+    assert_eq!(ea_get(&img, "/xattrs", "user.small", dir.path()), b"hello");
+    assert_eq!(ea_get(&img, "/xattrs", "trusted.big", dir.path()), vec![0x5A; 2000]);
+    assert_eq!(ea_get(&img, "/xattr-small", "user.only", dir.path()), b"in-inode");
+    let want: BTreeMap<_, _> = t.node(t.child(Tree::ROOT, b"xattrs").unwrap()).meta.xattrs.clone();
+    // debugfs writes the id of entries that have none as 0, the kernel as -1: compare without.
+    let no_ids = |v: &[u8]| -> Vec<u8> {
+        let mut v = v.to_vec();
+        for e in v[4..].chunks_mut(8) {
+            if e[0] != 2 && e[0] != 8 {
+                e[4..].fill(0);
+            }
+        }
+        v
+    };
+    let got = ea_get(&img, "/xattrs", "system.posix_acl_access", dir.path());
+    assert_eq!(no_ids(&got), no_ids(&want[&b"system.posix_acl_access".to_vec()]));
+    assert_ne!(stat_field(&stat(&img, "/xattrs"), "File ACL").unwrap(), "0");
+    assert_eq!(stat_field(&stat(&img, "/xattr-small"), "File ACL").unwrap(), "0");
+}

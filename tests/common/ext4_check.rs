@@ -51,10 +51,41 @@ pub fn rdump(img: &Path, dir: &Path) {
     let _ = out;
 }
 
-/// A field from `debugfs stat` output, such as "Links" or "Blockcount".
+/// A field from `debugfs stat` output, such as "Links" or "Blockcount": the token after
+/// `Field:` at its first occurrence.
 pub fn stat_field(stat: &str, field: &str) -> Option<String> {
-    let key = format!("{field}: ");
-    stat.split(|c| c == '\n' || c == '\t')
-        .flat_map(|l| l.split("   "))
-        .find_map(|part| part.trim().strip_prefix(&key).map(|v| v.split_whitespace().next().unwrap_or("").to_string()))
+    let key = format!("{field}:");
+    let mut from = 0;
+    while let Some(i) = stat[from..].find(&key) {
+        let at = from + i;
+        let before = stat[..at].chars().last();
+        if before.is_none_or(|c| c.is_whitespace()) {
+            return stat[at + key.len()..].split_whitespace().next().map(str::to_string);
+        }
+        from = at + key.len();
+    }
+    None
+}
+
+/// `debugfs stat PATH`, asserting the path exists.
+pub fn stat(img: &Path, path: &str) -> String {
+    let s = debugfs(img, &format!("stat \"{path}\""));
+    assert!(s.contains("Inode:"), "debugfs cannot stat {path}: {s}");
+    s
+}
+
+/// An xattr value as debugfs reads it back (ACLs come back in the xattr wire format).
+pub fn ea_get(img: &Path, path: &str, name: &str, scratch: &Path) -> Vec<u8> {
+    let out = scratch.join("ea.bin");
+    let _ = std::fs::remove_file(&out);
+    debugfs(img, &format!("ea_get -f {} \"{path}\" {name}", out.display()));
+    std::fs::read(&out).unwrap_or_else(|_| panic!("no xattr {name} on {path}"))
+}
+
+/// Seconds of a `debugfs stat` time field such as "mtime" (`0xSECS:EXTRA`).
+pub fn stat_time(stat: &str, field: &str) -> (u32, u32) {
+    let v = stat_field(stat, field).unwrap();
+    let (a, b) = v.split_once(':').unwrap();
+    let p = |x: &str| u32::from_str_radix(x.trim_start_matches("0x"), 16).unwrap();
+    (p(a), p(b))
 }
