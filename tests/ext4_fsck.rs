@@ -197,3 +197,85 @@ fn nasty_tree_reads_back() {
     assert_ne!(stat_field(&stat(&img, "/xattrs"), "File ACL").unwrap(), "0");
     assert_eq!(stat_field(&stat(&img, "/xattr-small"), "File ACL").unwrap(), "0");
 }
+
+#[test]
+fn fit_is_exact_and_too_big_names_the_sizes() {
+    use kiln::fs::ext4::{plan, Ext4Error};
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(64 << 20);
+    let mut t = root();
+    let f = file(&mut t, Tree::ROOT, b"fill", b"", meta(0o644));
+    let empty = plan(&t, &o).unwrap();
+    let free = empty.blocks_total - empty.blocks_used;
+    let fill = |t: &mut Tree, blocks: u64| {
+        t.node_mut(f).kind = Kind::File(Content::bytes(vec![0x11u8; (blocks * 4096) as usize]));
+    };
+    // 99% of the partition builds, and so does every last free block.
+    let total = empty.blocks_total;
+    fill(&mut t, total * 99 / 100 - empty.blocks_used);
+    let (img, r) = build(dir.path(), "99.img", &t, &o);
+    fsck(&img);
+    assert!(r.blocks_used <= total);
+    fill(&mut t, free);
+    let (img, r) = build(dir.path(), "100.img", &t, &o);
+    fsck(&img);
+    assert_eq!(r.blocks_used, total);
+    // One block more, or 101%, does not fit, and the error says by how much.
+    for blocks in [free + 1, total * 101 / 100 - empty.blocks_used] {
+        fill(&mut t, blocks);
+        match plan(&t, &o) {
+            Err(e @ Ext4Error::DoesNotFit { blocks_needed, blocks_available, .. }) => {
+                assert_eq!(blocks_available, total);
+                assert_eq!(blocks_needed, empty.blocks_used + blocks);
+                assert!(e.to_string().contains(&blocks_needed.to_string()));
+            }
+            other => panic!("expected DoesNotFit, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn too_many_inodes_raise_the_count_or_do_not_fit() {
+    use kiln::fs::ext4::{plan, Ext4Error};
+    let dir = tempfile::tempdir().unwrap();
+    // 16 MiB gives 1024 inodes by the ratio; 3000 files must raise it.
+    let mut t = root();
+    let d = t.add(Tree::ROOT, b"many", Node::dir(meta(0o755)));
+    for i in 0..3000 {
+        file(&mut t, d, format!("f{i}").as_bytes(), b"", meta(0o644));
+    }
+    let (img, r) = build(dir.path(), "inodes.img", &t, &opts(16 << 20));
+    fsck(&img);
+    assert!(r.inodes_total >= 3012);
+    // 8 MiB holds at most 32768 inodes (one bitmap block per group).
+    for i in 3000..40000 {
+        file(&mut t, d, format!("f{i}").as_bytes(), b"", meta(0o644));
+    }
+    assert!(matches!(plan(&t, &opts(8 << 20)), Err(Ext4Error::DoesNotFit { .. })));
+}
+
+#[test]
+fn two_level_htree_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = root();
+    let d = t.add(Tree::ROOT, b"huge", Node::dir(meta(0o755)));
+    // About 100 entries per leaf: 60,000 entries need more leaves than one dx_root holds.
+    for i in 0..60_000 {
+        file(&mut t, d, format!("a-fairly-long-name-to-fill-leaves-{i:06}").as_bytes(), b"", meta(0o644));
+    }
+    // Two groups: one group holds at most 32768 inodes.
+    let (img, _) = build(dir.path(), "htree2.img", &t, &opts(192 << 20));
+    fsck(&img);
+    let dump = debugfs(&img, "htree_dump /huge");
+    assert!(dump.contains("Indirect levels: 1"), "{}", &dump[..dump.len().min(2000)]);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = nasty(dir.path());
+    let o = opts(128 << 20);
+    let (a, _) = build(dir.path(), "a.img", &t, &o);
+    let (b, _) = build(dir.path(), "b.img", &t, &o);
+    assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "two builds differ");
+}
