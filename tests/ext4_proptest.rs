@@ -59,7 +59,8 @@ fn build_tree(entries: &[(usize, Vec<u8>, Spec, u32, bool)]) -> Tree {
         if *xattr {
             meta.xattrs.insert(b"user.k".to_vec(), name.clone());
             if i % 3 == 0 {
-                meta.xattrs.insert(b"trusted.big".to_vec(), vec![i as u8; 1500]);
+                meta.xattrs
+                    .insert(b"trusted.big".to_vec(), vec![i as u8; 1500]);
             }
         }
         let kind = match spec {
@@ -67,7 +68,10 @@ fn build_tree(entries: &[(usize, Vec<u8>, Spec, u32, bool)]) -> Tree {
             Spec::File { blocks, tail } => {
                 let mut data = Vec::new();
                 for (b, &full) in blocks.iter().enumerate() {
-                    data.extend(std::iter::repeat_n(if full { (b as u8) | 1 } else { 0 }, 4096));
+                    data.extend(std::iter::repeat_n(
+                        if full { (b as u8) | 1 } else { 0 },
+                        4096,
+                    ));
                 }
                 data.extend(std::iter::repeat_n(0x42, *tail as usize));
                 Kind::File(Content::bytes(data))
@@ -78,7 +82,10 @@ fn build_tree(entries: &[(usize, Vec<u8>, Spec, u32, bool)]) -> Tree {
                 continue;
             }
             Spec::HardLink(_) | Spec::Fifo => Kind::Fifo,
-            Spec::Dev(a, b) => Kind::CharDev { major: *a, minor: *b },
+            Spec::Dev(a, b) => Kind::CharDev {
+                major: *a,
+                minor: *b,
+            },
             Spec::Socket => Kind::Socket,
         };
         let is_dir = matches!(kind, Kind::Dir(_));

@@ -7,7 +7,10 @@ use kiln::tree::{Time, Tree};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const EPOCH: Time = Time { secs: 1_700_000_000, nanos: 0 };
+pub const EPOCH: Time = Time {
+    secs: 1_700_000_000,
+    nanos: 0,
+};
 
 pub fn opts(size: u64) -> Ext4Options {
     Ext4Options {
@@ -29,10 +32,30 @@ pub fn build(dir: &Path, name: &str, tree: &Tree, o: &Ext4Options) -> (PathBuf, 
 
 /// Runs `e2fsck -fn` and panics with its output unless it is clean.
 pub fn fsck(img: &Path) -> String {
-    let out = Command::new("e2fsck").arg("-fn").arg(img).output().expect("e2fsck runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "e2fsck -fn failed ({}):\n{text}", out.status);
-    for bad in ["Fix?", "Clear?", "Salvage?", "Relocate?", "Optimize?", "Recreate?", "WARNING"] {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(img)
+        .output()
+        .expect("e2fsck runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "e2fsck -fn failed ({}):\n{text}",
+        out.status
+    );
+    for bad in [
+        "Fix?",
+        "Clear?",
+        "Salvage?",
+        "Relocate?",
+        "Optimize?",
+        "Recreate?",
+        "WARNING",
+    ] {
         assert!(!text.contains(bad), "e2fsck found problems:\n{text}");
     }
     text
@@ -40,7 +63,12 @@ pub fn fsck(img: &Path) -> String {
 
 /// Runs one debugfs request and returns its stdout.
 pub fn debugfs(img: &Path, req: &str) -> String {
-    let out = Command::new("debugfs").arg("-R").arg(req).arg(img).output().expect("debugfs runs");
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(req)
+        .arg(img)
+        .output()
+        .expect("debugfs runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -59,8 +87,11 @@ pub fn stat_field(stat: &str, field: &str) -> Option<String> {
     while let Some(i) = stat[from..].find(&key) {
         let at = from + i;
         let before = stat[..at].chars().last();
-        if before.is_none_or(|c| c.is_whitespace()) {
-            return stat[at + key.len()..].split_whitespace().next().map(str::to_string);
+        if before.map_or(true, |c| c.is_whitespace()) {
+            return stat[at + key.len()..]
+                .split_whitespace()
+                .next()
+                .map(str::to_string);
         }
         from = at + key.len();
     }
@@ -78,7 +109,10 @@ pub fn stat(img: &Path, path: &str) -> String {
 pub fn ea_get(img: &Path, path: &str, name: &str, scratch: &Path) -> Vec<u8> {
     let out = scratch.join("ea.bin");
     let _ = std::fs::remove_file(&out);
-    debugfs(img, &format!("ea_get -f {} \"{path}\" {name}", out.display()));
+    debugfs(
+        img,
+        &format!("ea_get -f {} \"{path}\" {name}", out.display()),
+    );
     std::fs::read(&out).unwrap_or_else(|_| panic!("no xattr {name} on {path}"))
 }
 

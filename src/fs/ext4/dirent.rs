@@ -44,7 +44,11 @@ impl DirEntry {
     /// Reads an entry and its `rec_len`.
     pub fn decode(b: &[u8]) -> (DirEntry, usize) {
         let n = b[6] as usize;
-        let e = DirEntry { inode: get_u32(b, 0), file_type: b[7], name: b[8..8 + n].to_vec() };
+        let e = DirEntry {
+            inode: get_u32(b, 0),
+            file_type: b[7],
+            name: b[8..8 + n].to_vec(),
+        };
         (e, get_u16(b, 4) as usize)
     }
 }
@@ -74,7 +78,11 @@ pub fn encode_block(entries: &[DirEntry], inode_seed: u32) -> Vec<u8> {
         put_u16(&mut b, 4, USABLE as u16);
     }
     for (i, e) in entries.iter().enumerate() {
-        let rec = if i + 1 == entries.len() { USABLE - off } else { e.min_rec_len() };
+        let rec = if i + 1 == entries.len() {
+            USABLE - off
+        } else {
+            e.min_rec_len()
+        };
         e.encode(&mut b[off..], rec);
         off += rec;
     }
@@ -117,7 +125,11 @@ mod tests {
     #[test]
     fn round_trip_and_packing() {
         let es: Vec<DirEntry> = (0..300)
-            .map(|i| DirEntry { inode: 12 + i, file_type: FT_REG_FILE, name: format!("file-{i:04}").into_bytes() })
+            .map(|i| DirEntry {
+                inode: 12 + i,
+                file_type: FT_REG_FILE,
+                name: format!("file-{i:04}").into_bytes(),
+            })
             .collect();
         let blocks = pack(&es);
         assert!(blocks.len() > 1);

@@ -76,7 +76,10 @@ impl ExtentIdx {
         put_u16(b, 10, 0);
     }
     pub fn decode(b: &[u8]) -> ExtentIdx {
-        ExtentIdx { ei_block: get_u32(b, 0), leaf: get_u32(b, 4) as u64 | (get_u16(b, 8) as u64) << 32 }
+        ExtentIdx {
+            ei_block: get_u32(b, 0),
+            leaf: get_u32(b, 4) as u64 | (get_u16(b, 8) as u64) << 32,
+        }
     }
 }
 
@@ -88,7 +91,11 @@ pub fn extents_from_runs(runs: &[(u64, std::ops::Range<u64>)]) -> Vec<Extent> {
         let mut p = phys.start;
         while p < phys.end {
             let n = (phys.end - p).min(MAX_EXTENT_LEN);
-            out.push(Extent { ee_block: l as u32, ee_len: n as u16, start: p });
+            out.push(Extent {
+                ee_block: l as u32,
+                ee_len: n as u16,
+                start: p,
+            });
             l += n;
             p += n;
         }
@@ -135,8 +142,12 @@ pub fn build(extents: &[Extent], free: &[u64], fs_seed: u32, ino: u32) -> Extent
         for chunk in level.chunks(BLOCK_MAX) {
             let blk = free.next().expect("tree_blocks counted enough blocks");
             let mut b = vec![0u8; BLOCK_SIZE as usize];
-            ExtentHeader { eh_entries: chunk.len() as u16, eh_max: BLOCK_MAX as u16, eh_depth: depth }
-                .encode(&mut b);
+            ExtentHeader {
+                eh_entries: chunk.len() as u16,
+                eh_max: BLOCK_MAX as u16,
+                eh_depth: depth,
+            }
+            .encode(&mut b);
             for (i, (_, e)) in chunk.iter().enumerate() {
                 b[ENTRY * (i + 1)..ENTRY * (i + 2)].copy_from_slice(e);
             }
@@ -145,7 +156,11 @@ pub fn build(extents: &[Extent], free: &[u64], fs_seed: u32, ino: u32) -> Extent
             let c = crc32c_raw(inode_seed, &b[..tail]);
             put_u32(&mut b, tail, c);
             let mut idx = [0u8; ENTRY];
-            ExtentIdx { ei_block: chunk[0].0, leaf: blk }.encode(&mut idx);
+            ExtentIdx {
+                ei_block: chunk[0].0,
+                leaf: blk,
+            }
+            .encode(&mut idx);
             next.push((chunk[0].0, idx));
             blocks.push((blk, b));
         }
@@ -153,8 +168,12 @@ pub fn build(extents: &[Extent], free: &[u64], fs_seed: u32, ino: u32) -> Extent
         depth += 1;
     }
     let mut root = [0u8; 60];
-    ExtentHeader { eh_entries: level.len() as u16, eh_max: IN_INODE_MAX as u16, eh_depth: depth }
-        .encode(&mut root);
+    ExtentHeader {
+        eh_entries: level.len() as u16,
+        eh_max: IN_INODE_MAX as u16,
+        eh_depth: depth,
+    }
+    .encode(&mut root);
     for (i, (_, e)) in level.iter().enumerate() {
         root[ENTRY * (i + 1)..ENTRY * (i + 2)].copy_from_slice(e);
     }
@@ -168,14 +187,25 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let e = Extent { ee_block: 7, ee_len: 32768, start: 1 << 40 };
+        let e = Extent {
+            ee_block: 7,
+            ee_len: 32768,
+            start: 1 << 40,
+        };
         let mut b = [0u8; 12];
         e.encode(&mut b);
         assert_eq!(Extent::decode(&b), e);
-        let i = ExtentIdx { ei_block: 9, leaf: (1 << 33) + 5 };
+        let i = ExtentIdx {
+            ei_block: 9,
+            leaf: (1 << 33) + 5,
+        };
         i.encode(&mut b);
         assert_eq!(ExtentIdx::decode(&b), i);
-        let h = ExtentHeader { eh_entries: 3, eh_max: 4, eh_depth: 1 };
+        let h = ExtentHeader {
+            eh_entries: 3,
+            eh_max: 4,
+            eh_depth: 1,
+        };
         h.encode(&mut b);
         assert_eq!(ExtentHeader::decode(&b), Some(h));
     }
@@ -184,8 +214,22 @@ mod tests {
     fn runs_split_at_max_len() {
         let ex = extents_from_runs(&[(0, 100..100 + 70000), (80000, 5..6)]);
         assert_eq!(ex.len(), 4);
-        assert_eq!(ex[2], Extent { ee_block: 65536, ee_len: 4464, start: 65636 });
-        assert_eq!(ex[3], Extent { ee_block: 80000, ee_len: 1, start: 5 });
+        assert_eq!(
+            ex[2],
+            Extent {
+                ee_block: 65536,
+                ee_len: 4464,
+                start: 65636
+            }
+        );
+        assert_eq!(
+            ex[3],
+            Extent {
+                ee_block: 80000,
+                ee_len: 1,
+                start: 5
+            }
+        );
     }
 
     #[test]
@@ -194,8 +238,13 @@ mod tests {
         assert_eq!(tree_blocks(5), 1);
         assert_eq!(tree_blocks(340 * 4), 4);
         assert_eq!(tree_blocks(340 * 4 + 1), 5 + 1);
-        let ex: Vec<Extent> =
-            (0..2000).map(|i| Extent { ee_block: i * 2, ee_len: 1, start: 1000 + i as u64 }).collect();
+        let ex: Vec<Extent> = (0..2000)
+            .map(|i| Extent {
+                ee_block: i * 2,
+                ee_len: 1,
+                start: 1000 + i as u64,
+            })
+            .collect();
         let free: Vec<u64> = (0..tree_blocks(ex.len())).collect();
         let t = build(&ex, &free, 1, 12);
         let h = ExtentHeader::decode(&t.root).unwrap();

@@ -97,6 +97,10 @@ mod tests {
         let b = d.encode(5, 3);
         assert_eq!(GroupDesc::decode(&b), d);
         assert_eq!(get_u16(&b, 0x1E), checksum(&b, 5, 3));
-        assert_ne!(checksum(&b, 5, 3), checksum(&b, 5, 4), "the group number is covered");
+        assert_ne!(
+            checksum(&b, 5, 3),
+            checksum(&b, 5, 4),
+            "the group number is covered"
+        );
     }
 }

@@ -30,9 +30,48 @@ fn md4_h(x: u32, y: u32, z: u32) -> u32 {
 fn half_md4_transform(buf: &mut [u32; 4], inp: &[u32; 8]) {
     type Round = (fn(u32, u32, u32) -> u32, u32, [(usize, u32); 8]);
     const ROUNDS: [Round; 3] = [
-        (md4_f, 0, [(0, 3), (1, 7), (2, 11), (3, 19), (4, 3), (5, 7), (6, 11), (7, 19)]),
-        (md4_g, K2, [(1, 3), (3, 5), (5, 9), (7, 13), (0, 3), (2, 5), (4, 9), (6, 13)]),
-        (md4_h, K3, [(3, 3), (7, 9), (2, 11), (6, 15), (1, 3), (5, 9), (0, 11), (4, 15)]),
+        (
+            md4_f,
+            0,
+            [
+                (0, 3),
+                (1, 7),
+                (2, 11),
+                (3, 19),
+                (4, 3),
+                (5, 7),
+                (6, 11),
+                (7, 19),
+            ],
+        ),
+        (
+            md4_g,
+            K2,
+            [
+                (1, 3),
+                (3, 5),
+                (5, 9),
+                (7, 13),
+                (0, 3),
+                (2, 5),
+                (4, 9),
+                (6, 13),
+            ],
+        ),
+        (
+            md4_h,
+            K3,
+            [
+                (3, 3),
+                (7, 9),
+                (2, 11),
+                (6, 15),
+                (1, 3),
+                (5, 9),
+                (0, 11),
+                (4, 15),
+            ],
+        ),
     ];
     let mut v = *buf;
     for (f, k, steps) in ROUNDS {
@@ -44,7 +83,10 @@ fn half_md4_transform(buf: &mut [u32; 4], inp: &[u32; 8]) {
                 _ => (1, 2, 3, 0),
             };
             let x = inp[*word].wrapping_add(k);
-            v[a] = v[a].wrapping_add(f(v[b], v[c], v[d])).wrapping_add(x).rotate_left(*shift);
+            v[a] = v[a]
+                .wrapping_add(f(v[b], v[c], v[d]))
+                .wrapping_add(x)
+                .rotate_left(*shift);
         }
     }
     for i in 0..4 {
@@ -132,7 +174,11 @@ fn get_entries(b: &[u8], count_off: usize) -> Vec<DxEntry> {
     let count = get_u16(b, count_off + 2) as usize;
     (0..count)
         .map(|i| DxEntry {
-            hash: if i == 0 { 0 } else { get_u32(b, count_off + 8 * i) },
+            hash: if i == 0 {
+                0
+            } else {
+                get_u32(b, count_off + 8 * i)
+            },
             block: get_u32(b, count_off + 8 * i + 4),
         })
         .collect()
@@ -149,12 +195,27 @@ fn set_dx_tail(b: &mut [u8], count_off: usize, limit: usize, count: usize, inode
 }
 
 /// Encodes a `dx_root` block for a directory whose `.` is `ino` and `..` is `parent`.
-pub fn encode_root(ino: u32, parent: u32, info: DxRootInfo, entries: &[DxEntry], seed: u32) -> Vec<u8> {
+pub fn encode_root(
+    ino: u32,
+    parent: u32,
+    info: DxRootInfo,
+    entries: &[DxEntry],
+    seed: u32,
+) -> Vec<u8> {
     assert!(!entries.is_empty() && entries.len() <= ROOT_LIMIT);
     let mut b = vec![0u8; BLOCK_SIZE as usize];
-    DirEntry { inode: ino, file_type: dirent::FT_DIR, name: b".".to_vec() }.encode(&mut b, 12);
-    DirEntry { inode: parent, file_type: dirent::FT_DIR, name: b"..".to_vec() }
-        .encode(&mut b[12..], BLOCK_SIZE as usize - 12);
+    DirEntry {
+        inode: ino,
+        file_type: dirent::FT_DIR,
+        name: b".".to_vec(),
+    }
+    .encode(&mut b, 12);
+    DirEntry {
+        inode: parent,
+        file_type: dirent::FT_DIR,
+        name: b"..".to_vec(),
+    }
+    .encode(&mut b[12..], BLOCK_SIZE as usize - 12);
     b[28] = info.hash_version;
     b[29] = 8; // info_length
     b[30] = info.indirect_levels;
@@ -164,7 +225,13 @@ pub fn encode_root(ino: u32, parent: u32, info: DxRootInfo, entries: &[DxEntry],
 }
 
 pub fn decode_root(b: &[u8]) -> (DxRootInfo, Vec<DxEntry>) {
-    (DxRootInfo { hash_version: b[28], indirect_levels: b[30] }, get_entries(b, 32))
+    (
+        DxRootInfo {
+            hash_version: b[28],
+            indirect_levels: b[30],
+        },
+        get_entries(b, 32),
+    )
 }
 
 /// Encodes an interior `dx_node` block.
@@ -185,7 +252,13 @@ pub fn decode_node(b: &[u8]) -> Vec<DxEntry> {
 /// nodes (two-level trees only), then the leaves. Entries are sorted by hash and packed full,
 /// the way `e2fsck -D` lays them out; a leaf that starts inside a run of equal hashes is keyed
 /// with the low "continued" bit set. `None` if even two levels cannot hold the entries.
-pub fn build(ino: u32, parent: u32, entries: &[DirEntry], hash_seed: &[u8; 16], inode_seed: u32) -> Option<Vec<Vec<u8>>> {
+pub fn build(
+    ino: u32,
+    parent: u32,
+    entries: &[DirEntry],
+    hash_seed: &[u8; 16],
+    inode_seed: u32,
+) -> Option<Vec<Vec<u8>>> {
     let mut hashed: Vec<(u32, u32, &DirEntry)> = entries
         .iter()
         .map(|e| {
@@ -202,7 +275,13 @@ pub fn build(ino: u32, parent: u32, entries: &[DirEntry], hash_seed: &[u8; 16], 
     for (h, _, e) in &hashed {
         let r = e.min_rec_len();
         if used + r > USABLE {
-            let key = if leaves.is_empty() { 0 } else if prev == Some(*h) { h | 1 } else { *h };
+            let key = if leaves.is_empty() {
+                0
+            } else if prev == Some(*h) {
+                h | 1
+            } else {
+                *h
+            };
             leaves.push(Vec::new());
             keys.push(key);
             used = 0;
@@ -212,10 +291,18 @@ pub fn build(ino: u32, parent: u32, entries: &[DirEntry], hash_seed: &[u8; 16], 
         prev = Some(*h);
     }
     let n = leaves.len();
-    let info = |levels| DxRootInfo { hash_version: super::superblock::DX_HASH_HALF_MD4, indirect_levels: levels };
+    let info = |levels| DxRootInfo {
+        hash_version: super::superblock::DX_HASH_HALF_MD4,
+        indirect_levels: levels,
+    };
     let mut out = Vec::new();
     if n <= ROOT_LIMIT {
-        let es: Vec<DxEntry> = (0..n).map(|i| DxEntry { hash: keys[i], block: 1 + i as u32 }).collect();
+        let es: Vec<DxEntry> = (0..n)
+            .map(|i| DxEntry {
+                hash: keys[i],
+                block: 1 + i as u32,
+            })
+            .collect();
         out.push(encode_root(ino, parent, info(0), &es, inode_seed));
     } else {
         let nodes = n.div_ceil(NODE_LIMIT);
@@ -223,13 +310,21 @@ pub fn build(ino: u32, parent: u32, entries: &[DirEntry], hash_seed: &[u8; 16], 
             return None;
         }
         let first_leaf = 1 + nodes as u32;
-        let root: Vec<DxEntry> =
-            (0..nodes).map(|k| DxEntry { hash: keys[k * NODE_LIMIT], block: 1 + k as u32 }).collect();
+        let root: Vec<DxEntry> = (0..nodes)
+            .map(|k| DxEntry {
+                hash: keys[k * NODE_LIMIT],
+                block: 1 + k as u32,
+            })
+            .collect();
         out.push(encode_root(ino, parent, info(1), &root, inode_seed));
         for k in 0..nodes {
             let range = k * NODE_LIMIT..((k + 1) * NODE_LIMIT).min(n);
-            let es: Vec<DxEntry> =
-                range.map(|i| DxEntry { hash: keys[i], block: first_leaf + i as u32 }).collect();
+            let es: Vec<DxEntry> = range
+                .map(|i| DxEntry {
+                    hash: keys[i],
+                    block: first_leaf + i as u32,
+                })
+                .collect();
             out.push(encode_node(&es, inode_seed));
         }
     }
@@ -246,7 +341,10 @@ mod tests {
     #[test]
     fn half_md4_matches_debugfs() {
         // `debugfs -R "dx_hash -s 01234567-89ab-cdef-0123-456789abcdef -h half_md4 NAME"`
-        let seed = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+        let seed = [
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+            0xcd, 0xef,
+        ];
         for (name, want) in KNOWN {
             assert_eq!(half_md4(name.as_bytes(), &seed), *want, "{name}");
         }
@@ -256,14 +354,32 @@ mod tests {
         ("a", (0x35dc0cc4, 0x3f1dacef)),
         ("lost+found", (0x663bdc72, 0x562ef5d8)),
         ("file-0001", (0xefb480e2, 0xf7e64a88)),
-        ("a-name-longer-than-thirty-two-bytes-for-sure-yes", (0xf8bda224, 0x94eeb765)),
+        (
+            "a-name-longer-than-thirty-two-bytes-for-sure-yes",
+            (0xf8bda224, 0x94eeb765),
+        ),
         ("héllo-wörld", (0xbf6330ae, 0xce3dc3d2)),
     ];
 
     #[test]
     fn root_and_node_round_trip() {
-        let es = vec![DxEntry { hash: 0, block: 1 }, DxEntry { hash: 0x1000, block: 2 }];
-        let b = encode_root(2, 2, DxRootInfo { hash_version: 1, indirect_levels: 0 }, &es, 5);
+        let es = vec![
+            DxEntry { hash: 0, block: 1 },
+            DxEntry {
+                hash: 0x1000,
+                block: 2,
+            },
+        ];
+        let b = encode_root(
+            2,
+            2,
+            DxRootInfo {
+                hash_version: 1,
+                indirect_levels: 0,
+            },
+            &es,
+            5,
+        );
         let (info, back) = decode_root(&b);
         assert_eq!(info.hash_version, 1);
         assert_eq!(back, es);
@@ -273,7 +389,11 @@ mod tests {
     #[test]
     fn build_two_levels() {
         let es: Vec<DirEntry> = (0..200_000)
-            .map(|i| DirEntry { inode: 12, file_type: 1, name: format!("a-rather-long-file-name-{i:08}").into_bytes() })
+            .map(|i| DirEntry {
+                inode: 12,
+                file_type: 1,
+                name: format!("a-rather-long-file-name-{i:08}").into_bytes(),
+            })
             .collect();
         let blocks = build(2, 2, &es, &[0; 16], 1).unwrap();
         let (info, root) = decode_root(&blocks[0]);

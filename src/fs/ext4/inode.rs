@@ -76,7 +76,10 @@ pub fn encode_time(t: Time) -> (u32, u32) {
 pub fn decode_time(lo: u32, extra: u32) -> Time {
     let mut secs = lo as i32 as i64;
     secs += ((extra & 3) as i64) << 32;
-    Time { secs, nanos: extra >> 2 }
+    Time {
+        secs,
+        nanos: extra >> 2,
+    }
 }
 
 impl Inode {
@@ -170,9 +173,15 @@ mod tests {
             uid: 70000,
             gid: 65537,
             size: 5 << 32,
-            atime: Time { secs: 1_700_000_000, nanos: 999_999_999 },
+            atime: Time {
+                secs: 1_700_000_000,
+                nanos: 999_999_999,
+            },
             ctime: Time { secs: -5, nanos: 1 },
-            mtime: Time { secs: 1 << 33, nanos: 0 },
+            mtime: Time {
+                secs: 1 << 33,
+                nanos: 0,
+            },
             crtime: Time::from_secs(0),
             i_links_count: 3,
             blocks_512: 1 << 40,
@@ -192,6 +201,9 @@ mod tests {
         assert_eq!(get_u32(&encode_dev(8, 1), 0), 0x801);
         let b = encode_dev(259, 70000);
         assert_eq!(get_u32(&b, 0), 0);
-        assert_eq!(get_u32(&b, 4), (70000 & 0xff) | (259 << 8) | ((70000 & !0xff) << 12));
+        assert_eq!(
+            get_u32(&b, 4),
+            (70000 & 0xff) | (259 << 8) | ((70000 & !0xff) << 12)
+        );
     }
 }

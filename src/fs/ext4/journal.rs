@@ -19,7 +19,14 @@ pub struct JournalSuperblock {
 impl JournalSuperblock {
     /// An empty journal of `blocks` blocks.
     pub fn empty(blocks: u32, uuid: [u8; 16]) -> Self {
-        JournalSuperblock { s_blocksize: 4096, s_maxlen: blocks, s_first: 1, s_sequence: 1, s_uuid: uuid, s_nr_users: 1 }
+        JournalSuperblock {
+            s_blocksize: 4096,
+            s_maxlen: blocks,
+            s_first: 1,
+            s_sequence: 1,
+            s_uuid: uuid,
+            s_nr_users: 1,
+        }
     }
 
     /// The first journal block: the superblock, then zeros.
@@ -66,8 +73,8 @@ mod tests {
         assert_eq!(JournalSuperblock::decode(&b), Some(j));
         // The first 32 bytes of mke2fs 1.47's journal superblock for a 1024-block journal.
         let want = [
-            0xc0, 0x3b, 0x39, 0x98, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 4, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0,
-            0, 0,
+            0xc0, 0x3b, 0x39, 0x98, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 4, 0, 0, 0, 0, 1,
+            0, 0, 0, 1, 0, 0, 0, 0,
         ];
         assert_eq!(&b[..32], &want);
     }

@@ -88,19 +88,29 @@ fn round_up(x: u64, m: u64) -> u64 {
 /// The inodes per group: mke2fs's ratio, raised to hold `min_inodes`, in whole inode-table blocks.
 fn inodes_per_group(blocks: u64, groups: u64, min_inodes: u64) -> Result<u64, LayoutError> {
     // Whole inode-table blocks, and never more than 2^32-1 inodes in total.
-    let max = (MAX_INODES_PER_GROUP).min((u32::MAX as u64 / groups) / INODES_PER_BLOCK * INODES_PER_BLOCK);
+    let max = (MAX_INODES_PER_GROUP)
+        .min((u32::MAX as u64 / groups) / INODES_PER_BLOCK * INODES_PER_BLOCK);
     let by_ratio = (blocks * BLOCK_SIZE / INODE_RATIO).div_ceil(groups);
     let by_need = min_inodes.div_ceil(groups);
-    let ipg = round_up(by_ratio.max(by_need).max(INODES_PER_BLOCK), INODES_PER_BLOCK);
+    let ipg = round_up(
+        by_ratio.max(by_need).max(INODES_PER_BLOCK),
+        INODES_PER_BLOCK,
+    );
     if by_need > max {
-        return Err(LayoutError::TooManyInodes { needed: min_inodes, max: max * groups });
+        return Err(LayoutError::TooManyInodes {
+            needed: min_inodes,
+            max: max * groups,
+        });
     }
     Ok(ipg.min(max))
 }
 
 /// Lays out a filesystem of `blocks` blocks with at least `min_inodes` inodes.
 pub fn geometry(blocks: u64, min_inodes: u64) -> Result<Geometry, LayoutError> {
-    let too_small = LayoutError::TooSmall { blocks, min_blocks: MIN_BLOCKS };
+    let too_small = LayoutError::TooSmall {
+        blocks,
+        min_blocks: MIN_BLOCKS,
+    };
     if blocks < MIN_BLOCKS {
         return Err(too_small);
     }
@@ -148,7 +158,11 @@ fn place(blocks_count: u64, groups: u64, gdt_blocks: u64, ipg: u64, itb: u64) ->
         let ib: Vec<u64> = (0..n).map(|_| a.alloc_contig(1)).collect();
         let it: Vec<u64> = (0..n).map(|_| a.alloc_contig(itb)).collect();
         for i in 0..n as usize {
-            places.push(GroupPlace { block_bitmap: bb[i], inode_bitmap: ib[i], inode_table: it[i] });
+            places.push(GroupPlace {
+                block_bitmap: bb[i],
+                inode_bitmap: ib[i],
+                inode_table: it[i],
+            });
             meta.push(bb[i]..bb[i] + 1);
             meta.push(ib[i]..ib[i] + 1);
             meta.push(it[i]..it[i] + itb);
@@ -193,7 +207,12 @@ pub struct Allocator<'a> {
 
 impl<'a> Allocator<'a> {
     pub fn new(reserved: &'a [Range<u64>], start: u64) -> Self {
-        let mut a = Allocator { reserved, idx: 0, cursor: start, allocated: 0 };
+        let mut a = Allocator {
+            reserved,
+            idx: 0,
+            cursor: start,
+            allocated: 0,
+        };
         a.skip();
         a
     }
@@ -213,7 +232,9 @@ impl<'a> Allocator<'a> {
 
     /// Room before the next reserved range.
     fn room(&self) -> u64 {
-        self.reserved.get(self.idx).map_or(u64::MAX, |r| r.start - self.cursor)
+        self.reserved
+            .get(self.idx)
+            .map_or(u64::MAX, |r| r.start - self.cursor)
     }
 
     /// `n` blocks as physical runs, in order.
@@ -262,7 +283,10 @@ mod tests {
 
     fn check(g: &Geometry, blocks: u64) {
         assert!(g.blocks_count <= blocks);
-        assert!(blocks - g.blocks_count < BLOCKS_PER_GROUP, "dropped at most a partial group");
+        assert!(
+            blocks - g.blocks_count < BLOCKS_PER_GROUP,
+            "dropped at most a partial group"
+        );
         assert_eq!(g.groups, g.blocks_count.div_ceil(BLOCKS_PER_GROUP));
         assert_eq!(g.places.len() as u64, g.groups);
         assert_eq!(g.inodes_per_group % INODES_PER_BLOCK, 0);
@@ -310,12 +334,18 @@ mod tests {
         assert_eq!(g.inodes_per_group, 8192);
         let g = geometry(1 << 20, 1_000_000).unwrap();
         assert!(g.inodes_per_group * g.groups >= 1_000_000);
-        assert!(matches!(geometry(4096, 1 << 20), Err(LayoutError::TooManyInodes { .. })));
+        assert!(matches!(
+            geometry(4096, 1 << 20),
+            Err(LayoutError::TooManyInodes { .. })
+        ));
     }
 
     #[test]
     fn tiny_and_ragged_sizes() {
-        assert!(matches!(geometry(100, 0), Err(LayoutError::TooSmall { .. })));
+        assert!(matches!(
+            geometry(100, 0),
+            Err(LayoutError::TooSmall { .. })
+        ));
         // A second group of 10 blocks is dropped, as mke2fs does.
         let g = geometry(BLOCKS_PER_GROUP + 10, 0).unwrap();
         assert_eq!(g.blocks_count, BLOCKS_PER_GROUP);

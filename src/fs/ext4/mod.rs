@@ -52,21 +52,35 @@ pub struct Ext4Report {
 #[derive(Debug, thiserror::Error)]
 pub enum Ext4Error {
     #[error("the tree does not fit: it needs {blocks_needed} blocks and {inodes_needed} inodes, the filesystem has {blocks_available} blocks and {inodes_available} inodes")]
-    DoesNotFit { blocks_needed: u64, blocks_available: u64, inodes_needed: u64, inodes_available: u64 },
+    DoesNotFit {
+        blocks_needed: u64,
+        blocks_available: u64,
+        inodes_needed: u64,
+        inodes_available: u64,
+    },
     #[error("a {size}-byte partition is too small for an ext4 filesystem with a journal: it needs at least {min_size} bytes")]
     TooSmall { size: u64, min_size: u64 },
     #[error("the ext4 label {label:?} is {len} bytes long; ext4 labels hold at most 16 bytes")]
     LabelTooLong { label: String, len: usize },
     #[error("{path}: the name is {len} bytes long; ext4 names hold at most 255 bytes")]
     NameTooLong { path: String, len: usize },
-    #[error("{path}: the symlink target is {len} bytes long; ext4 symlinks hold at most 4095 bytes")]
+    #[error(
+        "{path}: the symlink target is {len} bytes long; ext4 symlinks hold at most 4095 bytes"
+    )]
     SymlinkTooLong { path: String, len: usize },
     #[error("{path}: the directory has too many entries for a two-level htree index")]
     DirectoryTooBig { path: String },
     #[error("{path}: {source}")]
-    Xattr { path: String, source: xattr::XattrError },
+    Xattr {
+        path: String,
+        source: xattr::XattrError,
+    },
     #[error("{path}: cannot read its content{}: {source}", from.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default())]
-    Content { path: String, from: Option<PathBuf>, source: std::io::Error },
+    Content {
+        path: String,
+        from: Option<PathBuf>,
+        source: std::io::Error,
+    },
     #[error("writing the filesystem at byte {offset}: {source}")]
     Sink { offset: u64, source: std::io::Error },
 }
@@ -78,7 +92,11 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Ext4Report, Ext4Error> {
 
 /// Streams the whole filesystem into `sink`: offsets `0..size` from the partition start, in
 /// non-decreasing order.
-pub fn write(tree: &Tree, opts: &Ext4Options, sink: &mut dyn BlockSink) -> Result<Ext4Report, Ext4Error> {
+pub fn write(
+    tree: &Tree,
+    opts: &Ext4Options,
+    sink: &mut dyn BlockSink,
+) -> Result<Ext4Report, Ext4Error> {
     let plan = writer::Plan::new(tree, opts)?;
     plan.emit(sink)?;
     Ok(plan.report())

@@ -33,9 +33,17 @@ enum Payload {
     BlockBitmap(u64),
     InodeBitmap(u64),
     /// `count` inode-table blocks of group `g` from its block `first`.
-    InodeTable { g: u64, first: u64, count: u64 },
+    InodeTable {
+        g: u64,
+        first: u64,
+        count: u64,
+    },
     /// `count` blocks of file `walk_idx`'s data from logical block `logical`.
-    File { walk_idx: usize, logical: u64, count: u64 },
+    File {
+        walk_idx: usize,
+        logical: u64,
+        count: u64,
+    },
 }
 
 struct Item {
@@ -113,7 +121,10 @@ impl Alloc<'_> {
 impl<'t> Plan<'t> {
     pub fn new(tree: &'t Tree, opts: &Ext4Options) -> Result<Plan<'t>, Ext4Error> {
         if opts.label.len() > 16 {
-            return Err(Ext4Error::LabelTooLong { label: opts.label.clone(), len: opts.label.len() });
+            return Err(Ext4Error::LabelTooLong {
+                label: opts.label.clone(),
+                len: opts.label.len(),
+            });
         }
         let walk = tree.walk();
         let synth_lpf = tree.child(Tree::ROOT, LPF_NAME).is_none();
@@ -121,7 +132,9 @@ impl<'t> Plan<'t> {
         let blocks = opts.size / BLOCK_SIZE;
         let geo = match layout::geometry(blocks, inodes_needed) {
             Ok(g) => g,
-            Err(LayoutError::TooManyInodes { .. }) => layout::geometry(blocks, 0).map_err(|_| too_small(opts.size))?,
+            Err(LayoutError::TooManyInodes { .. }) => {
+                layout::geometry(blocks, 0).map_err(|_| too_small(opts.size))?
+            }
             Err(LayoutError::TooSmall { .. }) => return Err(too_small(opts.size)),
         };
         let inodes_total = geo.inodes_per_group * geo.groups;
@@ -140,7 +153,10 @@ impl<'t> Plan<'t> {
             jnl_blocks: [0; 17],
         };
         let reserved = plan.geo.reserved.clone();
-        let mut al = Alloc { a: Allocator::new(&reserved, 0), runs: Vec::new() };
+        let mut al = Alloc {
+            a: Allocator::new(&reserved, 0),
+            runs: Vec::new(),
+        };
 
         // Inode numbers in walk order; lost+found takes 11 when kiln makes it.
         let mut ino_of = vec![0u32; tree.arena_len()];
@@ -162,7 +178,17 @@ impl<'t> Plan<'t> {
         parent_of[0] = ROOT_INO;
         for (walk_idx, (path, id)) in walk.iter().enumerate() {
             let ino = ino_of[id.0 as usize];
-            plan.plan_node(&mut al, walk_idx, path, *id, ino, &ino_of, &mut parent_of, &links, synth_lpf)?;
+            plan.plan_node(
+                &mut al,
+                walk_idx,
+                path,
+                *id,
+                ino,
+                &ino_of,
+                &mut parent_of,
+                &links,
+                synth_lpf,
+            )?;
         }
         plan.walk = walk;
 
@@ -200,7 +226,10 @@ impl<'t> Plan<'t> {
     }
 
     /// Maps logical runs to freshly allocated blocks; returns the extents.
-    fn alloc_extents(al: &mut Alloc, logical: &[Range<u64>]) -> (Vec<Extent>, Vec<(u64, Range<u64>)>) {
+    fn alloc_extents(
+        al: &mut Alloc,
+        logical: impl IntoIterator<Item = Range<u64>>,
+    ) -> (Vec<Extent>, Vec<(u64, Range<u64>)>) {
         let mut map = Vec::new();
         for l in logical {
             let mut at = l.start;
@@ -220,16 +249,22 @@ impl<'t> Plan<'t> {
         let free: Vec<u64> = (0..n).map(|_| al.one()).collect();
         let t = extent::build(extents, &free, self.seed, ino);
         for (b, bytes) in t.blocks {
-            self.items.push(Item { block: b, payload: Payload::Bytes(bytes) });
+            self.items.push(Item {
+                block: b,
+                payload: Payload::Bytes(bytes),
+            });
         }
         (t.root, n)
     }
 
     fn plan_journal(&mut self, al: &mut Alloc) {
         let jb = self.geo.journal_blocks;
-        let (extents, map) = Self::alloc_extents(al, &[0..jb]);
+        let (extents, map) = Self::alloc_extents(al, std::iter::once(0..jb));
         let jsb = JournalSuperblock::empty(jb as u32, self.opts.uuid);
-        self.items.push(Item { block: map[0].1.start, payload: Payload::Bytes(jsb.encode()) });
+        self.items.push(Item {
+            block: map[0].1.start,
+            payload: Payload::Bytes(jsb.encode()),
+        });
         let (root, tree) = self.extent_root(al, JOURNAL_INO, &extents);
         let t = self.opts.time;
         let size = jb * BLOCK_SIZE;
@@ -258,7 +293,7 @@ impl<'t> Plan<'t> {
     fn plan_lost_found(&mut self, al: &mut Alloc) {
         let ino = FIRST_INO;
         let seed = inode_seed(self.seed, ino, 0);
-        let (extents, map) = Self::alloc_extents(al, &[0..LPF_BLOCKS]);
+        let (extents, map) = Self::alloc_extents(al, std::iter::once(0..LPF_BLOCKS));
         let dots = dot_entries(ino, ROOT_INO);
         let mut blocks = vec![dirent::encode_block(&dots, seed)];
         for _ in 1..LPF_BLOCKS {
@@ -288,7 +323,10 @@ impl<'t> Plan<'t> {
         let mut blocks = blocks.into_iter();
         for (_, phys) in map {
             for b in phys.clone() {
-                self.items.push(Item { block: b, payload: Payload::Bytes(blocks.next().unwrap()) });
+                self.items.push(Item {
+                    block: b,
+                    payload: Payload::Bytes(blocks.next().unwrap()),
+                });
             }
         }
     }
@@ -326,12 +364,21 @@ impl<'t> Plan<'t> {
             .iter()
             .map(|(k, v)| Xattr::from_full(k, v))
             .collect::<Result<_, _>>()
-            .map_err(|source| Ext4Error::Xattr { path: path_str(path), source })?;
-        let (ibody, block) = xattr::split(&xattrs).map_err(|source| Ext4Error::Xattr { path: path_str(path), source })?;
+            .map_err(|source| Ext4Error::Xattr {
+                path: path_str(path),
+                source,
+            })?;
+        let (ibody, block) = xattr::split(&xattrs).map_err(|source| Ext4Error::Xattr {
+            path: path_str(path),
+            source,
+        })?;
         inode.ibody_xattr = xattr::encode_ibody(&ibody);
         if !block.is_empty() {
             let b = al.one();
-            self.items.push(Item { block: b, payload: Payload::Bytes(xattr::encode_block(&block, self.seed, b)) });
+            self.items.push(Item {
+                block: b,
+                payload: Payload::Bytes(xattr::encode_block(&block, self.seed, b)),
+            });
             inode.file_acl = b;
             inode.blocks_512 += 8;
         }
@@ -345,7 +392,10 @@ impl<'t> Plan<'t> {
                         let mut p = path.to_vec();
                         p.push(b'/');
                         p.extend_from_slice(name);
-                        return Err(Ext4Error::NameTooLong { path: path_str(&p), len: name.len() });
+                        return Err(Ext4Error::NameTooLong {
+                            path: path_str(&p),
+                            len: name.len(),
+                        });
                     }
                     let ck = &self.tree.node(child).kind;
                     if matches!(ck, Kind::Dir(_)) {
@@ -354,11 +404,19 @@ impl<'t> Plan<'t> {
                             parent_of[child.0 as usize] = ino;
                         }
                     }
-                    entries.push(DirEntry { inode: ino_of[child.0 as usize], file_type: file_type(ck), name: name.clone() });
+                    entries.push(DirEntry {
+                        inode: ino_of[child.0 as usize],
+                        file_type: file_type(ck),
+                        name: name.clone(),
+                    });
                 }
                 if ino == ROOT_INO && synth_lpf {
                     subdirs += 1;
-                    entries.push(DirEntry { inode: FIRST_INO, file_type: dirent::FT_DIR, name: LPF_NAME.to_vec() });
+                    entries.push(DirEntry {
+                        inode: FIRST_INO,
+                        file_type: dirent::FT_DIR,
+                        name: LPF_NAME.to_vec(),
+                    });
                     entries.sort_by(|a, b| a.name.cmp(&b.name));
                 }
                 let seed = inode_seed(self.seed, ino, 0);
@@ -369,11 +427,14 @@ impl<'t> Plan<'t> {
                     vec![dirent::encode_block(&all, seed)]
                 } else {
                     inode.i_flags |= EXT4_INDEX_FL;
-                    htree::build(ino, parent, &entries, &self.opts.hash_seed, seed)
-                        .ok_or_else(|| Ext4Error::DirectoryTooBig { path: path_str(path) })?
+                    htree::build(ino, parent, &entries, &self.opts.hash_seed, seed).ok_or_else(
+                        || Ext4Error::DirectoryTooBig {
+                            path: path_str(path),
+                        },
+                    )?
                 };
                 let n = blocks.len() as u64;
-                let (extents, map) = Self::alloc_extents(al, &[0..n]);
+                let (extents, map) = Self::alloc_extents(al, std::iter::once(0..n));
                 self.push_dir_blocks(&map, blocks);
                 let (root, tree) = self.extent_root(al, ino, &extents);
                 inode.i_block = root;
@@ -381,18 +442,28 @@ impl<'t> Plan<'t> {
                 inode.size = n * BLOCK_SIZE;
                 inode.blocks_512 += (n + tree) * 8;
                 let nlink = 2 + subdirs;
-                inode.i_links_count = if nlink >= DIR_NLINK_MAX { 1 } else { nlink as u16 };
+                inode.i_links_count = if nlink >= DIR_NLINK_MAX {
+                    1
+                } else {
+                    nlink as u16
+                };
                 self.is_dir[ino as usize - 1] = true;
             }
             Kind::File(content) => {
                 let len = content.len();
-                let ranges = content.data_ranges().map_err(|e| content_err(path, content, e))?;
+                let ranges = content
+                    .data_ranges()
+                    .map_err(|e| content_err(path, content, e))?;
                 let logical = data_blocks(&ranges, len);
-                let (extents, map) = Self::alloc_extents(al, &logical);
+                let (extents, map) = Self::alloc_extents(al, logical.iter().cloned());
                 for (l, phys) in map {
                     self.items.push(Item {
                         block: phys.start,
-                        payload: Payload::File { walk_idx, logical: l, count: phys.end - phys.start },
+                        payload: Payload::File {
+                            walk_idx,
+                            logical: l,
+                            count: phys.end - phys.start,
+                        },
                     });
                 }
                 let data: u64 = logical.iter().map(|r| r.end - r.start).sum();
@@ -407,7 +478,7 @@ impl<'t> Plan<'t> {
                 if target.len() < 60 {
                     inode.i_block[..target.len()].copy_from_slice(target);
                 } else if target.len() < BLOCK_SIZE as usize {
-                    let (extents, map) = Self::alloc_extents(al, &[0..1]);
+                    let (extents, map) = Self::alloc_extents(al, std::iter::once(0..1));
                     let mut b = vec![0u8; BLOCK_SIZE as usize];
                     b[..target.len()].copy_from_slice(target);
                     self.push_dir_blocks(&map, vec![b]);
@@ -416,7 +487,10 @@ impl<'t> Plan<'t> {
                     inode.i_flags |= EXT4_EXTENTS_FL;
                     inode.blocks_512 += 8;
                 } else {
-                    return Err(Ext4Error::SymlinkTooLong { path: path_str(path), len: target.len() });
+                    return Err(Ext4Error::SymlinkTooLong {
+                        path: path_str(path),
+                        len: target.len(),
+                    });
                 }
             }
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
@@ -454,13 +528,17 @@ impl<'t> Plan<'t> {
     }
 
     fn inode_bitmap(&self, g: u64) -> Vec<u8> {
-        bitmap::encode(self.geo.inodes_per_group, [0..self.group_inodes(g)])
+        bitmap::encode(
+            self.geo.inodes_per_group,
+            std::iter::once(0..self.group_inodes(g)),
+        )
     }
 
     fn descriptors(&self) -> (Vec<u8>, u64, u64) {
         let geo = &self.geo;
         let mut out = Vec::with_capacity((geo.gdt_blocks * BLOCK_SIZE) as usize);
-        let zero_block_csum = bitmap::checksum(self.seed, &[0u8; bitmap::BITMAP_BYTES], BLOCKS_PER_GROUP);
+        let zero_block_csum =
+            bitmap::checksum(self.seed, &[0u8; bitmap::BITMAP_BYTES], BLOCKS_PER_GROUP);
         let (mut free_blocks, mut free_inodes) = (0, 0);
         for g in 0..geo.groups {
             let used: u64 = self.group_used(g).map(|r| r.end - r.start).sum();
@@ -473,7 +551,8 @@ impl<'t> Plan<'t> {
             let in_use = self.group_inodes(g);
             let ipg = geo.inodes_per_group;
             let first = (g * ipg) as usize;
-            let dirs = self.is_dir[first.min(self.is_dir.len())..(first + in_use as usize).min(self.is_dir.len())]
+            let dirs = self.is_dir
+                [first.min(self.is_dir.len())..(first + in_use as usize).min(self.is_dir.len())]
                 .iter()
                 .filter(|&&d| d)
                 .count();
@@ -529,7 +608,10 @@ impl<'t> Plan<'t> {
             s_inode_size: inode::INODE_SIZE as u16,
             s_block_group_nr: 0,
             s_feature_compat: sb::COMPAT_HAS_JOURNAL | sb::COMPAT_EXT_ATTR | sb::COMPAT_DIR_INDEX,
-            s_feature_incompat: sb::INCOMPAT_FILETYPE | sb::INCOMPAT_EXTENTS | sb::INCOMPAT_64BIT | sb::INCOMPAT_FLEX_BG,
+            s_feature_incompat: sb::INCOMPAT_FILETYPE
+                | sb::INCOMPAT_EXTENTS
+                | sb::INCOMPAT_64BIT
+                | sb::INCOMPAT_FLEX_BG,
             s_feature_ro_compat: sb::RO_COMPAT_SPARSE_SUPER
                 | sb::RO_COMPAT_LARGE_FILE
                 | sb::RO_COMPAT_HUGE_FILE
@@ -563,19 +645,31 @@ impl<'t> Plan<'t> {
         let sblock = self.superblock(free_blocks, free_inodes);
         let mut items: Vec<Item> = Vec::new();
         for g in (0..geo.groups).filter(|&g| layout::has_super(g)) {
-            items.push(Item { block: g * BLOCKS_PER_GROUP, payload: Payload::Super(g) });
+            items.push(Item {
+                block: g * BLOCKS_PER_GROUP,
+                payload: Payload::Super(g),
+            });
         }
         for g in 0..geo.groups {
             let p = geo.places[g as usize];
             let in_use = self.group_inodes(g);
             let unfilled = self.group_len(g) < BLOCKS_PER_GROUP;
             if unfilled || self.group_used(g).next().is_some() {
-                items.push(Item { block: p.block_bitmap, payload: Payload::BlockBitmap(g) });
+                items.push(Item {
+                    block: p.block_bitmap,
+                    payload: Payload::BlockBitmap(g),
+                });
             }
             if in_use > 0 {
-                items.push(Item { block: p.inode_bitmap, payload: Payload::InodeBitmap(g) });
+                items.push(Item {
+                    block: p.inode_bitmap,
+                    payload: Payload::InodeBitmap(g),
+                });
                 let count = in_use.div_ceil(layout::INODES_PER_BLOCK);
-                items.push(Item { block: p.inode_table, payload: Payload::InodeTable { g, first: 0, count } });
+                items.push(Item {
+                    block: p.inode_table,
+                    payload: Payload::InodeTable { g, first: 0, count },
+                });
             }
         }
         // The planned items are borrowed, not moved: emit merges both sorted lists.
@@ -584,7 +678,11 @@ impl<'t> Plan<'t> {
         items.sort_by_key(|i| i.block);
         let mut a = items.iter().peekable();
         let mut b = planned.into_iter().peekable();
-        let mut w = Emitter { sink, pos: 0, open: None };
+        let mut w = Emitter {
+            sink,
+            pos: 0,
+            open: None,
+        };
         loop {
             let next = match (a.peek(), b.peek()) {
                 (Some(x), Some(y)) if x.block <= y.block => a.next().unwrap(),
@@ -597,7 +695,13 @@ impl<'t> Plan<'t> {
         Ok(())
     }
 
-    fn emit_item(&self, w: &mut Emitter, item: &Item, sblock: &Superblock, gdt: &[u8]) -> Result<(), Ext4Error> {
+    fn emit_item(
+        &self,
+        w: &mut Emitter,
+        item: &Item,
+        sblock: &Superblock,
+        gdt: &[u8],
+    ) -> Result<(), Ext4Error> {
         let at = item.block * BLOCK_SIZE;
         match &item.payload {
             Payload::Bytes(b) => w.put(at, b),
@@ -623,20 +727,38 @@ impl<'t> Plan<'t> {
                 }
                 w.put(at, &b)
             }
-            Payload::File { walk_idx, logical, count } => self.emit_file(w, at, *walk_idx, *logical, *count),
+            Payload::File {
+                walk_idx,
+                logical,
+                count,
+            } => self.emit_file(w, at, *walk_idx, *logical, *count),
         }
     }
 
-    fn emit_file(&self, w: &mut Emitter, at: u64, walk_idx: usize, logical: u64, count: u64) -> Result<(), Ext4Error> {
+    fn emit_file(
+        &self,
+        w: &mut Emitter,
+        at: u64,
+        walk_idx: usize,
+        logical: u64,
+        count: u64,
+    ) -> Result<(), Ext4Error> {
         let (path, id) = &self.walk[walk_idx];
-        let Kind::File(content) = &self.tree.node(*id).kind else { unreachable!("file payload on a non-file") };
-        if w.open.as_ref().is_none_or(|(i, _)| *i != walk_idx) {
+        let Kind::File(content) = &self.tree.node(*id).kind else {
+            unreachable!("file payload on a non-file")
+        };
+        if !matches!(&w.open, Some((i, _)) if *i == walk_idx) {
             let r = content.open().map_err(|e| content_err(path, content, e))?;
             w.open = Some((walk_idx, r));
         }
         let start = logical * BLOCK_SIZE;
         let want = (count * BLOCK_SIZE).min(content.len() - start);
-        w.open.as_mut().unwrap().1.seek(SeekFrom::Start(start)).map_err(|e| content_err(path, content, e))?;
+        w.open
+            .as_mut()
+            .unwrap()
+            .1
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| content_err(path, content, e))?;
         let mut buf = vec![0u8; IO_CHUNK.min((count * BLOCK_SIZE) as usize)];
         let mut done = 0u64;
         while done < count * BLOCK_SIZE {
@@ -646,7 +768,10 @@ impl<'t> Plan<'t> {
             let reader = &mut w.open.as_mut().unwrap().1;
             reader.read_exact(&mut buf[..real]).map_err(|e| {
                 let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    std::io::Error::new(e.kind(), format!("it ended before its recorded {} bytes", content.len()))
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("it ended before its recorded {} bytes", content.len()),
+                    )
                 } else {
                     e
                 };
@@ -667,8 +792,14 @@ struct Emitter<'s> {
 
 impl Emitter<'_> {
     fn put(&mut self, at: u64, b: &[u8]) -> Result<(), Ext4Error> {
-        debug_assert!(at >= self.pos, "write at {at} overlaps the previous one ending at {}", self.pos);
-        self.sink.write_at(at, b).map_err(|source| Ext4Error::Sink { offset: at, source })?;
+        debug_assert!(
+            at >= self.pos,
+            "write at {at} overlaps the previous one ending at {}",
+            self.pos
+        );
+        self.sink
+            .write_at(at, b)
+            .map_err(|source| Ext4Error::Sink { offset: at, source })?;
         self.pos = at + b.len() as u64;
         Ok(())
     }
@@ -676,8 +807,16 @@ impl Emitter<'_> {
 
 fn dot_entries(ino: u32, parent: u32) -> Vec<DirEntry> {
     vec![
-        DirEntry { inode: ino, file_type: dirent::FT_DIR, name: b".".to_vec() },
-        DirEntry { inode: parent, file_type: dirent::FT_DIR, name: b"..".to_vec() },
+        DirEntry {
+            inode: ino,
+            file_type: dirent::FT_DIR,
+            name: b".".to_vec(),
+        },
+        DirEntry {
+            inode: parent,
+            file_type: dirent::FT_DIR,
+            name: b"..".to_vec(),
+        },
     ]
 }
 
@@ -690,7 +829,10 @@ fn too_small(size: u64) -> Ext4Error {
     }
     let g = layout::geometry(blocks, 0).unwrap();
     let _ = g;
-    Ext4Error::TooSmall { size, min_size: blocks * BLOCK_SIZE }
+    Ext4Error::TooSmall {
+        size,
+        min_size: blocks * BLOCK_SIZE,
+    }
 }
 
 fn content_err(path: &[u8], content: &Content, source: std::io::Error) -> Ext4Error {
@@ -698,5 +840,9 @@ fn content_err(path: &[u8], content: &Content, source: std::io::Error) -> Ext4Er
         Content::Host { path, .. } => Some(path.clone()),
         Content::Bytes(_) => None,
     };
-    Ext4Error::Content { path: path_str(path), from, source }
+    Ext4Error::Content {
+        path: path_str(path),
+        from,
+        source,
+    }
 }

@@ -27,7 +27,9 @@ pub enum XattrError {
     UnsupportedName(String),
     #[error("extended attribute {0:?} holds a malformed POSIX ACL")]
     BadAcl(String),
-    #[error("extended attributes take {0} bytes, more than fit in the inode and one 4096-byte block")]
+    #[error(
+        "extended attributes take {0} bytes, more than fit in the inode and one 4096-byte block"
+    )]
     TooBig(usize),
 }
 
@@ -63,7 +65,11 @@ impl Xattr {
         } else {
             value.to_vec()
         };
-        Ok(Xattr { name_index: index, name: suffix.to_vec(), value })
+        Ok(Xattr {
+            name_index: index,
+            name: suffix.to_vec(),
+            value,
+        })
     }
 
     /// Bytes of entry header and name (`EXT4_XATTR_LEN`).
@@ -143,7 +149,15 @@ fn write_entries(b: &mut [u8], entries_off: usize, end: usize, base: usize, xs: 
         b[vend..vend + x.value.len()].copy_from_slice(&x.value);
         b[off] = x.name.len() as u8;
         b[off + 1] = x.name_index;
-        put_u16(b, off + 2, if x.value.is_empty() { 0 } else { (vend - base) as u16 });
+        put_u16(
+            b,
+            off + 2,
+            if x.value.is_empty() {
+                0
+            } else {
+                (vend - base) as u16
+            },
+        );
         put_u32(b, off + 4, 0); // e_value_inum
         put_u32(b, off + 8, x.value.len() as u32);
         put_u32(b, off + 12, x.hash());
@@ -186,7 +200,9 @@ pub fn encode_ibody(xs: &[&Xattr]) -> [u8; 96] {
 /// An external xattr block at `blocknr`, entries sorted as the kernel keeps them.
 pub fn encode_block(xs: &[&Xattr], fs_seed: u32, blocknr: u64) -> Vec<u8> {
     let mut sorted: Vec<&Xattr> = xs.to_vec();
-    sorted.sort_by(|a, b| (a.name_index, a.name.len(), &a.name).cmp(&(b.name_index, b.name.len(), &b.name)));
+    sorted.sort_by(|a, b| {
+        (a.name_index, a.name.len(), &a.name).cmp(&(b.name_index, b.name.len(), &b.name))
+    });
     let mut b = vec![0u8; BLOCK_SIZE as usize];
     put_u32(&mut b, 0, XATTR_MAGIC);
     put_u32(&mut b, 4, 1); // h_refcount
@@ -216,7 +232,11 @@ pub fn decode(b: &[u8], in_inode: bool) -> Vec<Xattr> {
         let n = b[off] as usize;
         let voff = base + get_u16(b, off + 2) as usize;
         let vlen = get_u32(b, off + 8) as usize;
-        out.push(Xattr { name_index: b[off + 1], name: b[off + 16..off + 16 + n].to_vec(), value: b[voff..voff + vlen].to_vec() });
+        out.push(Xattr {
+            name_index: b[off + 1],
+            name: b[off + 16..off + 16 + n].to_vec(),
+            value: b[voff..voff + vlen].to_vec(),
+        });
         off += (ENTRY_HEADER + n).div_ceil(4) * 4;
     }
     out
@@ -242,7 +262,13 @@ mod tests {
     #[test]
     fn acl_conversion_round_trips() {
         let mut v = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in [(1u16, 7u16, u32::MAX), (2, 5, 1000), (4, 5, u32::MAX), (0x10, 7, u32::MAX), (0x20, 4, u32::MAX)] {
+        for (tag, perm, id) in [
+            (1u16, 7u16, u32::MAX),
+            (2, 5, 1000),
+            (4, 5, u32::MAX),
+            (0x10, 7, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
             v.extend_from_slice(&tag.to_le_bytes());
             v.extend_from_slice(&perm.to_le_bytes());
             v.extend_from_slice(&id.to_le_bytes());
