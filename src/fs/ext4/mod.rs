@@ -16,6 +16,7 @@ pub mod htree;
 pub mod inode;
 pub mod journal;
 pub mod layout;
+mod summary;
 pub mod superblock;
 mod writer;
 pub mod xattr;
