@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: running the real tools that serve as oracles.
 #![allow(dead_code)]
 
+pub mod ext4_check;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
