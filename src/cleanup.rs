@@ -33,7 +33,11 @@ pub fn remove_all() -> Vec<PathBuf> {
     };
     let mut removed = Vec::new();
     for p in paths {
-        let ok = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        let ok = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
         if ok.is_ok() {
             removed.push(p);
         }

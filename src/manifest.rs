@@ -56,13 +56,19 @@ pub struct InputInfo {
 
 /// The manifest path for an image: `out/x.raw` → `out/x.manifest.json`.
 pub fn manifest_path(image: &Path) -> PathBuf {
-    let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     image.with_file_name(format!("{stem}.manifest.json"))
 }
 
 /// `path` relative to `base` when it lies under it, else as given.
 pub fn relative_to(path: &Path, base: &Path) -> String {
-    path.strip_prefix(base).unwrap_or(path).to_string_lossy().into_owned()
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn partitions(plan: &DiskPlan) -> Vec<PartitionInfo> {
@@ -85,9 +91,9 @@ pub fn partitions(plan: &DiskPlan) -> Vec<PartitionInfo> {
                 Filesystem::Ext4 => Some(uuid_string(&p.fs_uuid)),
                 Filesystem::Vfat => {
                     let id = p.fs_uuid;
-                    Some(crate::disk::assemble::fat_volume_id_string(u32::from_le_bytes([
-                        id[0], id[1], id[2], id[3],
-                    ])))
+                    Some(crate::disk::assemble::fat_volume_id_string(
+                        u32::from_le_bytes([id[0], id[1], id[2], id[3]]),
+                    ))
                 }
                 Filesystem::None => None,
             },
@@ -104,7 +110,10 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
         version: recipe.image.version.clone(),
         arch: recipe.image.arch.as_str().into(),
         image: ImageInfo {
-            file: image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             size: plan.size,
             sha256,
         },
@@ -126,12 +135,18 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
 
 /// Writes the manifest atomically (temp file + rename) as pretty JSON.
 pub fn write(manifest: &Manifest, path: &Path) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".manifest.").tempfile_in(dir)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".manifest.")
+        .tempfile_in(dir)?;
     serde_json::to_writer_pretty(&mut tmp, manifest)?;
     tmp.write_all(b"\n")?;
     use std::os::unix::fs::PermissionsExt;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -139,7 +154,10 @@ pub fn write(manifest: &Manifest, path: &Path) -> io::Result<()> {
 pub fn read(path: &Path) -> io::Result<Manifest> {
     let text = std::fs::read_to_string(path)?;
     serde_json::from_str(&text).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
     })
 }
 
@@ -149,7 +167,10 @@ mod tests {
 
     #[test]
     fn manifest_path_is_beside_the_image() {
-        assert_eq!(manifest_path(Path::new("out/a.raw")), Path::new("out/a.manifest.json"));
+        assert_eq!(
+            manifest_path(Path::new("out/a.raw")),
+            Path::new("out/a.manifest.json")
+        );
         assert_eq!(manifest_path(Path::new("b")), Path::new("b.manifest.json"));
     }
 }

@@ -49,12 +49,24 @@ pub enum BuildError {
     Tree(#[from] TreeError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("{pos}: partition \"{label}\" mounts {mount}, but {path} in the tree is not a directory")]
-    MountNotDir { pos: crate::recipe::Pos, label: String, mount: String, path: String },
+    #[error(
+        "{pos}: partition \"{label}\" mounts {mount}, but {path} in the tree is not a directory"
+    )]
+    MountNotDir {
+        pos: crate::recipe::Pos,
+        label: String,
+        mount: String,
+        path: String,
+    },
     #[error("the tree has files outside every partition's mount (for example {example}); add a partition with mount = \"/\"")]
     Unmounted { example: String },
     #[error("partition \"{label}\": the files need {needed} bytes but the {size}-byte FAT32 partition holds at most {available}; grow the partition")]
-    FatFull { label: String, needed: u64, available: u64, size: u64 },
+    FatFull {
+        label: String,
+        needed: u64,
+        available: u64,
+        size: u64,
+    },
     #[error(transparent)]
     Disk(#[from] DiskError),
     #[error("{path}: {source}")]
@@ -82,11 +94,16 @@ fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
 /// Everything up to the first byte of the disk.
 pub fn prepare(recipe_path: &Path) -> Result<Prepared, BuildError> {
     let recipe = step("load_recipe", || Recipe::load(recipe_path))?;
-    let store = step("create_content_store", ContentStore::new)
-        .map_err(|source| BuildError::Output { path: std::env::temp_dir(), source })?;
+    let store =
+        step("create_content_store", ContentStore::new).map_err(|source| BuildError::Output {
+            path: std::env::temp_dir(),
+            source,
+        })?;
     let built = step("install_tree", || tree::build_tree(&recipe, &store))?;
     let plan = step("plan_disk", || layout::plan(&recipe))?;
-    let contents = step("split_filesystems", || split_filesystems(built.tree, &recipe, &plan))?;
+    let contents = step("split_filesystems", || {
+        split_filesystems(built.tree, &recipe, &plan)
+    })?;
     step("check_fit", || check_fit(&plan, &contents, &recipe))?;
     let base = recipe.path.parent().unwrap_or(Path::new(""));
     let inputs = built
@@ -98,7 +115,13 @@ pub fn prepare(recipe_path: &Path) -> Result<Prepared, BuildError> {
             sha256: i.sha256.clone(),
         })
         .collect();
-    Ok(Prepared { recipe, plan, contents, inputs, _store: store })
+    Ok(Prepared {
+        recipe,
+        plan,
+        contents,
+        inputs,
+        _store: store,
+    })
 }
 
 /// Streams the whole disk into `sink`; returns the disk's SHA-256.
@@ -108,14 +131,26 @@ pub fn write_disk(
     progress: Option<&dyn Progress>,
 ) -> Result<String, BuildError> {
     let time = Time::from_secs(p.recipe.image.source_date_epoch);
-    let mut hashed = HashSink::new(ProgressSink { inner: sink, progress });
+    let mut hashed = HashSink::new(ProgressSink {
+        inner: sink,
+        progress,
+    });
     if let Some(pr) = progress {
         pr.start(p.plan.size);
     }
-    assemble::write_disk(&p.plan, &p.contents, &p.recipe.image.seed, time, &mut hashed)?;
+    assemble::write_disk(
+        &p.plan,
+        &p.contents,
+        &p.recipe.image.seed,
+        time,
+        &mut hashed,
+    )?;
     let (_, sha) = hashed
         .finish(p.plan.size)
-        .map_err(|source| BuildError::Output { path: PathBuf::from("<disk>"), source })?;
+        .map_err(|source| BuildError::Output {
+            path: PathBuf::from("<disk>"),
+            source,
+        })?;
     if let Some(pr) = progress {
         pr.finish();
     }
@@ -125,20 +160,32 @@ pub fn write_disk(
 /// `kiln build`: the recipe to an image file and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let prepared = prepare(recipe_path)?;
-    let image = opts
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", prepared.recipe.image.name)));
-    let out_err = |source| BuildError::Output { path: image.clone(), source };
+    let image = opts.output.clone().unwrap_or_else(|| {
+        PathBuf::from("out").join(format!("{}.raw", prepared.recipe.image.name))
+    });
+    let out_err = |source| BuildError::Output {
+        path: image.clone(),
+        source,
+    };
     let mut file = FileSink::create(&image, prepared.plan.size).map_err(out_err)?;
-    let sha = step("write_disk", || write_disk(&prepared, &mut file, opts.progress.as_deref()))?;
+    let sha = step("write_disk", || {
+        write_disk(&prepared, &mut file, opts.progress.as_deref())
+    })?;
     step("finalize_image", || file.persist()).map_err(out_err)?;
     let manifest_path = manifest::manifest_path(&image);
     let mut m = manifest::new(&prepared.recipe, &prepared.plan, &image, sha);
     m.inputs = prepared.inputs.clone();
-    step("write_manifest", || manifest::write(&m, &manifest_path))
-        .map_err(|source| BuildError::Output { path: manifest_path.clone(), source })?;
-    Ok(BuildOutput { image, manifest_path, manifest: m })
+    step("write_manifest", || manifest::write(&m, &manifest_path)).map_err(|source| {
+        BuildError::Output {
+            path: manifest_path.clone(),
+            source,
+        }
+    })?;
+    Ok(BuildOutput {
+        image,
+        manifest_path,
+        manifest: m,
+    })
 }
 
 struct ProgressSink<'a> {
@@ -165,7 +212,10 @@ fn split_filesystems(
     let time = Time::from_secs(recipe.image.source_date_epoch);
     let mut order: Vec<usize> = (0..plan.partitions.len()).collect();
     let depth = |i: &usize| {
-        plan.partitions[*i].mount.as_deref().map(|m| m.split('/').filter(|c| !c.is_empty()).count())
+        plan.partitions[*i]
+            .mount
+            .as_deref()
+            .map(|m| m.split('/').filter(|c| !c.is_empty()).count())
     };
     order.sort_by_key(|i| std::cmp::Reverse(depth(i)));
     let mut trees: Vec<Option<Tree>> = (0..plan.partitions.len()).map(|_| None).collect();
@@ -178,12 +228,13 @@ fn split_filesystems(
         match p.mount.as_deref() {
             Some("/") => root_index = Some(i),
             Some(m) => {
-                let at = mount_point(&mut tree, m, time).ok_or_else(|| BuildError::MountNotDir {
-                    pos: p.pos.clone(),
-                    label: p.label.clone(),
-                    mount: m.to_string(),
-                    path: m.to_string(),
-                })?;
+                let at =
+                    mount_point(&mut tree, m, time).ok_or_else(|| BuildError::MountNotDir {
+                        pos: p.pos.clone(),
+                        label: p.label.clone(),
+                        mount: m.to_string(),
+                        path: m.to_string(),
+                    })?;
                 trees[i] = Some(tree.split_off(at));
             }
             None => trees[i] = Some(Tree::new(Meta::new(0o755, 0, 0, time))),
@@ -233,7 +284,11 @@ fn check_fit(plan: &DiskPlan, contents: &[Contents], recipe: &Recipe) -> Result<
             Contents::Ext4(t) => {
                 let opts = assemble::ext4_options(plan, i, &recipe.image.seed, time);
                 ext4::plan(t, &opts).map_err(|source| {
-                    BuildError::Disk(DiskError::Ext4 { label: p.label.clone(), size: p.size(), source })
+                    BuildError::Disk(DiskError::Ext4 {
+                        label: p.label.clone(),
+                        size: p.size(),
+                        source,
+                    })
                 })?;
             }
             Contents::Fat(t) => {

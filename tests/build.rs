@@ -12,7 +12,7 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
-const RECIPE: &str = r#"
+const RECIPE: &str = r##"
 [image]
 name = "e2e"
 version = "1.0.0"
@@ -79,7 +79,7 @@ source = "files/boot.efi"
 [[file]]
 path = "/etc/hostname"
 content = "overridden\n"
-"#;
+"##;
 
 /// Writes the recipe and its inputs into `dir`; returns the recipe path.
 fn setup(dir: &Path) -> PathBuf {
@@ -121,12 +121,22 @@ fn setup(dir: &Path) -> PathBuf {
 }
 
 fn build(recipe: &Path, out: &Path, cwd: &Path) -> std::process::Output {
-    run(kiln().current_dir(cwd).arg("build").arg(recipe).arg("-o").arg(out).arg("--json"))
+    run(kiln()
+        .current_dir(cwd)
+        .arg("build")
+        .arg(recipe)
+        .arg("-o")
+        .arg(out)
+        .arg("--json"))
 }
 
 fn build_ok(recipe: &Path, out: &Path, cwd: &Path) -> serde_json::Value {
     let o = build(recipe, out, cwd);
-    assert!(o.status.success(), "kiln build failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "kiln build failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).expect("--json prints JSON")
 }
 
@@ -148,13 +158,30 @@ fn recipe_builds_a_disk_the_real_tools_accept_and_read_back() {
     assert_eq!(manifest["image"]["sha256"], json["sha256"]);
     assert_eq!(manifest["image"]["size"], 96 << 20);
     assert_eq!(manifest["source_date_epoch"], 1_700_000_000);
-    assert_eq!(manifest["recipe"]["sha256"].as_str().unwrap(), sha256_file(&recipe));
+    assert_eq!(
+        manifest["recipe"]["sha256"].as_str().unwrap(),
+        sha256_file(&recipe)
+    );
     let inputs = manifest["inputs"].as_array().unwrap();
-    for src in ["files/passwd.bin", "files/boot.efi", "rootfs", "layer.tar.gz"] {
-        assert!(inputs.iter().any(|i| i["source"] == src), "input {src} in {inputs:?}");
+    for src in [
+        "files/passwd.bin",
+        "files/boot.efi",
+        "rootfs",
+        "layer.tar.gz",
+    ] {
+        assert!(
+            inputs.iter().any(|i| i["source"] == src),
+            "input {src} in {inputs:?}"
+        );
     }
-    let gz = inputs.iter().find(|i| i["source"] == "layer.tar.gz").unwrap();
-    assert_eq!(gz["sha256"].as_str().unwrap(), sha256_file(&tmp.path().join("layer.tar.gz")));
+    let gz = inputs
+        .iter()
+        .find(|i| i["source"] == "layer.tar.gz")
+        .unwrap();
+    assert_eq!(
+        gz["sha256"].as_str().unwrap(),
+        sha256_file(&tmp.path().join("layer.tar.gz"))
+    );
 
     // GPT: sgdisk verifies it, sfdisk shows the manifest's layout.
     let v = run_ok(Command::new("sgdisk").arg("-v").arg(&img));
@@ -177,41 +204,82 @@ fn recipe_builds_a_disk_the_real_tools_accept_and_read_back() {
     extract(&img, off, len, &esp);
     run_ok(Command::new("fsck.fat").arg("-n").arg(&esp));
     let got = Command::new("mtype")
-        .args(["-i", &format!("{}@@{off}", img.display()), "::/EFI/BOOT/BOOTX64.EFI"])
+        .args([
+            "-i",
+            &format!("{}@@{off}", img.display()),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ])
         .output()
         .unwrap();
-    assert_eq!(got.stdout, std::fs::read(tmp.path().join("files/boot.efi")).unwrap());
+    assert_eq!(
+        got.stdout,
+        std::fs::read(tmp.path().join("files/boot.efi")).unwrap()
+    );
 
     // Root: e2fsck and debugfs.
     let (off, len) = lba_range(&manifest["partitions"][1]);
     let root = tmp.path().join("root.img");
     extract(&img, off, len, &root);
     let fsck = run(Command::new("e2fsck").arg("-fn").arg(&root));
-    assert!(fsck.status.success(), "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let uuid = debugfs(&root, "stats");
     assert!(
-        uuid.to_lowercase().contains(&mp_uuid(&manifest["partitions"][1])),
+        uuid.to_lowercase()
+            .contains(&mp_uuid(&manifest["partitions"][1])),
         "filesystem UUID from the manifest"
     );
-    assert_eq!(debugfs(&root, "cat /etc/hostname"), "overridden\n", "later entries override");
+    assert_eq!(
+        debugfs(&root, "cat /etc/hostname"),
+        "overridden\n",
+        "later entries override"
+    );
     let st = debugfs(&root, "stat /etc/gshadow");
-    assert!(st.contains("Mode:  0640") && st.contains("Group:    42"), "{st}");
+    assert!(
+        st.contains("Mode:  0640") && st.contains("Group:    42"),
+        "{st}"
+    );
     let st = debugfs(&root, "stat /usr/bin/passwd");
     assert!(st.contains("Mode:  04755"), "{st}");
-    assert_eq!(debugfs(&root, "cat /usr/bin/hello"), "#!/bin/sh\necho hello\n", "via /bin symlink");
+    assert_eq!(
+        debugfs(&root, "cat /usr/bin/hello"),
+        "#!/bin/sh\necho hello\n",
+        "via /bin symlink"
+    );
     let st = debugfs(&root, "stat /bin");
-    assert!(st.contains("Type: symlink") && st.contains("usr/bin"), "{st}");
+    assert!(
+        st.contains("Type: symlink") && st.contains("usr/bin"),
+        "{st}"
+    );
     let st = debugfs(&root, "stat /opt/app/lib/data.txt");
-    assert!(st.contains("Links: 2") && st.contains("User:  1000"), "{st}");
-    assert!(st.contains("mtime: 0x6553f100"), "host mtimes clamped to source_date_epoch: {st}");
+    assert!(
+        st.contains("Links: 2") && st.contains("User:  1000"),
+        "{st}"
+    );
+    assert!(
+        st.contains("mtime: 0x6553f100"),
+        "host mtimes clamped to source_date_epoch: {st}"
+    );
     let st = debugfs(&root, "stat /opt/app/sparse.img");
     assert!(st.contains("Size: 8388608"), "{st}");
-    assert!(st.contains("Blockcount: 8\n") || st.contains("Blockcount: 8 "), "one 4 KiB block allocated: {st}");
+    assert!(
+        st.contains("Blockcount: 8\n") || st.contains("Blockcount: 8 "),
+        "one 4 KiB block allocated: {st}"
+    );
     let st = debugfs(&root, "stat /srv/www/index.html");
-    assert!(st.contains("User:    33") && st.contains("mtime: 0x5f5e1000"), "{st}");
+    assert!(
+        st.contains("User:    33") && st.contains("mtime: 0x5f5e1000"),
+        "{st}"
+    );
     assert_eq!(debugfs(&root, "cat /srv/www/index.html"), "hello\n");
     let ls = debugfs(&root, "ls -l /boot/efi");
-    assert!(!ls.contains("EFI"), "the ESP's files are not in the root filesystem: {ls}");
+    assert!(
+        !ls.contains("EFI"),
+        "the ESP's files are not in the root filesystem: {ls}"
+    );
 }
 
 fn lba_range(p: &serde_json::Value) -> (u64, u64) {
@@ -250,7 +318,11 @@ fn builds_are_byte_identical_across_cwd_tz_umask_clock_and_user() {
             out.join("b.raw").display()
         )));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(sha256_file(&out.join("b.raw")), sha, "cwd/TZ/umask changed the image");
+    assert_eq!(
+        sha256_file(&out.join("b.raw")),
+        sha,
+        "cwd/TZ/umask changed the image"
+    );
 
     // Another wall-clock time.
     let o = run(Command::new("faketime")
@@ -261,7 +333,11 @@ fn builds_are_byte_identical_across_cwd_tz_umask_clock_and_user() {
         .arg("-o")
         .arg(out.join("c.raw")));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(sha256_file(&out.join("c.raw")), sha, "the wall clock changed the image");
+    assert_eq!(
+        sha256_file(&out.join("c.raw")),
+        sha,
+        "the wall clock changed the image"
+    );
 
     // Another user: root runs it as nobody; anyone else runs it as themselves (and root's build
     // is covered by CI, which runs as root).
@@ -279,14 +355,22 @@ fn builds_are_byte_identical_across_cwd_tz_umask_clock_and_user() {
         build(&recipe, &out.join("d.raw"), tmp.path())
     };
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(sha256_file(&out.join("d.raw")), sha, "the user changed the image");
+    assert_eq!(
+        sha256_file(&out.join("d.raw")),
+        sha,
+        "the user changed the image"
+    );
 }
 
 fn expect_error(recipe_text: &str, want: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path());
     if recipe_text.contains("fake.tar.gz") {
-        std::fs::write(tmp.path().join("fake.tar.gz"), "this is plain text, not gzip\n").unwrap();
+        std::fs::write(
+            tmp.path().join("fake.tar.gz"),
+            "this is plain text, not gzip\n",
+        )
+        .unwrap();
     }
     if recipe_text.contains("big.bin") {
         std::fs::write(tmp.path().join("big.bin"), vec![0xABu8; 40 << 20]).unwrap();
@@ -301,7 +385,9 @@ fn expect_error(recipe_text: &str, want: &[&str]) {
     for w in want {
         assert!(err.contains(w), "error should mention {w:?}: {err}");
     }
-    let left: Vec<_> = std::fs::read_dir(&out_dir).map(|d| d.flatten().collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
 
@@ -343,7 +429,10 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
         &["root", "needs", "blocks"],
     );
     // Unknown keys are refused with their position.
-    expect_error(&format!("{head}colour = \"red\"\n"), &["bad.toml:6", "colour"]);
+    expect_error(
+        &format!("{head}colour = \"red\"\n"),
+        &["bad.toml:6", "colour"],
+    );
 }
 
 #[test]
@@ -381,19 +470,39 @@ fn interrupted_build_leaves_nothing_behind() {
     let started = std::time::Instant::now();
     loop {
         let tmp_exists = std::fs::read_dir(&out)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tmp")))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            })
             .unwrap_or(false);
         if tmp_exists {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the build ended before it could be interrupted");
-        assert!(started.elapsed().as_secs() < 120, "no temporary image appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it could be interrupted"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no temporary image appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
-    let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(left.is_empty(), "an interrupted build leaves nothing: {left:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "an interrupted build leaves nothing: {left:?}"
+    );
 }
-

@@ -36,15 +36,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let progress: Option<Box<dyn Progress>> = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_message("writing disk");
         Some(Box::new(Bar(bar)))
     } else {
         None
     };
-    let out = pipeline::build(&args.recipe, BuildOptions { output: args.output, progress })?;
+    let out = pipeline::build(
+        &args.recipe,
+        BuildOptions {
+            output: args.output,
+            progress,
+        },
+    )?;
     if args.json {
         let v = serde_json::json!({
             "manifest": out.manifest_path,

@@ -48,13 +48,18 @@ pub fn init_logging(verbose: u8) {
 pub fn install_interrupt_cleanup() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
-        tracing::warn!("cannot install the Ctrl-C handler; an interrupted build may leave temp files");
+        tracing::warn!(
+            "cannot install the Ctrl-C handler; an interrupted build may leave temp files"
+        );
         return;
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             let removed = kiln::cleanup::remove_all();
-            eprintln!("\ninterrupted (signal {sig}); removed {} temporary file(s)", removed.len());
+            eprintln!(
+                "\ninterrupted (signal {sig}); removed {} temporary file(s)",
+                removed.len()
+            );
             for p in removed {
                 eprintln!("  removed {}", p.display());
             }

@@ -62,7 +62,9 @@ impl FileSink {
         crate::cleanup::unregister(tmp.path());
         let (target, len, pos) = (self.target.clone(), self.len, self.pos);
         if pos > len {
-            return Err(io::Error::other(format!("image overran its size: {pos} > {len}")));
+            return Err(io::Error::other(format!(
+                "image overran its size: {pos} > {len}"
+            )));
         }
         tmp.as_file().sync_all()?;
         // The temp file is created 0600; an image is an ordinary output file.
@@ -74,7 +76,10 @@ impl FileSink {
     }
 
     fn file(&mut self) -> &mut File {
-        self.tmp.as_mut().expect("the temp file exists until persist").as_file_mut()
+        self.tmp
+            .as_mut()
+            .expect("the temp file exists until persist")
+            .as_file_mut()
     }
 
     fn put(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {

@@ -176,7 +176,9 @@ pub fn seek_data_ranges(f: &File, len: u64) -> io::Result<Vec<Range<u64>>> {
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
                 Some(libc::ENXIO) => Ok(out), // no data after pos: the rest is a hole
-                Some(libc::EINVAL) if out.is_empty() && pos == 0 => Ok(std::iter::once(0..len).collect()),
+                Some(libc::EINVAL) if out.is_empty() && pos == 0 => {
+                    Ok(std::iter::once(0..len).collect())
+                }
                 _ => Err(err),
             };
         }

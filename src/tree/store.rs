@@ -22,7 +22,10 @@ impl ContentStore {
         let dir = tempfile::Builder::new().prefix("kiln-content-").tempdir()?;
         // Removed on Ctrl-C too, not only on drop.
         crate::cleanup::register(dir.path());
-        Ok(ContentStore { dir, next: Cell::new(0) })
+        Ok(ContentStore {
+            dir,
+            next: Cell::new(0),
+        })
     }
 
     pub fn path(&self) -> &Path {
