@@ -197,6 +197,20 @@ fn recipe_builds_a_disk_the_real_tools_accept_and_read_back() {
         assert_eq!(p["start"], m["first_lba"]);
     }
 
+    // blkid sees the filesystem UUIDs the manifest records.
+    for m in manifest["partitions"].as_array().unwrap() {
+        let (off, _) = lba_range(m);
+        let b = run_ok(
+            Command::new("blkid")
+                .arg("-p")
+                .arg("-O")
+                .arg(off.to_string())
+                .arg(&img),
+        );
+        let want = format!("UUID=\"{}\"", m["filesystem_uuid"].as_str().unwrap());
+        assert!(b.contains(&want), "blkid: {b} (want {want})");
+    }
+
     // ESP: fsck.fat and mtools.
     let mp = &manifest["partitions"][0];
     let (off, len) = lba_range(mp);
