@@ -12,8 +12,27 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if kiln::cleanup::wait_if_interrupted() {
+                // The signal thread has reported and cleaned up; this error is its consequence.
+                std::process::exit(130);
+            }
+            eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes in one line, skipping causes the message already quotes.
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
 }

@@ -147,7 +147,9 @@ pub fn write(manifest: &Manifest, path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    let done = tmp.persist(path).map_err(|e| e.error);
+    crate::cleanup::unregister(&tmp_path);
+    done?;
     Ok(())
 }
 

@@ -55,7 +55,7 @@ pub fn install_interrupt_cleanup() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            let removed = kiln::cleanup::remove_all();
+            let removed = kiln::cleanup::interrupt_and_remove_all();
             eprintln!(
                 "\ninterrupted (signal {sig}); removed {} temporary file(s)",
                 removed.len()

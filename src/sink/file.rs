@@ -33,12 +33,17 @@ impl FileSink {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(&dir)?;
+        let prefix = format!(".{name}.");
+        let tmp = crate::cleanup::create_registered(
+            || {
+                tempfile::Builder::new()
+                    .prefix(&prefix)
+                    .suffix(".tmp")
+                    .tempfile_in(&dir)
+            },
+            |t| t.path().to_path_buf(),
+        )?;
         tmp.as_file().set_len(len)?;
-        crate::cleanup::register(tmp.path());
         Ok(FileSink {
             tmp: Some(tmp),
             target: target.to_path_buf(),

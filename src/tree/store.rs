@@ -19,9 +19,11 @@ pub struct ContentStore {
 
 impl ContentStore {
     pub fn new() -> io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("kiln-content-").tempdir()?;
         // Removed on Ctrl-C too, not only on drop.
-        crate::cleanup::register(dir.path());
+        let dir = crate::cleanup::create_registered(
+            || tempfile::Builder::new().prefix("kiln-content-").tempdir(),
+            |d| d.path().to_path_buf(),
+        )?;
         Ok(ContentStore {
             dir,
             next: Cell::new(0),
