@@ -139,9 +139,15 @@ pub fn write(manifest: &Manifest, path: &Path) -> io::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".manifest.")
-        .tempfile_in(dir)?;
+    let mut tmp = crate::cleanup::create_registered(
+        || {
+            tempfile::Builder::new()
+                .prefix(".manifest.")
+                .tempfile_in(dir)
+        },
+        |t| t.path().to_path_buf(),
+    )?;
+    let tmp_path = tmp.path().to_path_buf();
     serde_json::to_writer_pretty(&mut tmp, manifest)?;
     tmp.write_all(b"\n")?;
     use std::os::unix::fs::PermissionsExt;
