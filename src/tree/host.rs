@@ -11,7 +11,8 @@
 //! The input digest is SHA-256 over one record per walked entry, in walk order:
 //! `relpath NUL type NUL mode(octal) NUL uid NUL gid NUL size NUL secs.nanos NUL target NUL
 //! sha256 LF`, where `target` is a symlink's target or a hard link's first path, and `sha256` is
-//! the content digest of regular files (empty otherwise). Owners and times are the host's, before
+//! the sparse-aware content digest of regular files (`build::digest_sparse`: data ranges and
+//! their bytes, so holes are never read; empty for other types). Owners and times are the host's, before
 //! overrides and clamping.
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +24,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::build::{digest_file, io_err, path_err, Builder, InputDigest};
+use super::build::{digest_sparse, io_err, path_err, Builder, InputDigest};
 use super::error::TreeError;
 use super::node::{Content, Kind, Meta, Node, NodeId, Time};
 use crate::recipe::Pos;
@@ -106,7 +107,7 @@ impl Walk<'_> {
         let (kind, tname, target, sha) = if ft.is_dir() {
             (Kind::Dir(BTreeMap::new()), "dir", Vec::new(), String::new())
         } else if ft.is_file() {
-            let (len, sha) = digest_file(&host).map_err(ioe)?;
+            let (len, sha) = digest_sparse(&host).map_err(ioe)?;
             (
                 Kind::File(Content::Host {
                     path: host.clone(),
