@@ -130,6 +130,17 @@ pub fn write_disk(
     sink: &mut dyn BlockSink,
     progress: Option<&dyn Progress>,
 ) -> Result<String, BuildError> {
+    write_disk_then(p, sink, progress, &mut || Ok(()))
+}
+
+/// [`write_disk`], calling `after_write` once the last byte is written, while the disk's hash
+/// is still being finished on its own thread (the file build syncs the image there).
+pub fn write_disk_then(
+    p: &Prepared,
+    sink: &mut dyn BlockSink,
+    progress: Option<&dyn Progress>,
+    after_write: &mut dyn FnMut() -> io::Result<()>,
+) -> Result<String, BuildError> {
     let time = Time::from_secs(p.recipe.image.source_date_epoch);
     let mut hashed = HashSink::new(ProgressSink {
         inner: sink,
@@ -145,6 +156,10 @@ pub fn write_disk(
         time,
         &mut hashed,
     )?;
+    after_write().map_err(|source| BuildError::Output {
+        path: PathBuf::from("<disk>"),
+        source,
+    })?;
     let (_, sha) = hashed
         .finish(p.plan.size)
         .map_err(|source| BuildError::Output {
@@ -168,8 +183,10 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
         source,
     };
     let mut file = FileSink::create(&image, prepared.plan.size).map_err(out_err)?;
+    let syncer = file.sync_handle().map_err(out_err)?;
+    let mut sync = || syncer.sync_all();
     let sha = step("write_disk", || {
-        write_disk(&prepared, &mut file, opts.progress.as_deref())
+        write_disk_then(&prepared, &mut file, opts.progress.as_deref(), &mut sync)
     })?;
     step("finalize_image", || file.persist()).map_err(out_err)?;
     let manifest_path = manifest::manifest_path(&image);

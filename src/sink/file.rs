@@ -58,6 +58,15 @@ impl FileSink {
         self.tmp.as_ref().map(|t| t.path()).unwrap_or(&self.target)
     }
 
+    /// A second handle on the temporary file, to sync it from elsewhere while the sink is
+    /// borrowed (the pipeline syncs while the disk's hash is being finished).
+    pub fn sync_handle(&self) -> io::Result<File> {
+        match &self.tmp {
+            Some(t) => t.as_file().try_clone(),
+            None => Err(io::Error::other("image already persisted")),
+        }
+    }
+
     /// Syncs and renames the file into place; returns the final path.
     pub fn persist(mut self) -> io::Result<PathBuf> {
         let tmp = self
