@@ -27,7 +27,7 @@ fn setup(debs: &[DebSpec]) -> Setup {
 
 fn universe() -> Vec<DebSpec> {
     vec![
-        DebSpec::new("app", "1.0-1").field("Depends", "libfoo (>= 2), mta | default-mta"),
+        DebSpec::new("app", "1.0-1").field("Depends", "libfoo (>= 2), libfoo (<< 3~), mta | default-mta"),
         DebSpec::new("libfoo", "1.5-1"),
         DebSpec::new("libfoo", "2.1-1")
             .member(Member::File("./usr/lib/libfoo.so.2", b"\x7fELF".to_vec(), 0o644))
@@ -156,6 +156,7 @@ fn names(p: &Prepared) -> Vec<String> {
 #[test]
 fn resolves_alternatives_versions_provides_and_installs() {
     let s = setup(&universe());
+    // app first: it pins libfoo below 3~, which any-user's `libfoo:any` then accepts.
     let r = write_recipe(&s, &s.repo.file_uri(), &["app", "busybox", "versioned-user", "any-user", "docs"], &[]);
     let p = prepare(&s, &r, false).unwrap();
     assert_eq!(
@@ -165,8 +166,8 @@ fn resolves_alternatives_versions_provides_and_installs() {
             "app=1.0-1",
             "busybox=1.35-1",
             "docs=1",
+            "exim=4.96-1",
             "libfoo=2.1-1",
-            "postfix=3.7-1",
             "versioned-user=1",
             "virt-new=1"
         ]
@@ -205,10 +206,13 @@ fn resolves_alternatives_versions_provides_and_installs() {
 fn exclude_conflicts_breaks_and_missing_report_the_chain() {
     let s = setup(&universe());
     let uri = s.repo.file_uri();
-    // Excluding postfix makes the resolver fall back to exim for `mta`.
-    let r = write_recipe(&s, &uri, &["app"], &["postfix"]);
+    // `mta` is provided by exim and postfix: by name, exim; excluding it gives postfix.
+    let r = write_recipe(&s, &uri, &["any-user"], &[]);
     let p = prepare(&s, &r, false).unwrap();
-    assert!(names(&p).contains(&"exim=4.96-1".to_string()), "{:?}", names(&p));
+    assert_eq!(names(&p), ["any-user=1", "libfoo=3.0~rc1-1"], "highest version");
+    let r = write_recipe(&s, &uri, &["app"], &["exim"]);
+    let p = prepare(&s, &r, false).unwrap();
+    assert!(names(&p).contains(&"postfix=3.7-1".to_string()), "{:?}", names(&p));
     // Excluding libfoo leaves app unsatisfiable; the chain names app.
     let r = write_recipe(&s, &uri, &["app"], &["libfoo"]);
     let e = prepare(&s, &r, false).err().unwrap().to_string();

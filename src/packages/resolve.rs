@@ -283,7 +283,7 @@ impl Universe {
             if chosen.values().any(|&i| self.meets(i, r)) {
                 continue;
             }
-            let i = self.choose(&[r.clone()], &chosen, req, "the recipe", &why)?;
+            let i = self.choose(&[r.clone()], &[], &chosen, req, "the recipe", &why)?;
             why.insert(
                 self.packages[i].name.clone(),
                 ("the recipe".into(), r.to_string()),
@@ -294,11 +294,19 @@ impl Universe {
         while let Some(i) = queue.pop_front() {
             let p = &self.packages[i];
             let deps = format!("{}, {}", p.pre_depends, p.depends);
-            for group in parse_relations(&deps) {
+            let groups = parse_relations(&deps);
+            // `libfoo (>= 2), libfoo (<< 3)`: a candidate must meet every plain (single
+            // alternative) constraint its parent puts on its name, not only the first.
+            let also: Vec<Rel> = groups
+                .iter()
+                .filter(|g| g.len() == 1)
+                .map(|g| g[0].clone())
+                .collect();
+            for group in groups {
                 if chosen.values().any(|&c| group.iter().any(|r| self.meets(c, r))) {
                     continue;
                 }
-                let j = self.choose(&group, &chosen, req, &p.name, &why)?;
+                let j = self.choose(&group, &also, &chosen, req, &p.name, &why)?;
                 let alt: Vec<String> = group.iter().map(|r| r.to_string()).collect();
                 why.insert(
                     self.packages[j].name.clone(),
@@ -314,6 +322,7 @@ impl Universe {
     fn choose(
         &self,
         group: &[Rel],
+        also: &[Rel],
         chosen: &BTreeMap<String, usize>,
         req: &Request,
         parent: &str,
@@ -332,6 +341,11 @@ impl Universe {
             }
             for c in cands {
                 let name = &self.packages[c].name;
+                let version = &self.packages[c].version;
+                if let Some(o) = also.iter().find(|o| &o.name == name && !o.allows(version)) {
+                    reasons.push(format!("{name} {version} does not satisfy {o}"));
+                    continue;
+                }
                 if req.exclude.contains(name) {
                     reasons.push(format!("{name} is excluded by the recipe"));
                     continue;
