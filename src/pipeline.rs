@@ -141,7 +141,9 @@ pub fn prepare_with(
             packages::etc::configure(&mut base, &recipe, &plan)
         })?;
     }
-    let built = step("install_tree", || tree::build_tree_on(base, &recipe, &store))?;
+    let built = step("install_tree", || {
+        tree::build_tree_on(base, &recipe, &store)
+    })?;
     let contents = step("split_filesystems", || {
         split_filesystems(built.tree, &recipe, &plan)
     })?;

@@ -39,7 +39,14 @@ fn debian_base_from_the_host_mirror() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for want in ["busybox-static", "base-files", "base-passwd", "ca-certificates", "openssl", "libc6"] {
+    for want in [
+        "busybox-static",
+        "base-files",
+        "base-passwd",
+        "ca-certificates",
+        "openssl",
+        "libc6",
+    ] {
         assert!(pkgs.contains(&want), "{want} not in {pkgs:?}");
     }
     let root = &manifest["partitions"][1];
@@ -49,26 +56,42 @@ fn debian_base_from_the_host_mirror() {
     extract(&out, first * 512, (last - first + 1) * 512, &part);
     run_ok(Command::new("e2fsck").args(["-fn"]).arg(&part));
     let status = debugfs(&part, "cat /var/lib/dpkg/status");
-    assert!(status.contains("Package: busybox-static\nStatus: install ok installed\n"), "{status}");
+    assert!(
+        status.contains("Package: busybox-static\nStatus: install ok installed\n"),
+        "{status}"
+    );
     assert!(status.contains("Package: ca-certificates\nStatus: install ok installed\n"));
     let passwd = debugfs(&part, "cat /etc/passwd");
-    assert!(passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"), "{passwd}");
-    assert!(passwd.contains("\nadmin:x:1000:1000::/home/admin:/bin/sh\n"), "{passwd}");
+    assert!(
+        passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),
+        "{passwd}"
+    );
+    assert!(
+        passwd.contains("\nadmin:x:1000:1000::/home/admin:/bin/sh\n"),
+        "{passwd}"
+    );
     let group = debugfs(&part, "cat /etc/group");
     assert!(group.contains("\nsudo:x:27:admin\n"), "{group}");
     let home = debugfs(&part, "stat /home/admin");
-    assert!(home.contains("Mode:  0700") && home.contains("User:  1000"), "{home}");
+    assert!(
+        home.contains("Mode:  0700") && home.contains("User:  1000"),
+        "{home}"
+    );
     let keys = debugfs(&part, "stat /home/admin/.ssh/authorized_keys");
-    assert!(keys.contains("Mode:  0600") && keys.contains("User:  1000") && keys.contains("Group:  1000"), "{keys}");
+    assert!(
+        keys.contains("Mode:  0600")
+            && keys.contains("User:  1000")
+            && keys.contains("Group:  1000"),
+        "{keys}"
+    );
     // Merged /usr: busybox-static ships /bin/busybox, found at /usr/bin/busybox.
     let bb = debugfs(&part, "stat /usr/bin/busybox");
     assert!(bb.contains("Mode:  0755"), "{bb}");
     let bin = debugfs(&part, "stat /bin");
     assert!(bin.contains("Type: symlink"), "{bin}");
-    let sbom: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("img.spdx.json")).unwrap(),
-    )
-    .unwrap();
+    let sbom: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("img.spdx.json")).unwrap())
+            .unwrap();
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     let names: Vec<&str> = sbom["packages"]
         .as_array()
@@ -96,5 +119,8 @@ fn debian_base_from_the_host_mirror() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v2: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["sha256"], v2["sha256"], "locked offline rebuild is identical");
+    assert_eq!(
+        v["sha256"], v2["sha256"],
+        "locked offline rebuild is identical"
+    );
 }

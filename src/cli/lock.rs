@@ -20,6 +20,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let (path, lock) = packages::lock_recipe(&recipe, &Options::default())?;
-    println!("{} packages locked in {}", lock.packages.len(), path.display());
+    println!(
+        "{} packages locked in {}",
+        lock.packages.len(),
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -80,13 +80,12 @@ pub fn unpack(
             let mut r = decoder(&name, Box::new(entry))
                 .map_err(|e| fail(format!("{name}: {e}")))?
                 .ok_or_else(|| fail(format!("has an unknown compression: {name}")))?;
-            let names = unpack_tar(tree, sde, store, &mut r).map_err(|m| {
-                PackageError::DebMember {
+            let names =
+                unpack_tar(tree, sde, store, &mut r).map_err(|m| PackageError::DebMember {
                     package: package.to_owned(),
                     member: m.member,
                     problem: format!("{} ({})", m.problem, m.fix),
-                }
-            })?;
+                })?;
             // The rest of the stream (tar padding) is part of the member; drain it.
             let _ = std::io::copy(&mut r, &mut std::io::sink());
             out.files = list_paths(&names);

@@ -35,10 +35,26 @@ pub fn write_database(tree: &mut Tree, pkgs: &[&Unpacked], sde: Time) -> Result<
         status.push('\n');
         let mut list = u.files.join("\n");
         list.push('\n');
-        put::file(tree, &format!("/var/lib/dpkg/info/{key}.list"), list, 0o644, sde)?;
+        put::file(
+            tree,
+            &format!("/var/lib/dpkg/info/{key}.list"),
+            list,
+            0o644,
+            sde,
+        )?;
         for (n, data) in &u.info {
-            let mode = if SCRIPTS.contains(&n.as_str()) { 0o755 } else { 0o644 };
-            put::file(tree, &format!("/var/lib/dpkg/info/{key}.{n}"), data.clone(), mode, sde)?;
+            let mode = if SCRIPTS.contains(&n.as_str()) {
+                0o755
+            } else {
+                0o644
+            };
+            put::file(
+                tree,
+                &format!("/var/lib/dpkg/info/{key}.{n}"),
+                data.clone(),
+                mode,
+                sde,
+            )?;
         }
     }
     put::file(tree, "/var/lib/dpkg/status", status, 0o644, sde)?;

@@ -74,7 +74,11 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
             Some(GroupEntry {
                 name: name.into(),
                 gid: gid.parse().ok()?,
-                members: members.split(',').filter(|m| !m.is_empty()).map(Into::into).collect(),
+                members: members
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(Into::into)
+                    .collect(),
             })
         })
         .collect()
@@ -158,7 +162,10 @@ pub fn configure(tree: &mut Tree, recipe: &Recipe, plan: &DiskPlan) -> Result<()
     put::file(tree, "/etc/passwd", passwd, 0o644, sde)?;
     put::file(tree, "/etc/group", group, 0o644, sde)?;
     // Debian: shadow files are root:shadow 0640 (gid 42 in base-passwd).
-    let shadow_gid = groups.iter().find(|g| g.name == "shadow").map_or(0, |g| g.gid);
+    let shadow_gid = groups
+        .iter()
+        .find(|g| g.name == "shadow")
+        .map_or(0, |g| g.gid);
     put::file_owned(tree, "/etc/shadow", shadow, 0o640, 0, shadow_gid, sde)?;
     put::file_owned(tree, "/etc/gshadow", gshadow, 0o640, 0, shadow_gid, sde)?;
     for u in &recipe.users {
@@ -168,7 +175,15 @@ pub fn configure(tree: &mut Tree, recipe: &Recipe, plan: &DiskPlan) -> Result<()
             put::dir(tree, &ssh, 0o700, u.uid, u.gid, sde)?;
             let mut keys = u.ssh_authorized_keys.join("\n");
             keys.push('\n');
-            put::file_owned(tree, &format!("{ssh}/authorized_keys"), keys, 0o600, u.uid, u.gid, sde)?;
+            put::file_owned(
+                tree,
+                &format!("{ssh}/authorized_keys"),
+                keys,
+                0o600,
+                u.uid,
+                u.gid,
+                sde,
+            )?;
         }
     }
     let host = &recipe.image.name;
@@ -189,7 +204,11 @@ pub fn configure(tree: &mut Tree, recipe: &Recipe, plan: &DiskPlan) -> Result<()
 
 /// Every mounted filesystem by PARTUUID (fixed by the recipe's seed, so stable across builds).
 pub fn fstab(plan: &DiskPlan) -> String {
-    let mut parts: Vec<_> = plan.partitions.iter().filter(|p| p.mount.is_some()).collect();
+    let mut parts: Vec<_> = plan
+        .partitions
+        .iter()
+        .filter(|p| p.mount.is_some())
+        .collect();
     parts.sort_by_key(|p| p.mount.clone());
     let mut out = String::from("# <file system> <mount point> <type> <options> <dump> <pass>\n");
     for p in parts {

@@ -61,7 +61,8 @@ pub fn lock_path(recipe: &Path) -> PathBuf {
 /// Writes `lock` (packages sorted) to `path`; the same lock always gives the same bytes.
 pub fn write(path: &Path, lock: &Lock) -> Result<()> {
     let mut lock = lock.clone();
-    lock.packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+    lock.packages
+        .sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
     let body = toml::to_string(&lock).map_err(|e| PackageError::Lock {
         path: path.to_owned(),
         problem: e.to_string(),

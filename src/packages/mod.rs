@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::PackageInfo;
-use crate::recipe::{Arch, RepoUri, Recipe, Repository};
+use crate::recipe::{Arch, Recipe, RepoUri, Repository};
 use crate::tree::{ContentStore, Meta, Time, Tree};
 use fetch::Want;
 use resolve::{Request, Universe};
@@ -109,7 +109,11 @@ pub fn request(recipe: &Recipe) -> Request {
 }
 
 fn suites(recipe: &Recipe) -> Vec<String> {
-    recipe.repositories.iter().map(|r| r.suite.clone()).collect()
+    recipe
+        .repositories
+        .iter()
+        .map(|r| r.suite.clone())
+        .collect()
 }
 
 /// Reads every repository's verified indexes into one [`Universe`].
@@ -168,9 +172,13 @@ pub fn load_universe(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Resu
 fn decompress_index(path: &Path, name: &str) -> std::io::Result<String> {
     let f = std::fs::File::open(path)?;
     let mut r: Box<dyn Read> = if name.ends_with(".xz") {
-        Box::new(xz2::read::XzDecoder::new_multi_decoder(std::io::BufReader::new(f)))
+        Box::new(xz2::read::XzDecoder::new_multi_decoder(
+            std::io::BufReader::new(f),
+        ))
     } else {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f)))
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            f,
+        )))
     };
     let mut s = String::new();
     r.read_to_string(&mut s)?;

@@ -29,7 +29,13 @@ pub fn put(tree: &mut Tree, path: &str, node: Node, sde: Time) -> Result<NodeId>
     }
 }
 
-pub fn file(tree: &mut Tree, path: &str, data: impl Into<Vec<u8>>, mode: u32, sde: Time) -> Result<()> {
+pub fn file(
+    tree: &mut Tree,
+    path: &str,
+    data: impl Into<Vec<u8>>,
+    mode: u32,
+    sde: Time,
+) -> Result<()> {
     file_owned(tree, path, data, mode, 0, 0, sde)
 }
 

@@ -70,7 +70,8 @@ pub fn verify(text: &str, keys: &[SignedPublicKey], url: &str, keyring: &Path) -
     };
     let (msg, _) = CleartextSignedMessage::from_string(text).map_err(|_| bad())?;
     let ok = keys.iter().any(|k| {
-        msg.verify(&k.primary_key).is_ok() || k.public_subkeys.iter().any(|s| msg.verify(&s.key).is_ok())
+        msg.verify(&k.primary_key).is_ok()
+            || k.public_subkeys.iter().any(|s| msg.verify(&s.key).is_ok())
     });
     if !ok {
         return Err(bad());
@@ -131,7 +132,11 @@ pub fn check(rel: &Release, suite: &str, now: Option<i64>, url: &str) -> Result<
 /// `Sat, 10 Jun 2023 08:54:47 UTC` → seconds since 1970.
 pub fn parse_rfc2822(s: &str) -> Option<i64> {
     let w: Vec<&str> = s.split_whitespace().collect();
-    let w = if w.first()?.ends_with(',') { &w[1..] } else { &w[..] };
+    let w = if w.first()?.ends_with(',') {
+        &w[1..]
+    } else {
+        &w[..]
+    };
     let [day, mon, year, hms, ..] = w else {
         return None;
     };
@@ -140,7 +145,10 @@ pub fn parse_rfc2822(s: &str) -> Option<i64> {
     ];
     let m = months.iter().position(|x| x.eq_ignore_ascii_case(mon))? as i64 + 1;
     let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
     let [hh, mm, ss] = t[..] else { return None };
     Some(days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss)
 }
@@ -180,6 +188,9 @@ mod tests {
         assert!(check(&r, "bookworm", Some(50), "u").is_ok());
         assert!(check(&r, "oldstable", None, "u").is_ok());
         assert!(check(&r, "trixie", None, "u").is_err());
-        assert!(check(&r, "bookworm", Some(101), "u").unwrap_err().to_string().contains("expired"));
+        assert!(check(&r, "bookworm", Some(101), "u")
+            .unwrap_err()
+            .to_string()
+            .contains("expired"));
     }
 }

@@ -283,7 +283,7 @@ impl Universe {
             if chosen.values().any(|&i| self.meets(i, r)) {
                 continue;
             }
-            let i = self.choose(&[r.clone()], &[], &chosen, req, "the recipe", &why)?;
+            let i = self.choose(std::slice::from_ref(r), &[], &chosen, req, "the recipe", &why)?;
             why.insert(
                 self.packages[i].name.clone(),
                 ("the recipe".into(), r.to_string()),
@@ -303,7 +303,10 @@ impl Universe {
                 .map(|g| g[0].clone())
                 .collect();
             for group in groups {
-                if chosen.values().any(|&c| group.iter().any(|r| self.meets(c, r))) {
+                if chosen
+                    .values()
+                    .any(|&c| group.iter().any(|r| self.meets(c, r)))
+                {
                     continue;
                 }
                 let j = self.choose(&group, &also, &chosen, req, &p.name, &why)?;
@@ -372,10 +375,7 @@ impl Universe {
                             rel_text: rel.to_string(),
                         });
                     }
-                    reasons.push(format!(
-                        "{} {w} {rel}",
-                        self.packages[a].name
-                    ));
+                    reasons.push(format!("{} {w} {rel}", self.packages[a].name));
                     continue;
                 }
                 return Ok(c);

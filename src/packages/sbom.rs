@@ -21,7 +21,13 @@ pub fn sbom_path(image: &Path) -> PathBuf {
 fn spdx_id(i: usize, name: &str) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("SPDXRef-Package-{i}-{clean}")
 }

@@ -87,7 +87,10 @@ fn parse_one_line(text: &str, file: &Path) -> Vec<Source> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let mut rest = match line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) {
+        let mut rest = match line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        {
             Some(r) => r.trim_start(),
             None => continue,
         };

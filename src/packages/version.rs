@@ -188,7 +188,10 @@ mod tests {
     #[test]
     fn parse_and_display() {
         let v = Version::parse("1:2.3-4-5").unwrap();
-        assert_eq!((v.epoch, v.upstream.as_str(), v.revision.as_str()), (1, "2.3-4", "5"));
+        assert_eq!(
+            (v.epoch, v.upstream.as_str(), v.revision.as_str()),
+            (1, "2.3-4", "5")
+        );
         assert_eq!(v.to_string(), "1:2.3-4-5");
         assert_eq!(Version::parse("x:1"), None);
         assert_eq!(Version::parse("1:"), None);

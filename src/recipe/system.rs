@@ -1,7 +1,6 @@
 //! `[[repository]]`, `[packages]`, `[[user]]` and `[[group]]`: validated like the rest of the
 //! recipe, with positioned errors.
 
-
 use super::error::{RecipeError, RecipeErrorKind as K};
 use super::parse::Ctx;
 use super::raw::{self, S};
@@ -11,9 +10,10 @@ use super::{Group, PackageSet, RepoUri, Repository, User, DEFAULT_KEYRING};
 /// starting with an alphanumeric.
 fn package_name_ok(n: &str) -> bool {
     n.len() >= 2
-        && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && n
-            .bytes()
+        && n.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
@@ -21,14 +21,18 @@ fn package_name_ok(n: &str) -> bool {
 fn user_name_ok(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 32
-        && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && n
-            .bytes()
+        && n.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl Ctx<'_> {
-    pub(super) fn repositories(&self, raw: &raw::RawRecipe) -> Result<Vec<Repository>, RecipeError> {
+    pub(super) fn repositories(
+        &self,
+        raw: &raw::RawRecipe,
+    ) -> Result<Vec<Repository>, RecipeError> {
         let mut out = Vec::new();
         for r in &raw.repository {
             let pos = self.pos(r.span().start);
@@ -36,7 +40,10 @@ impl Ctx<'_> {
             let u = self.s(&r.uri)?;
             let uri = if u == "host" {
                 RepoUri::Host
-            } else if ["http://", "https://", "file://"].iter().any(|p| u.starts_with(p)) {
+            } else if ["http://", "https://", "file://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+            {
                 RepoUri::Url(u.trim_end_matches('/').to_owned())
             } else {
                 return Err(self.err(
@@ -58,7 +65,11 @@ impl Ctx<'_> {
             let components = match &r.components {
                 None => vec!["main".to_owned()],
                 Some(c) => {
-                    let v = c.get_ref().iter().map(|s| self.s(s)).collect::<Result<Vec<_>, _>>()?;
+                    let v = c
+                        .get_ref()
+                        .iter()
+                        .map(|s| self.s(s))
+                        .collect::<Result<Vec<_>, _>>()?;
                     if v.is_empty() || v.iter().any(|c| c.is_empty() || c.contains(' ')) {
                         return Err(self.err(
                             c,
@@ -75,7 +86,10 @@ impl Ctx<'_> {
                 Some(k) => self.base_path(&self.s(k)?),
             };
             if !keyring.is_file() {
-                let at = r.keyring.as_ref().map_or(r.uri.span().start, |k| k.span().start);
+                let at = r
+                    .keyring
+                    .as_ref()
+                    .map_or(r.uri.span().start, |k| k.span().start);
                 return Err(self.err_at(
                     at,
                     K::MissingSource,
@@ -168,7 +182,12 @@ impl Ctx<'_> {
             let r = u.get_ref();
             let name = self.user_name(&r.name, "user")?;
             if out.iter().any(|o| o.name == name) {
-                return Err(self.err(&r.name, K::Value, format!("user {name:?} is given twice"), "each user once"));
+                return Err(self.err(
+                    &r.name,
+                    K::Value,
+                    format!("user {name:?} is given twice"),
+                    "each user once",
+                ));
             }
             let groups = r
                 .groups
@@ -230,4 +249,3 @@ impl Ctx<'_> {
         Ok(out)
     }
 }
-

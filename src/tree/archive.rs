@@ -208,7 +208,9 @@ fn unpack_members(
         let raw = entry.path_bytes().into_owned();
         let member = String::from_utf8_lossy(&raw).into_owned();
         member_into(b, store, &[], &mut entry).map_err(|e| match e {
-            MemberError::Io(e) => fail(&member, format!("cannot be read: {e}"), "check the archive"),
+            MemberError::Io(e) => {
+                fail(&member, format!("cannot be read: {e}"), "check the archive")
+            }
             MemberError::Refused(p, f) => fail(&member, p, f),
             MemberError::Path(e) => {
                 let (p, f) = e.describe();

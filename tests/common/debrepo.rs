@@ -101,7 +101,12 @@ pub fn build_deb(spec: &DebSpec) -> Vec<u8> {
     let ctl = targz(&[
         (header(b"./", 0, 0o755, tar::EntryType::Directory), vec![]),
         (
-            header(b"./control", control.len() as u64, 0o644, tar::EntryType::Regular),
+            header(
+                b"./control",
+                control.len() as u64,
+                0o644,
+                tar::EntryType::Regular,
+            ),
             control,
         ),
     ]);
@@ -116,7 +121,10 @@ pub fn build_deb(spec: &DebSpec) -> Vec<u8> {
                 header(p, d.len() as u64, 0o644, tar::EntryType::Regular),
                 d.clone(),
             ),
-            Member::Dir(p) => (header(p.as_bytes(), 0, 0o755, tar::EntryType::Directory), vec![]),
+            Member::Dir(p) => (
+                header(p.as_bytes(), 0, 0o755, tar::EntryType::Directory),
+                vec![],
+            ),
             Member::Symlink(p, t) | Member::HardLink(p, t) => {
                 let kind = if matches!(m, Member::Symlink(..)) {
                     tar::EntryType::Symlink
@@ -164,11 +172,7 @@ impl Repo {
             .can_certify(true)
             .can_sign(true)
             .primary_user_id("kiln test repository <repo@example.invalid>".into());
-        let key = p
-            .build()
-            .unwrap()
-            .generate(rand::thread_rng())
-            .unwrap();
+        let key = p.build().unwrap().generate(rand::thread_rng()).unwrap();
         Repo {
             dir: tempfile::tempdir().unwrap(),
             suite: suite.to_owned(),
@@ -197,7 +201,12 @@ impl Repo {
         self.publish_with(debs, &self.suite.clone(), |_| {})
     }
 
-    pub fn publish_with(&self, debs: &[DebSpec], codename: &str, tweak_index: impl Fn(&mut String)) {
+    pub fn publish_with(
+        &self,
+        debs: &[DebSpec],
+        codename: &str,
+        tweak_index: impl Fn(&mut String),
+    ) {
         let root = self.path();
         let pool = root.join("pool/main");
         std::fs::create_dir_all(&pool).unwrap();
