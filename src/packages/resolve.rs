@@ -283,7 +283,14 @@ impl Universe {
             if chosen.values().any(|&i| self.meets(i, r)) {
                 continue;
             }
-            let i = self.choose(std::slice::from_ref(r), &[], &chosen, req, "the recipe", &why)?;
+            let i = self.choose(
+                std::slice::from_ref(r),
+                &[],
+                &chosen,
+                req,
+                "the recipe",
+                &why,
+            )?;
             why.insert(
                 self.packages[i].name.clone(),
                 ("the recipe".into(), r.to_string()),
