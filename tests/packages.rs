@@ -402,7 +402,10 @@ fn hostile_debs_are_refused_naming_package_and_member() {
             Member::RawFile(b"/etc/evil".to_vec(), b"x".to_vec()),
             "absolute",
         ),
-        (Member::Symlink("./usr/escape", "/../../../../tmp"), ""),
+        (
+            Member::Symlink("./usr/escape", "../../../../tmp"),
+            "would leave the image's tree",
+        ),
     ] {
         let mut evil = DebSpec::new("evil", "1").member(member.clone());
         if matches!(member, Member::Symlink(..)) {
@@ -410,19 +413,11 @@ fn hostile_debs_are_refused_naming_package_and_member() {
         }
         let s = setup(&[evil]);
         let r = write_recipe(&s, &s.repo.file_uri(), &["evil"], &[]);
-        match prepare(&s, &r, false) {
-            Err(e) => {
-                let e = e.to_string();
-                assert!(e.contains("package evil") && e.contains(want), "{e}");
-            }
-            Ok(p) => {
-                // A symlink to "/../../tmp" stays inside the tree (chroot semantics): x lands
-                // in the image's /tmp, never on the host.
-                assert!(matches!(member, Member::Symlink(..)));
-                assert!(lookup(root_tree(&p), "/tmp/x").is_some());
-                assert!(!Path::new("/tmp/x").exists() || std::fs::read("/tmp/x").unwrap() != b"x");
-            }
-        }
+        let e = prepare(&s, &r, false).err().expect("refused").to_string();
+        assert!(
+            e.contains("package evil: member") && e.contains(want),
+            "{e}"
+        );
     }
 }
 
