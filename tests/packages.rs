@@ -54,6 +54,10 @@ fn universe() -> Vec<DebSpec> {
         DebSpec::new("wants-breaker", "1").field("Depends", "app, breaker"),
         DebSpec::new("any-user", "1").field("Pre-Depends", "libfoo:any"),
         DebSpec::new("noarch", "1").field("Depends", "missing-thing"),
+        DebSpec::new("ess", "1").field("Essential", "yes"),
+        DebSpec::new("req", "1")
+            .field("Priority", "required")
+            .field("Multi-Arch", "same"),
         DebSpec {
             arch: "all",
             ..DebSpec::new("docs", "1")
@@ -463,4 +467,22 @@ fn host_source_missing_names_the_suite() {
     let r = write_recipe(&s, "host", &["app"], &[]);
     let e = prepare(&s, &r, false).err().unwrap().to_string();
     assert!(e.contains("\"kilntest\""), "{e}");
+}
+
+#[test]
+fn required_adds_essential_and_required_packages() {
+    let s = setup(&universe());
+    let r = write_recipe(&s, &s.repo.file_uri(), &["docs"], &[]);
+    let t = std::fs::read_to_string(&r).unwrap();
+    std::fs::write(&r, t.replace("exclude = [", "required = true\nexclude = [")).unwrap();
+    let p = prepare(&s, &r, false).unwrap();
+    assert_eq!(names(&p), ["docs=1", "ess=1", "req=1"]);
+    // dpkg names the files of a Multi-Arch: same package <name>:<arch>.
+    assert!(lookup(root_tree(&p), "/var/lib/dpkg/info/req:amd64.list").is_some());
+    // Builds are deterministic: the same recipe gives the same manifest packages and status.
+    let q = prepare(&s, &r, false).unwrap();
+    assert_eq!(
+        file_text(root_tree(&p), "/var/lib/dpkg/status"),
+        file_text(root_tree(&q), "/var/lib/dpkg/status")
+    );
 }
