@@ -244,24 +244,26 @@ pub fn fetch_packages(
     fetcher: &Fetcher,
     opts: &Options,
 ) -> Result<Vec<PathBuf>> {
-    // Base URLs are only looked up when something is missing from the cache, so a warm cache
-    // works with a dead mirror.
+    // Base URLs come from the recipe or the local APT configuration, never the network, so a
+    // warm cache works with a dead mirror; a `host` that cannot be resolved only warns here.
     let mut wants = Vec::with_capacity(chosen.len());
-    let mut bases: Vec<Option<Result<String>>> = recipe.repositories.iter().map(|_| None).collect();
+    let bases: Vec<Option<String>> = recipe
+        .repositories
+        .iter()
+        .map(|r| {
+            base_uri(r, &opts.apt_dir)
+                .map_err(|e| tracing::warn!("{e}"))
+                .ok()
+        })
+        .collect();
     for c in chosen {
-        let mut urls = Vec::new();
-        if fetcher.cached(&c.sha256).is_none() {
-            for (i, r) in recipe.repositories.iter().enumerate() {
-                if r.suite != c.repository {
-                    continue;
-                }
-                let b = bases[i].get_or_insert_with(|| base_uri(r, &opts.apt_dir));
-                match b {
-                    Ok(b) => urls.push(format!("{b}/{}", c.filename)),
-                    Err(e) => tracing::warn!("{e}"),
-                }
-            }
-        }
+        let urls = recipe
+            .repositories
+            .iter()
+            .zip(&bases)
+            .filter(|(r, _)| r.suite == c.repository)
+            .filter_map(|(_, b)| b.as_ref().map(|b| format!("{b}/{}", c.filename)))
+            .collect();
         wants.push(Want {
             urls,
             sha256: c.sha256.clone(),
