@@ -6,6 +6,11 @@
 //!
 //! Entries of all kinds (`[[file]]`, `[[directory]]`, `[[symlink]]`, `[[tree]]`, `[[archive]]`)
 //! land in [`Recipe::entries`] in the order they appear in the file, whatever their kind.
+//!
+//! `[[repository]]` (a Debian archive: `uri` is `"host"` or an http(s)/file URL, `suite`,
+//! `components`, `keyring`), `[packages]` (`include`, `exclude`, `required`), `[[user]]` and
+//! `[[group]]` describe the system; package files are installed first, then accounts and
+//! `/etc`, then the entries above on top (so the recipe's own files win).
 
 mod error;
 mod expand;
