@@ -42,6 +42,11 @@ fn universe() -> Vec<DebSpec> {
         DebSpec::new("libfoo", "3.0~rc1-1"),
         DebSpec::new("postfix", "3.7-1").field("Provides", "mta, default-mta"),
         DebSpec::new("exim", "4.96-1").field("Provides", "mta"),
+        DebSpec::new("awk-user", "1").field("Pre-Depends", "awk"),
+        DebSpec::new("gawk", "1").field("Provides", "awk"),
+        DebSpec::new("mawk", "1")
+            .field("Provides", "awk")
+            .field("Priority", "required"),
         DebSpec::new("busybox", "1.35-1")
             .member(Member::File("./bin/busybox", b"#!bb\n".to_vec(), 0o755))
             .member(Member::HardLink("./bin/sh", "./bin/busybox")),
@@ -476,7 +481,7 @@ fn required_adds_essential_and_required_packages() {
     let t = std::fs::read_to_string(&r).unwrap();
     std::fs::write(&r, t.replace("exclude = [", "required = true\nexclude = [")).unwrap();
     let p = prepare(&s, &r, false).unwrap();
-    assert_eq!(names(&p), ["docs=1", "ess=1", "req=1"]);
+    assert_eq!(names(&p), ["docs=1", "ess=1", "mawk=1", "req=1"]);
     // dpkg names the files of a Multi-Arch: same package <name>:<arch>.
     assert!(lookup(root_tree(&p), "/var/lib/dpkg/info/req:amd64.list").is_some());
     // Builds are deterministic: the same recipe gives the same manifest packages and status.

@@ -193,7 +193,13 @@ impl Universe {
                     .collect()
             })
             .unwrap_or_default();
-        prov.sort_by(|&a, &b| self.order(a, b));
+        // Like APT, prefer the provider with the highest Priority (`awk`: mawk, which is
+        // required, over gawk), then by name.
+        prov.sort_by(|&a, &b| {
+            priority_rank(&self.packages[a].priority)
+                .cmp(&priority_rank(&self.packages[b].priority))
+                .then_with(|| self.order(a, b))
+        });
         prov.dedup();
         real.extend(prov);
         real
@@ -394,6 +400,18 @@ impl Universe {
             problem: reasons.join("; "),
             chain: chain(parent, why),
         })
+    }
+}
+
+/// Debian Policy §2.5 priorities, most important first.
+fn priority_rank(p: &str) -> u8 {
+    match p {
+        "required" => 0,
+        "important" => 1,
+        "standard" => 2,
+        "optional" => 3,
+        "extra" => 4,
+        _ => 5,
     }
 }
 
