@@ -23,6 +23,8 @@ pub enum Member {
     HardLink(&'static str, &'static str),
     /// A member whose raw name is written as given (for hostile paths).
     RawFile(Vec<u8>, Vec<u8>),
+    /// A header that claims this many bytes, with no data behind it.
+    Claim(&'static str, u64),
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +122,10 @@ pub fn build_deb(spec: &DebSpec) -> Vec<u8> {
             Member::RawFile(p, d) => (
                 header(p, d.len() as u64, 0o644, tar::EntryType::Regular),
                 d.clone(),
+            ),
+            Member::Claim(p, size) => (
+                header(p.as_bytes(), *size, 0o644, tar::EntryType::Regular),
+                vec![],
             ),
             Member::Dir(p) => (
                 header(p.as_bytes(), 0, 0o755, tar::EntryType::Directory),
