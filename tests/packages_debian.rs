@@ -61,6 +61,25 @@ fn debian_base_from_the_host_mirror() {
         "{status}"
     );
     assert!(status.contains("Package: ca-certificates\nStatus: install ok installed\n"));
+    // base-files' conffiles carry the MD5 of the shipped file, as dpkg records them.
+    let bf = status
+        .split("\n\n")
+        .find(|p| p.starts_with("Package: base-files\n"))
+        .unwrap();
+    let issue = debugfs(&part, "cat /etc/issue");
+    let md5 = {
+        use md5::Digest;
+        kiln::util::hex(&md5::Md5::digest(issue.as_bytes()))
+    };
+    assert!(
+        bf.contains("Conffiles:\n /etc/") && bf.contains(&format!(" /etc/issue {md5}\n")),
+        "{bf}"
+    );
+    let list = debugfs(&part, "cat /var/lib/dpkg/info/busybox-static.list");
+    assert!(
+        list.starts_with("/.\n") && list.contains("\n/bin/busybox\n"),
+        "{list}"
+    );
     let passwd = debugfs(&part, "cat /etc/passwd");
     assert!(
         passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),

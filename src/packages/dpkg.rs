@@ -11,6 +11,28 @@ use crate::tree::{Time, Tree};
 /// Maintainer scripts keep their execute bit; the rest of `info/` is data.
 const SCRIPTS: &[&str] = &["preinst", "postinst", "prerm", "postrm", "config"];
 
+/// ` /etc/x <md5>` lines for the package's conffiles, as unpacked in the tree.
+fn conffiles(tree: &mut Tree, u: &Unpacked) -> String {
+    use md5::{Digest, Md5};
+    let Some((_, list)) = u.info.iter().find(|(n, _)| n == "conffiles") else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for path in String::from_utf8_lossy(list).lines() {
+        // `remove-on-upgrade` entries (dpkg 1.20.1) name files that are not shipped.
+        let path = path.trim();
+        if path.is_empty() || path.starts_with("remove-on-upgrade") {
+            continue;
+        }
+        let sum = match put::read(tree, path) {
+            Some(data) => crate::util::hex(&Md5::digest(&data)),
+            None => "newconffile".to_owned(),
+        };
+        out.push_str(&format!(" {path} {sum}\n"));
+    }
+    out
+}
+
 /// Writes the database for `pkgs` (already sorted by name).
 pub fn write_database(tree: &mut Tree, pkgs: &[&Unpacked], sde: Time) -> Result<()> {
     let mut status = String::new();
@@ -25,10 +47,17 @@ pub fn write_database(tree: &mut Tree, pkgs: &[&Unpacked], sde: Time) -> Result<
             (Some("same"), Some(arch)) => format!("{name}:{arch}"),
             _ => name.clone(),
         };
+        let conffiles = conffiles(tree, u);
         for (k, v) in p {
             if k == "Package" {
                 status.push_str(&format!("Package: {v}\nStatus: install ok installed\n"));
-            } else if k != "Status" {
+                continue;
+            }
+            // dpkg writes Conffiles (path and MD5 of the shipped file) just before Description.
+            if k == "Description" && !conffiles.is_empty() {
+                status.push_str(&format!("Conffiles:\n{conffiles}"));
+            }
+            if k != "Status" && k != "Conffiles" {
                 status.push_str(&format!("{k}: {v}\n"));
             }
         }
