@@ -34,6 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 group: None,
             },
         }],
+        repositories: Vec::new(),
+        packages: None,
+        users: Vec::new(),
+        groups: Vec::new(),
     };
     let store = ContentStore::new()?;
     let built = build_tree(&recipe, &store)?;

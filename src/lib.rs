@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod disk;
 pub mod fs;
 pub mod manifest;
+pub mod packages;
 pub mod pipeline;
 pub mod recipe;
 pub mod sink;

@@ -23,6 +23,21 @@ pub struct Manifest {
     pub partitions: Vec<PartitionInfo>,
     pub recipe: InputInfo,
     pub inputs: Vec<InputInfo>,
+    /// Every installed Debian package, sorted by name (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<PackageInfo>,
+}
+
+/// One installed Debian package.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackageInfo {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// Of the `.deb` file.
+    pub sha256: String,
+    /// The source package's name.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +145,7 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
             sha256: recipe.sha256.clone(),
         },
         inputs: Vec::new(),
+        packages: Vec::new(),
     }
 }
 

@@ -1,9 +1,10 @@
 //! How a recipe becomes a disk, as one flat list of steps (after mkosi's `build_image`).
 //!
 //! ```text
-//! load_recipe → install_tree → plan_disk → split_filesystems → check_fit
+//! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
+//!             → configure_etc → install_tree → split_filesystems → check_fit
 //!             → write_disk (GPT head, each filesystem, GPT tail; hashed as it streams)
-//!             → finalize_image → write_manifest
+//!             → finalize_image → write_manifest → write_sbom
 //! ```
 //!
 //! Each step is logged and timed through `tracing`. The disk is streamed into a
@@ -12,7 +13,8 @@
 use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
 use crate::fs::ext4;
-use crate::manifest::{self, InputInfo, Manifest};
+use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
+use crate::packages::{self, PackageError};
 use crate::recipe::{Filesystem, Recipe, RecipeError};
 use crate::sink::{BlockSink, FileSink, HashSink};
 use crate::tree::{self, ContentStore, Kind, Meta, Node, NodeId, Time, Tree, TreeError};
@@ -32,6 +34,10 @@ pub struct BuildOptions {
     /// Image path; default `out/<name>.raw`.
     pub output: Option<PathBuf>,
     pub progress: Option<Box<dyn Progress>>,
+    /// Install exactly the packages of `<recipe stem>.lock` (no index is read).
+    pub locked: bool,
+    /// Cache, APT configuration and clock for packages; `None`: the defaults.
+    pub packages: Option<packages::Options>,
 }
 
 #[derive(Debug)]
@@ -71,6 +77,8 @@ pub enum BuildError {
     Disk(#[from] DiskError),
     #[error("{path}: {source}")]
     Output { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Packages(#[from] PackageError),
 }
 
 /// A recipe turned into filesystems' trees and a disk plan: everything needed to stream the disk.
@@ -79,6 +87,8 @@ pub struct Prepared {
     pub plan: DiskPlan,
     pub contents: Vec<Contents>,
     pub inputs: Vec<InputInfo>,
+    /// Installed Debian packages, sorted by name.
+    pub packages: Vec<PackageInfo>,
     /// Holds extracted archive members until the disk is written.
     _store: ContentStore,
 }
@@ -93,14 +103,47 @@ fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
 
 /// Everything up to the first byte of the disk.
 pub fn prepare(recipe_path: &Path) -> Result<Prepared, BuildError> {
+    prepare_with(recipe_path, false, &packages::Options::default())
+}
+
+/// [`prepare`], with `--locked` and the package options.
+pub fn prepare_with(
+    recipe_path: &Path,
+    locked: bool,
+    popts: &packages::Options,
+) -> Result<Prepared, BuildError> {
     let recipe = step("load_recipe", || Recipe::load(recipe_path))?;
     let store =
         step("create_content_store", ContentStore::new).map_err(|source| BuildError::Output {
             path: std::env::temp_dir(),
             source,
         })?;
-    let built = step("install_tree", || tree::build_tree(&recipe, &store))?;
     let plan = step("plan_disk", || layout::plan(&recipe))?;
+    let sde = Time::from_secs(recipe.image.source_date_epoch);
+    let mut base = Tree::new(Meta::new(0o755, 0, 0, sde));
+    let mut installed = Vec::new();
+    if recipe.packages.is_some() {
+        let fetcher = packages::Fetcher::new(popts.cache.clone());
+        let chosen = step("resolve_packages", || match locked {
+            true => packages::resolve_locked(&recipe),
+            false => packages::resolve_fresh(&recipe, &fetcher, popts),
+        })?;
+        let debs = step("fetch_packages", || {
+            packages::fetch_packages(&recipe, &chosen, &fetcher, popts)
+        })?;
+        base = step("install_packages", || {
+            packages::install_packages(&recipe, &chosen, &debs, &store)
+        })?;
+        installed = packages::package_infos(&chosen);
+    }
+    if recipe.packages.is_some() || !recipe.users.is_empty() || !recipe.groups.is_empty() {
+        step("configure_etc", || {
+            packages::etc::configure(&mut base, &recipe, &plan)
+        })?;
+    }
+    let built = step("install_tree", || {
+        tree::build_tree_on(base, &recipe, &store)
+    })?;
     let contents = step("split_filesystems", || {
         split_filesystems(built.tree, &recipe, &plan)
     })?;
@@ -120,6 +163,7 @@ pub fn prepare(recipe_path: &Path) -> Result<Prepared, BuildError> {
         plan,
         contents,
         inputs,
+        packages: installed,
         _store: store,
     })
 }
@@ -174,7 +218,8 @@ pub fn write_disk_then(
 
 /// `kiln build`: the recipe to an image file and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
-    let prepared = prepare(recipe_path)?;
+    let popts = opts.packages.clone().unwrap_or_default();
+    let prepared = prepare_with(recipe_path, opts.locked, &popts)?;
     let image = opts.output.clone().unwrap_or_else(|| {
         PathBuf::from("out").join(format!("{}.raw", prepared.recipe.image.name))
     });
@@ -192,17 +237,37 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
     let manifest_path = manifest::manifest_path(&image);
     let mut m = manifest::new(&prepared.recipe, &prepared.plan, &image, sha);
     m.inputs = prepared.inputs.clone();
+    m.packages = prepared.packages.clone();
     step("write_manifest", || manifest::write(&m, &manifest_path)).map_err(|source| {
         BuildError::Output {
             path: manifest_path.clone(),
             source,
         }
     })?;
+    if !m.packages.is_empty() {
+        let path = packages::sbom::sbom_path(&image);
+        let doc = packages::sbom::document(
+            &m.name,
+            &m.version,
+            &m.image.file,
+            &m.image.sha256,
+            m.source_date_epoch,
+            &m.packages,
+        );
+        step("write_sbom", || write_json(&path, &doc))
+            .map_err(|source| BuildError::Output { path, source })?;
+    }
     Ok(BuildOutput {
         image,
         manifest_path,
         manifest: m,
     })
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> io::Result<()> {
+    let mut text = serde_json::to_string_pretty(v).map_err(io::Error::other)?;
+    text.push('\n');
+    std::fs::write(path, text)
 }
 
 struct ProgressSink<'a> {

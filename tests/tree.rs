@@ -37,6 +37,10 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
                 kind,
             })
             .collect(),
+        repositories: vec![],
+        packages: None,
+        users: vec![],
+        groups: vec![],
     }
 }
 

@@ -16,6 +16,10 @@ pub struct Args {
     /// Print the manifest's path and the image's sha256 as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Install exactly the packages in `<recipe stem>.lock` (made by `kiln lock`); with a warm
+    /// cache this needs no network.
+    #[arg(long)]
+    pub locked: bool,
 }
 
 struct Bar(ProgressBar);
@@ -51,6 +55,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         BuildOptions {
             output: args.output,
             progress,
+            locked: args.locked,
+            packages: Some(kiln::packages::Options {
+                progress: std::io::stderr().is_terminal(),
+                ..Default::default()
+            }),
         },
     )?;
     if args.json {

@@ -1,6 +1,7 @@
 //! Subcommands. Each module owns its arguments and its `run`.
 
 mod build;
+mod lock;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,11 +21,14 @@ pub struct Cli {
 pub enum Command {
     /// Build a raw GPT disk image from a recipe.
     Build(build::Args),
+    /// Resolve a recipe's packages and write `<recipe stem>.lock` beside it.
+    Lock(lock::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(a),
+        Command::Lock(a) => lock::run(a),
     }
 }
 

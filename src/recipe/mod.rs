@@ -6,6 +6,11 @@
 //!
 //! Entries of all kinds (`[[file]]`, `[[directory]]`, `[[symlink]]`, `[[tree]]`, `[[archive]]`)
 //! land in [`Recipe::entries`] in the order they appear in the file, whatever their kind.
+//!
+//! `[[repository]]` (a Debian archive: `uri` is `"host"` or an http(s)/file URL, `suite`,
+//! `components`, `keyring`), `[packages]` (`include`, `exclude`, `required`), `[[user]]` and
+//! `[[group]]` describe the system; package files are installed first, then accounts and
+//! `/etc`, then the entries above on top (so the recipe's own files win).
 
 mod error;
 mod expand;
@@ -13,6 +18,7 @@ mod layout;
 mod parse;
 mod raw;
 mod size;
+mod system;
 
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
@@ -158,4 +164,72 @@ pub struct Recipe {
     pub image: Image,
     pub partitions: Vec<Partition>,
     pub entries: Vec<Entry>,
+    /// `[[repository]]`, in recipe order.
+    pub repositories: Vec<Repository>,
+    /// `[packages]`, if present.
+    pub packages: Option<PackageSet>,
+    /// `[[user]]`.
+    pub users: Vec<User>,
+    /// `[[group]]`.
+    pub groups: Vec<Group>,
+}
+
+/// Where a `[[repository]]` lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoUri {
+    /// `"host"`: the first source in this machine's APT configuration that serves the suite.
+    Host,
+    /// An `http://`, `https://` or `file://` URL, without a trailing `/`.
+    Url(String),
+}
+
+/// `[[repository]]`: a Debian archive, verified against `keyring`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    pub uri: RepoUri,
+    pub suite: String,
+    pub components: Vec<String>,
+    /// Resolved against the recipe's directory; default the Debian archive keyring.
+    pub keyring: PathBuf,
+    pub pos: Pos,
+}
+
+/// The keyring used when a repository names none.
+pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// `[packages]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSet {
+    pub include: Vec<String>,
+    /// Never installed, even as a dependency (resolution fails if one is needed).
+    pub exclude: Vec<String>,
+    /// Also install every `Priority: required` package.
+    pub required: bool,
+    pub pos: Pos,
+}
+
+/// `[[user]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    /// The primary group; when the recipe gives none it is `uid`, and a same-named group is made.
+    pub gid: u32,
+    pub own_group: bool,
+    /// Supplementary groups, by name.
+    pub groups: Vec<String>,
+    pub shell: String,
+    pub home: String,
+    /// A crypt(3) hash; `None` locks the password.
+    pub password: Option<String>,
+    pub ssh_authorized_keys: Vec<String>,
+    pub pos: Pos,
+}
+
+/// `[[group]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
+    pub pos: Pos,
 }

@@ -71,12 +71,20 @@ impl Recipe {
             .collect::<Result<Vec<_>, _>>()?;
         layout::check(&image, &raw.image, &partitions, &ctx)?;
         let entries = ctx.entries(&raw)?;
+        let repositories = ctx.repositories(&raw)?;
+        let packages = ctx.packages(&raw, !repositories.is_empty())?;
+        let users = ctx.users(&raw)?;
+        let groups = ctx.groups(&raw)?;
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
             image,
             partitions,
             entries,
+            repositories,
+            packages,
+            users,
+            groups,
         })
     }
 }
@@ -350,6 +358,11 @@ impl<'a> Ctx<'a> {
             ));
         }
         Ok(p)
+    }
+
+    /// A host path, relative ones resolved against the recipe's directory.
+    pub(super) fn base_path(&self, s: &str) -> PathBuf {
+        self.base.join(s)
     }
 
     /// A host path relative to the recipe's directory that must exist (`dir`: as a directory).

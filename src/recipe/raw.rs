@@ -53,6 +53,13 @@ pub struct RawRecipe {
     pub tree: Vec<Spanned<RawTree>>,
     #[serde(default)]
     pub archive: Vec<Spanned<RawArchive>>,
+    #[serde(default)]
+    pub repository: Vec<Spanned<RawRepository>>,
+    pub packages: Option<Spanned<RawPackages>>,
+    #[serde(default)]
+    pub user: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    pub group: Vec<Spanned<RawGroup>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,4 +125,46 @@ pub struct RawTree {
 pub struct RawArchive {
     pub source: S,
     pub dest: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRepository {
+    pub uri: S,
+    pub suite: S,
+    pub components: Option<Spanned<Vec<S>>>,
+    pub keyring: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPackages {
+    #[serde(default)]
+    pub include: Vec<S>,
+    #[serde(default)]
+    pub exclude: Vec<S>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: S,
+    pub uid: u32,
+    pub gid: Option<u32>,
+    #[serde(default)]
+    pub groups: Vec<S>,
+    pub shell: Option<S>,
+    pub home: Option<S>,
+    pub password: Option<S>,
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub name: S,
+    pub gid: u32,
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::build::{Builder, InputDigest};
 use super::error::{ArchiveError, TreeError};
-use super::node::{Content, Kind, Meta, Node, Time};
+use super::node::{Content, Kind, Meta, Node, Time, Tree};
 use super::path::{components, ResolveError};
 use super::ContentStore;
 use crate::recipe::Pos;
@@ -157,6 +157,69 @@ pub(super) fn import(
         source: source.to_owned(),
         sha256: crate::util::hex(&src.hash.finalize()),
     })
+}
+
+/// Why one member of a tar stream was refused, for callers outside the recipe (packages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFailure {
+    pub member: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// Unpacks a tar stream into `tree` at `/` with the same rules as `[[archive]]` (hostile members
+/// refused, times clamped to `sde`, merged-usr symlinks kept). Returns the members' paths in
+/// archive order, as written in the archive.
+pub fn unpack_tar(
+    tree: &mut Tree,
+    sde: Time,
+    store: &ContentStore,
+    reader: &mut dyn Read,
+) -> Result<Vec<Vec<u8>>, MemberFailure> {
+    let placeholder = Tree::new(Meta::new(0o755, 0, 0, sde));
+    let mut b = Builder {
+        tree: std::mem::replace(tree, placeholder),
+        sde,
+        inputs: Vec::new(),
+    };
+    let r = unpack_members(&mut b, store, reader);
+    *tree = b.tree;
+    r
+}
+
+fn unpack_members(
+    b: &mut Builder,
+    store: &ContentStore,
+    reader: &mut dyn Read,
+) -> Result<Vec<Vec<u8>>, MemberFailure> {
+    let fail = |member: &str, problem: String, fix: &str| MemberFailure {
+        member: member.to_owned(),
+        problem,
+        fix: fix.to_owned(),
+    };
+    let mut names = Vec::new();
+    let mut ar = tar::Archive::new(reader);
+    let entries = ar
+        .entries()
+        .map_err(|e| fail("", format!("cannot be read: {e}"), "check the archive"))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| fail("", format!("cannot be read: {e}"), "check the archive"))?;
+        let raw = entry.path_bytes().into_owned();
+        let member = String::from_utf8_lossy(&raw).into_owned();
+        member_into(b, store, &[], &mut entry).map_err(|e| match e {
+            MemberError::Io(e) => {
+                fail(&member, format!("cannot be read: {e}"), "check the archive")
+            }
+            MemberError::Refused(p, f) => fail(&member, p, f),
+            MemberError::Path(e) => {
+                let (p, f) = e.describe();
+                fail(&member, p, &f)
+            }
+        })?;
+        names.push(raw);
+    }
+    Ok(names)
 }
 
 enum MemberError {

@@ -35,8 +35,18 @@ pub struct Built {
 /// must outlive every use of the tree.
 pub fn build_tree(recipe: &Recipe, store: &ContentStore) -> Result<Built, TreeError> {
     let sde = Time::from_secs(recipe.image.source_date_epoch);
+    build_tree_on(Tree::new(Meta::new(0o755, 0, 0, sde)), recipe, store)
+}
+
+/// [`build_tree`] on top of an existing tree (installed packages): the recipe's entries win.
+pub fn build_tree_on(
+    tree: Tree,
+    recipe: &Recipe,
+    store: &ContentStore,
+) -> Result<Built, TreeError> {
+    let sde = Time::from_secs(recipe.image.source_date_epoch);
     let mut b = Builder {
-        tree: Tree::new(Meta::new(0o755, 0, 0, sde)),
+        tree,
         sde,
         inputs: Vec::new(),
     };

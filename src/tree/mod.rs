@@ -11,8 +11,8 @@ mod node;
 pub mod path;
 mod store;
 
-pub use archive::MAX_MEMBER_SIZE;
-pub use build::{build_tree, Built, InputDigest};
+pub use archive::{unpack_tar, MemberFailure, MAX_MEMBER_SIZE};
+pub use build::{build_tree, build_tree_on, Built, InputDigest};
 pub use error::{ArchiveError, TreeError};
 pub use node::{
     seek_data_ranges, Content, ContentReader, Kind, Meta, Node, NodeId, Time, Tree, HOLE_GRANULE,

@@ -1,0 +1,196 @@
+//! `dists/<suite>/InRelease`: the OpenPGP cleartext-signed Release file (Debian wiki
+//! "DebianRepository/Format"). Its signature is checked against the recipe's keyring, its
+//! `Suite` or `Codename` must be the suite asked for, and its `SHA256` list pins every index.
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::path::Path;
+
+use pgp::composed::{CleartextSignedMessage, Deserializable, PublicOrSecret, SignedPublicKey};
+
+use super::error::{PackageError, Result};
+use super::index::{field, paragraphs};
+
+/// What kiln uses from a Release file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub suite: String,
+    pub codename: String,
+    /// Seconds since 1970, if the file has `Valid-Until`.
+    pub valid_until: Option<i64>,
+    /// Path below `dists/<suite>/` → (size, hex SHA-256).
+    pub sha256: BTreeMap<String, (u64, String)>,
+}
+
+/// Every public key in an OpenPGP keyring file (binary or ASCII-armoured).
+pub fn load_keyring(path: &Path) -> Result<Vec<SignedPublicKey>> {
+    let fail = |problem: String| PackageError::Keyring {
+        path: path.to_owned(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let parsed: Vec<_> = if bytes.starts_with(b"-----BEGIN") {
+        SignedPublicKey::from_armor_many(&bytes[..])
+            .map_err(|e| fail(e.to_string()))?
+            .0
+            .collect()
+    } else {
+        SignedPublicKey::from_bytes_many(BufReader::new(&bytes[..]))
+            .map_err(|e| fail(e.to_string()))?
+            .collect()
+    };
+    let mut keys = Vec::new();
+    for k in parsed {
+        match k {
+            Ok(k) => keys.push(k),
+            // One unreadable key should not hide the others (APT skips them too).
+            Err(e) => tracing::debug!("{}: skipping a key: {e}", path.display()),
+        }
+    }
+    if keys.is_empty() {
+        return Err(fail("holds no usable public key".into()));
+    }
+    Ok(keys)
+}
+
+/// Keys parsed with `PublicOrSecret` (test keyrings may hold secret keys) become public keys.
+pub fn public_of(k: PublicOrSecret) -> SignedPublicKey {
+    match k {
+        PublicOrSecret::Public(p) => p,
+        PublicOrSecret::Secret(s) => s.to_public_key(),
+    }
+}
+
+/// Checks the cleartext signature of `text` against every primary key and subkey of `keys`;
+/// returns the signed text (with `\n` line ends).
+pub fn verify(text: &str, keys: &[SignedPublicKey], url: &str, keyring: &Path) -> Result<String> {
+    let bad = || PackageError::BadSignature {
+        url: url.to_owned(),
+        keyring: keyring.to_owned(),
+    };
+    let (msg, _) = CleartextSignedMessage::from_string(text).map_err(|_| bad())?;
+    let ok = keys.iter().any(|k| {
+        msg.verify(&k.primary_key).is_ok()
+            || k.public_subkeys.iter().any(|s| msg.verify(&s.key).is_ok())
+    });
+    if !ok {
+        return Err(bad());
+    }
+    Ok(msg.signed_text().replace("\r\n", "\n"))
+}
+
+/// Parses the (already verified) Release text.
+pub fn parse(text: &str) -> Release {
+    let ps = paragraphs(text);
+    let empty = Vec::new();
+    let p = ps.first().unwrap_or(&empty);
+    let mut sha256 = BTreeMap::new();
+    for line in field(p, "SHA256").unwrap_or("").lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let [hash, size, name] = w[..] {
+            if let Ok(size) = size.parse() {
+                sha256.insert(name.to_owned(), (size, hash.to_ascii_lowercase()));
+            }
+        }
+    }
+    Release {
+        suite: field(p, "Suite").unwrap_or("").to_owned(),
+        codename: field(p, "Codename").unwrap_or("").to_owned(),
+        valid_until: field(p, "Valid-Until").and_then(parse_rfc2822),
+        sha256,
+    }
+}
+
+/// Checks that `rel` is the suite asked for (by `Suite` or `Codename`: bookworm's file says
+/// `Suite: oldstable`, `Codename: bookworm`) and that it has not expired at `now`.
+///
+/// `now` is the one legitimate read of the wall clock in kiln: `Valid-Until` is about the
+/// freshness of what a mirror serves today, not about the image. Callers inject it.
+pub fn check(rel: &Release, suite: &str, now: Option<i64>, url: &str) -> Result<()> {
+    if rel.suite != suite && rel.codename != suite {
+        return Err(PackageError::Release {
+            url: url.to_owned(),
+            problem: format!(
+                "is for suite {:?} (codename {:?}), not {suite:?}; the mirror serves another suite under this name",
+                rel.suite, rel.codename
+            ),
+        });
+    }
+    if let (Some(until), Some(now)) = (rel.valid_until, now) {
+        if now > until {
+            return Err(PackageError::Release {
+                url: url.to_owned(),
+                problem: format!(
+                    "expired (Valid-Until is {until} seconds since 1970, now is {now}); the mirror is stale, use a fresher one"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `Sat, 10 Jun 2023 08:54:47 UTC` → seconds since 1970.
+pub fn parse_rfc2822(s: &str) -> Option<i64> {
+    let w: Vec<&str> = s.split_whitespace().collect();
+    let w = if w.first()?.ends_with(',') {
+        &w[1..]
+    } else {
+        &w[..]
+    };
+    let [day, mon, year, hms, ..] = w else {
+        return None;
+    };
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = months.iter().position(|x| x.eq_ignore_ascii_case(mon))? as i64 + 1;
+    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [hh, mm, ss] = t[..] else { return None };
+    Some(days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
+        assert_eq!(
+            parse_rfc2822("Sat, 10 Jun 2023 08:54:47 UTC"),
+            Some(1_686_387_287)
+        );
+        assert_eq!(parse_rfc2822("garbage"), None);
+    }
+
+    #[test]
+    fn suite_or_codename_and_expiry() {
+        let r = parse(
+            "Suite: oldstable\nCodename: bookworm\nValid-Until: Thu, 01 Jan 1970 00:01:40 UTC\n\
+             SHA256:\n 0123 10 main/binary-amd64/Packages.xz\n",
+        );
+        assert_eq!(r.sha256["main/binary-amd64/Packages.xz"].0, 10);
+        assert!(check(&r, "bookworm", Some(50), "u").is_ok());
+        assert!(check(&r, "oldstable", None, "u").is_ok());
+        assert!(check(&r, "trixie", None, "u").is_err());
+        assert!(check(&r, "bookworm", Some(101), "u")
+            .unwrap_err()
+            .to_string()
+            .contains("expired"));
+    }
+}

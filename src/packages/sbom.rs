@@ -1,0 +1,136 @@
+//! `<image stem>.spdx.json`: an SPDX 2.3 software bill of materials (spdx.github.io/spdx-spec/v2.3)
+//! listing the image and every installed package. Deterministic: the creation time is
+//! `source_date_epoch` and the namespace is derived from the image's SHA-256.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::manifest::PackageInfo;
+
+/// `out/x.raw` → `out/x.spdx.json`.
+pub fn sbom_path(image: &Path) -> PathBuf {
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    image.with_file_name(format!("{stem}.spdx.json"))
+}
+
+/// SPDX ids allow letters, digits, `.` and `-` only.
+fn spdx_id(i: usize, name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("SPDXRef-Package-{i}-{clean}")
+}
+
+/// The SBOM document.
+pub fn document(
+    name: &str,
+    version: &str,
+    image_file: &str,
+    image_sha256: &str,
+    source_date_epoch: i64,
+    packages: &[PackageInfo],
+) -> Value {
+    let mut pkgs = vec![json!({
+        "SPDXID": "SPDXRef-Image",
+        "name": name,
+        "versionInfo": version,
+        "packageFileName": image_file,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "checksums": [{"algorithm": "SHA256", "checksumValue": image_sha256}],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    })];
+    let mut rels = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": "SPDXRef-Image",
+    })];
+    for (i, p) in packages.iter().enumerate() {
+        let id = spdx_id(i, &p.name);
+        pkgs.push(json!({
+            "SPDXID": id,
+            "name": p.name,
+            "versionInfo": p.version,
+            "supplier": "NOASSERTION",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "sourceInfo": format!("built package from: {}", p.source),
+            "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": format!(
+                    "pkg:deb/debian/{}@{}?arch={}",
+                    p.name,
+                    p.version.replace(':', "%3A").replace('+', "%2B"),
+                    p.architecture
+                ),
+            }],
+        }));
+        rels.push(json!({
+            "spdxElementId": "SPDXRef-Image",
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": format!("{name}-{version}"),
+        "documentNamespace": format!("https://kiln.invalid/spdx/{name}-{version}-{image_sha256}"),
+        "creationInfo": {
+            "created": rfc3339(source_date_epoch),
+            "creators": [format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        "packages": pkgs,
+        "relationships": rels,
+    })
+}
+
+/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ` (Howard Hinnant's `civil_from_days`).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}
