@@ -65,6 +65,22 @@ fn geometry<D: Read + Seek>(dev: &mut D) -> io::Result<Geometry> {
     })
 }
 
+/// FAT32 needs at least 65,525 clusters (FAT specification, section 3.5); fatfs formats smaller
+/// volumes anyway, which no FAT32 reader accepts.
+pub fn check_fat32<D: Read + Seek>(dev: &mut D) -> io::Result<()> {
+    let g = geometry(dev)?;
+    if g.clusters < 65_525 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "it would have {} clusters, and FAT32 needs at least 65525",
+                g.clusters
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn chain<D: Read + Seek>(dev: &mut D, g: &Geometry, first: u32) -> io::Result<Vec<u32>> {
     let mut out = Vec::new();
     let mut c = first;

@@ -120,6 +120,10 @@ pub fn write(
         size: opts.size,
         source,
     })?;
+    dots::check_fat32(&mut dev).map_err(|source| FatError::Format {
+        size: opts.size,
+        source,
+    })?;
     dev.seek(SeekFrom::Start(0))
         .map_err(|source| FatError::Full { source })?;
 
@@ -228,5 +232,35 @@ mod tests {
     #[test]
     fn label_is_padded_upper_case() {
         assert_eq!(&label_bytes("esp"), b"ESP        ");
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::sink::VecSink;
+
+    #[test]
+    fn small_partitions_fail_with_a_clear_error_or_succeed() {
+        let t = Tree::new(crate::tree::Meta::new(0o755, 0, 0, Time::from_secs(0)));
+        for mib in [1u64, 8, 16, 32, 33, 34, 36, 40, 64] {
+            let opts = FatOptions {
+                size: mib << 20,
+                volume_id: 1,
+                label: "ESP".into(),
+                time: Time::from_secs(0),
+            };
+            let mut s = VecSink::default();
+            match write(&t, &opts, &mut s) {
+                Ok(_) => assert!(
+                    mib >= 33,
+                    "{mib} MiB formatted, but FAT32 needs 65525 clusters"
+                ),
+                Err(e) => {
+                    assert!(mib < 34, "{mib} MiB failed: {e}");
+                    assert!(matches!(e, FatError::Format { .. }), "{mib} MiB: {e}");
+                }
+            }
+        }
     }
 }
