@@ -23,6 +23,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use super::build::{digest_sparse, io_err, path_err, Builder, InputDigest};
 use super::error::TreeError;
@@ -35,7 +38,28 @@ struct Walk<'a> {
     owner: Option<u32>,
     group: Option<u32>,
     links: HashMap<(u64, u64), (NodeId, Vec<u8>)>,
-    digest: Sha256,
+    /// Listing records for the hasher thread: the record's bytes up to its content digest, and
+    /// the host file whose content digest completes it.
+    records: SyncSender<(Vec<u8>, Option<PathBuf>)>,
+}
+
+/// Hashes the listing on its own thread, so reading file contents overlaps with the walk's
+/// system calls. Returns the hex digest, or the file that could not be read.
+fn spawn_hasher(
+    rx: Receiver<(Vec<u8>, Option<PathBuf>)>,
+) -> JoinHandle<Result<String, (PathBuf, io::Error)>> {
+    std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        for (prefix, file) in rx {
+            h.update(&prefix);
+            if let Some(path) = file {
+                let (_, sha) = digest_sparse(&path).map_err(|e| (path.clone(), e))?;
+                h.update(sha.as_bytes());
+            }
+            h.update(b"\n");
+        }
+        Ok(crate::util::hex(&h.finalize()))
+    })
 }
 
 pub(super) fn import(
@@ -47,13 +71,15 @@ pub(super) fn import(
     group: Option<u32>,
 ) -> Result<InputDigest, TreeError> {
     let base = b.dest_dir(pos, dest)?;
+    let (tx, rx) = sync_channel(4096);
+    let hasher = spawn_hasher(rx);
     let mut w = Walk {
         pos,
         dest: dest.to_owned(),
         owner,
         group,
         links: HashMap::new(),
-        digest: Sha256::new(),
+        records: tx,
     };
     // An explicit stack of directories still to list keeps deep trees off the call stack; it
     // is pushed in reverse so the walk stays a sorted pre-order.
@@ -77,10 +103,23 @@ pub(super) fn import(
         }
         todo.extend(subdirs.into_iter().rev());
     }
+    drop(w);
+    let sha256 = match hasher.join() {
+        Ok(Ok(hex)) => hex,
+        Ok(Err((path, e))) => return Err(io_err(pos, dest, &path, e)),
+        Err(_) => {
+            return Err(io_err(
+                pos,
+                dest,
+                source,
+                io::Error::other("the hasher panicked"),
+            ))
+        }
+    };
     Ok(InputDigest {
         kind: "tree",
         source: source.to_owned(),
-        sha256: crate::util::hex(&w.digest.finalize()),
+        sha256,
     })
 }
 
@@ -104,60 +143,49 @@ impl Walk<'_> {
         let mut comps = base.to_vec();
         comps.extend(rel.split(|&c| c == b'/').map(<[u8]>::to_vec));
         let ft = md.file_type();
-        let (kind, tname, target, sha) = if ft.is_dir() {
-            (Kind::Dir(BTreeMap::new()), "dir", Vec::new(), String::new())
-        } else if ft.is_file() {
-            let (len, sha) = digest_sparse(&host).map_err(ioe)?;
-            (
-                Kind::File(Content::Host {
-                    path: host.clone(),
-                    len,
-                }),
-                "file",
-                Vec::new(),
-                sha,
-            )
-        } else if ft.is_symlink() {
-            let t = std::fs::read_link(&host)
-                .map_err(ioe)?
-                .into_os_string()
-                .into_vec();
-            (Kind::Symlink(t.clone()), "symlink", t, String::new())
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let rdev = md.rdev() as libc::dev_t;
-            let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-            if ft.is_char_device() {
-                (
-                    Kind::CharDev { major, minor },
-                    "char",
-                    Vec::new(),
-                    String::new(),
-                )
-            } else {
-                (
-                    Kind::BlockDev { major, minor },
-                    "block",
-                    Vec::new(),
-                    String::new(),
-                )
-            }
-        } else if ft.is_fifo() {
-            (Kind::Fifo, "fifo", Vec::new(), String::new())
-        } else {
-            (Kind::Socket, "socket", Vec::new(), String::new())
-        };
         let hard = !ft.is_dir() && md.nlink() > 1;
         if let Some((id, first)) = hard
             .then(|| self.links.get(&(md.dev(), md.ino())))
             .flatten()
         {
             let (id, first) = (*id, first.clone());
-            self.record(rel, "hardlink", &md, &first, "");
+            self.record(rel, "hardlink", &md, &first, None);
             b.put_link(&comps, id)
                 .map_err(|e| path_err(self.pos, &shown, &e))?;
             return Ok(false);
         }
-        self.record(rel, tname, &md, &target, &sha);
+        let (kind, tname, target, content) = if ft.is_dir() {
+            (Kind::Dir(BTreeMap::new()), "dir", Vec::new(), None)
+        } else if ft.is_file() {
+            (
+                Kind::File(Content::Host {
+                    path: host.clone(),
+                    len: md.len(),
+                }),
+                "file",
+                Vec::new(),
+                Some(host.clone()),
+            )
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(&host)
+                .map_err(ioe)?
+                .into_os_string()
+                .into_vec();
+            (Kind::Symlink(t.clone()), "symlink", t, None)
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let rdev = md.rdev() as libc::dev_t;
+            let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+            if ft.is_char_device() {
+                (Kind::CharDev { major, minor }, "char", Vec::new(), None)
+            } else {
+                (Kind::BlockDev { major, minor }, "block", Vec::new(), None)
+            }
+        } else if ft.is_fifo() {
+            (Kind::Fifo, "fifo", Vec::new(), None)
+        } else {
+            (Kind::Socket, "socket", Vec::new(), None)
+        };
+        self.record(rel, tname, &md, &target, content);
         let mtime = Time {
             secs: md.mtime(),
             nanos: md.mtime_nsec().clamp(0, 999_999_999) as u32,
@@ -185,10 +213,9 @@ impl Walk<'_> {
         tname: &str,
         md: &std::fs::Metadata,
         target: &[u8],
-        sha: &str,
+        content: Option<PathBuf>,
     ) {
-        let h = &mut self.digest;
-        h.update(rel);
+        let mut h = rel.to_vec();
         let size = if md.is_file() { md.len() } else { 0 };
         let fields = format!(
             "\0{tname}\0{:o}\0{}\0{}\0{size}\0{}.{:09}\0",
@@ -198,11 +225,11 @@ impl Walk<'_> {
             md.mtime(),
             md.mtime_nsec()
         );
-        h.update(fields.as_bytes());
-        h.update(target);
-        h.update(b"\0");
-        h.update(sha.as_bytes());
-        h.update(b"\n");
+        h.extend_from_slice(fields.as_bytes());
+        h.extend_from_slice(target);
+        h.push(0);
+        // A send fails only if the hasher stopped on an error, which `import` then reports.
+        let _ = self.records.send((h, content));
     }
 }
 
