@@ -37,6 +37,7 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
                 kind,
             })
             .collect(),
+        ami: None,
     }
 }
 

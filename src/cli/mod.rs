@@ -1,6 +1,10 @@
 //! Subcommands. Each module owns its arguments and its `run`.
 
+mod aws_common;
 mod build;
+mod register;
+mod upload;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,11 +24,20 @@ pub struct Cli {
 pub enum Command {
     /// Build a raw GPT disk image from a recipe.
     Build(build::Args),
+    /// Upload a raw image to an EBS snapshot (EBS direct APIs).
+    Upload(upload::Args),
+    /// Check that a snapshot equals an image byte for byte (exit 1 naming the first differing block).
+    Verify(verify::Args),
+    /// Register an AMI from a snapshot, as the recipe's [ami] says.
+    Register(register::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(a),
+        Command::Upload(a) => upload::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Register(a) => register::run(a),
     }
 }
 
@@ -55,9 +68,16 @@ pub fn install_interrupt_cleanup() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            eprintln!("\ninterrupted (signal {sig}); cleaning up");
+            for r in kiln::cleanup::run_actions() {
+                match r {
+                    Ok(done) => eprintln!("  {done}"),
+                    Err(e) => eprintln!("  {e}"),
+                }
+            }
             let removed = kiln::cleanup::remove_all();
             eprintln!(
-                "\ninterrupted (signal {sig}); removed {} temporary file(s)",
+                "interrupted (signal {sig}); removed {} temporary file(s)",
                 removed.len()
             );
             for p in removed {

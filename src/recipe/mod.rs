@@ -7,6 +7,7 @@
 //! Entries of all kinds (`[[file]]`, `[[directory]]`, `[[symlink]]`, `[[tree]]`, `[[archive]]`)
 //! land in [`Recipe::entries`] in the order they appear in the file, whatever their kind.
 
+mod ami;
 mod error;
 mod expand;
 mod layout;
@@ -14,6 +15,7 @@ mod parse;
 mod raw;
 mod size;
 
+pub use ami::{Ami, AmiVolume, BootMode};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use parse::{parse_guid, EnvLookup};
@@ -158,4 +160,6 @@ pub struct Recipe {
     pub image: Image,
     pub partitions: Vec<Partition>,
     pub entries: Vec<Entry>,
+    /// `[ami]`: how `kiln register` makes an AMI of this image.
+    pub ami: Option<Ami>,
 }

@@ -71,12 +71,17 @@ impl Recipe {
             .collect::<Result<Vec<_>, _>>()?;
         layout::check(&image, &raw.image, &partitions, &ctx)?;
         let entries = ctx.entries(&raw)?;
+        let ami = match &raw.ami {
+            Some(a) => Some(ctx.ami(a, &image)?),
+            None => None,
+        };
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
             image,
             partitions,
             entries,
+            ami,
         })
     }
 }
