@@ -62,6 +62,28 @@ pub fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> Cause
     }
 }
 
+/// One line about an SDK error: the service's code and message, or the transport failure.
+pub fn short_message<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let text = match e {
+        SdkError::ServiceError(ctx) => format!(
+            "HTTP {}: {}: {}",
+            ctx.raw().status().as_u16(),
+            ctx.err().code().unwrap_or("unknown error"),
+            ctx.err().message().unwrap_or("")
+        ),
+        _ => format!("{}", DisplayErrorContext(e)),
+    };
+    // Transport errors embed whole responses; keep the first part.
+    let mut t: String = text.chars().take(300).collect();
+    if t.len() < text.len() {
+        t.push('…');
+    }
+    t
+}
+
 /// The part of [`classify`] that depends only on the answer (unit-tested).
 pub fn classify_service(status: u16, code: &str, message: &str) -> Cause {
     const THROTTLE: [&str; 6] = [
@@ -169,7 +191,7 @@ impl Retrier {
             attempt += 1;
             let (cause, message) = match tokio::time::timeout(p.attempt_timeout, f()).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => (classify(&e), format!("{}", DisplayErrorContext(&e))),
+                Ok(Err(e)) => (classify(&e), short_message(&e)),
                 Err(_) => (
                     Cause::Timeout,
                     format!("no answer within {}s", p.attempt_timeout.as_secs()),
