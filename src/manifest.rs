@@ -23,6 +23,15 @@ pub struct Manifest {
     pub partitions: Vec<PartitionInfo>,
     pub recipe: InputInfo,
     pub inputs: Vec<InputInfo>,
+    /// The EBS snapshot the disk was streamed into (`kiln build --upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub snapshot_id: String,
+    pub region: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +139,7 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
             sha256: recipe.sha256.clone(),
         },
         inputs: Vec::new(),
+        snapshot: None,
     }
 }
 

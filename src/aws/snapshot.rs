@@ -262,27 +262,31 @@ impl Snapshot {
             delay = (delay * 2).min(Duration::from_secs(15));
         }
     }
+}
 
-    /// Adds tags with EC2 CreateTags (for tags known only after the upload, like the sha256 of a
-    /// streamed build).
-    pub async fn add_tags(&self, tags: &[(String, String)]) -> Result<(), SnapshotError> {
-        let tags: Vec<_> = tags
-            .iter()
-            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
-            .collect();
-        self.retrier
-            .with_policy(self.policy())
-            .call("CreateTags", || {
-                self.clients
-                    .ec2
-                    .create_tags()
-                    .resources(&self.id)
-                    .set_tags(Some(tags.clone()))
-                    .send()
-            })
-            .await?;
-        Ok(())
-    }
+/// Adds tags with EC2 CreateTags (for tags known only after the upload, like the sha256 of a
+/// streamed build).
+pub async fn add_tags(
+    clients: &Clients,
+    retrier: &Retrier,
+    id: &str,
+    tags: &[(String, String)],
+) -> Result<(), SnapshotError> {
+    let tags: Vec<_> = tags
+        .iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect();
+    retrier
+        .call("CreateTags", || {
+            clients
+                .ec2
+                .create_tags()
+                .resources(id)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await?;
+    Ok(())
 }
 
 /// DeleteSnapshot (EC2).

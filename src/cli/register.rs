@@ -87,6 +87,5 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!("{image}");
     }
-    let _ = aws_common::summary;
     Ok(ExitCode::SUCCESS)
 }
