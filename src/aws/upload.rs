@@ -124,8 +124,12 @@ pub fn register_delete(
     );
     let what = format!("delete snapshot {id} in {}", clients.region);
     crate::cleanup::register_action(what, move || {
-        let del = snapshot::delete(&clients, &retrier, &id);
-        match handle.block_on(tokio::time::timeout(Duration::from_secs(20), del)) {
+        // The timer must be made inside the runtime: this runs on the signal thread.
+        let r = handle.block_on(async {
+            let del = snapshot::delete(&clients, &retrier, &id);
+            tokio::time::timeout(Duration::from_secs(20), del).await
+        });
+        match r {
             Ok(Ok(())) => Ok(format!("deleted snapshot {id} in {}", clients.region)),
             Ok(Err(e)) => Err(format!("could not delete snapshot {id}: {e}")),
             Err(_) => Err(format!("could not delete snapshot {id}: timed out")),

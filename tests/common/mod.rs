@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod ext4_check;
+pub mod moto;
 
 use std::path::Path;
 use std::process::{Command, Output};
