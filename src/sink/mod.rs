@@ -43,7 +43,7 @@ impl<'a> Window<'a> {
 impl BlockSink for Window<'_> {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset.checked_add(data.len() as u64);
-        if end.map_or(true, |e| e > self.len) {
+        if end.is_none_or(|e| e > self.len) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

@@ -87,7 +87,7 @@ pub fn stat_field(stat: &str, field: &str) -> Option<String> {
     while let Some(i) = stat[from..].find(&key) {
         let at = from + i;
         let before = stat[..at].chars().last();
-        if before.map_or(true, |c| c.is_whitespace()) {
+        if before.is_none_or(|c| c.is_whitespace()) {
             return stat[at + key.len()..]
                 .split_whitespace()
                 .next()
