@@ -8,6 +8,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the process as interrupted: cleanup is under way and the signal thread will exit.
+pub fn set_interrupted() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether cleanup is under way. The main thread must then not exit on its own: the work it was
+/// doing fails (its scratch files are gone), and its exit code would race the signal thread's.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
 
 /// Remembers `path` (a file or a directory) for removal on interruption.
 pub fn register(path: &Path) {

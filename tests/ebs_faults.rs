@@ -1,4 +1,5 @@
-//! Upload through a proxy that throttles, answers 5xx, drops connections and delays requests:
+//! Upload through a proxy that throttles, answers 5xx and "does not exist", drops connections
+//! and delays requests:
 //! the upload still completes, reads back identical, and reports its retries.
 
 mod common;
@@ -39,13 +40,15 @@ fn upload_survives_faults_and_reports_retries() {
         .filter_map(|r| r["fault"].as_str().map(str::to_string))
         .collect();
     assert!(faults.len() >= 5, "too few faults injected: {faults:?}");
-    for kind in ["throttle", "500", "503", "drop", "delay"] {
+    for kind in ["throttle", "500", "503", "drop", "delay", "notfound"] {
         assert!(faults.iter().any(|f| f == kind), "no {kind} in {faults:?}");
     }
     // Every fault but a delay costs one retry, and each retry is logged with its cause.
     let retried = faults.iter().filter(|f| *f != "delay").count();
     assert!(err.contains("throttled"), "{err}");
     assert!(err.contains("server error (HTTP 5"), "{err}");
+    assert!(err.contains("not found yet"), "{err}");
+    assert!(err.contains("connection failed"), "{err}");
     let summary = err
         .lines()
         .find(|l| l.contains("blocks sent"))

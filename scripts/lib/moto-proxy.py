@@ -16,7 +16,8 @@ Rewrites (moto answers what AWS does not):
 Faults (deterministic for a --seed, bounded by --max-faults), on --fault-ops only:
   --fault-rate P         share of those requests that get a fault, cycling through
                          throttle (400 ThrottlingException / RequestLimitExceeded), 500, 503,
-                         dropped connection, and a 1.5 s delay.
+                         dropped connection, a 1.5 s delay, and "snapshot does not exist"
+                         (the race right after StartSnapshot; never on StartSnapshot itself).
   --fail-op OP           answer every OP with a non-retryable 400 (e.g. RegisterImage).
   --delay-op OP:MS       delay every OP by MS milliseconds (to interrupt an upload midway).
 
@@ -44,7 +45,7 @@ EBS_OPS = [
     ("GET", re.compile(r"^/snapshots/[^/]+/blocks$"), "ListSnapshotBlocks"),
     ("GET", re.compile(r"^/snapshots/[^/]+/blocks/\d+$"), "GetSnapshotBlock"),
 ]
-KINDS = ["throttle", "500", "503", "drop", "delay"]
+KINDS = ["throttle", "500", "503", "drop", "delay", "notfound"]
 
 
 def main():
@@ -82,6 +83,8 @@ def main():
             if rng.random() >= args.fault_rate:
                 return None
             kind = KINDS[state["faults"] % len(KINDS)]
+            if kind == "notfound" and op == "StartSnapshot":
+                kind = "500"
             state["faults"] += 1
             return kind
 
@@ -138,7 +141,7 @@ def main():
                 except OSError:
                     pass
                 return
-            if fault in ("throttle", "500", "503", "fail"):
+            if fault in ("throttle", "500", "503", "fail", "notfound"):
                 self.answer_fault(fault, service, entry)
                 return
             conn = http.client.HTTPConnection(args.upstream, timeout=120)
@@ -170,6 +173,10 @@ def main():
             if fault == "throttle":
                 status = 400 if service == "ec2" else 429
                 code, msg = ("RequestLimitExceeded" if service == "ec2" else "ThrottlingException"), "Rate exceeded"
+            elif fault == "notfound":
+                status = 400 if service == "ec2" else 404
+                code = "InvalidSnapshot.NotFound" if service == "ec2" else "ResourceNotFoundException"
+                msg = "The snapshot does not exist."
             elif fault == "fail":
                 status, code, msg = 400, "InvalidParameterValue", "injected failure"
             else:
@@ -195,8 +202,15 @@ def main():
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            # Clients that go away mid-request (an interrupted kiln) are expected.
+            if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", args.port), Handler)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

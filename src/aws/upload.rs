@@ -82,8 +82,14 @@ where
         opts.workers,
     );
     on_start(&id, sink.stats());
-    let r =
-        write(&mut sink).and_then(|()| sink.finish(opts.wait_timeout).map_err(|e| e.to_string()));
+    let r = match write(&mut sink) {
+        Ok(()) => sink.finish(opts.wait_timeout).map_err(|e| e.to_string()),
+        Err(e) => {
+            // No PutSnapshotBlock may race the deletion below.
+            sink.abort();
+            Err(e)
+        }
+    };
     match r {
         Ok(report) => {
             crate::cleanup::unregister_action(action);

@@ -68,20 +68,21 @@ pub fn install_interrupt_cleanup() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            eprintln!("\ninterrupted (signal {sig}); cleaning up");
+            kiln::cleanup::set_interrupted();
+            // Files first (instant), then the actions (AWS calls, bounded by their timeouts).
+            let removed = kiln::cleanup::remove_all();
+            eprintln!(
+                "\ninterrupted (signal {sig}); removed {} temporary file(s)",
+                removed.len()
+            );
+            for p in removed {
+                eprintln!("  removed {}", p.display());
+            }
             for r in kiln::cleanup::run_actions() {
                 match r {
                     Ok(done) => eprintln!("  {done}"),
                     Err(e) => eprintln!("  {e}"),
                 }
-            }
-            let removed = kiln::cleanup::remove_all();
-            eprintln!(
-                "interrupted (signal {sig}); removed {} temporary file(s)",
-                removed.len()
-            );
-            for p in removed {
-                eprintln!("  removed {}", p.display());
             }
             std::process::exit(130);
         }

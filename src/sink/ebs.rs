@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 const B: u64 = BLOCK_SIZE;
 static ZERO_BLOCK: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
@@ -58,7 +59,6 @@ pub struct EbsSink {
     size: u64,
     volume_bytes: u64,
     encrypted: bool,
-    workers: u32,
     sem: Arc<Semaphore>,
     /// Bytes of the current block written so far (from the block's start to `pos`).
     buf: Vec<u8>,
@@ -66,6 +66,7 @@ pub struct EbsSink {
     /// (block index, SHA-256) of every block sent, ascending.
     digests: Vec<(u64, [u8; 32])>,
     failure: Arc<Mutex<Option<SnapshotError>>>,
+    tasks: JoinSet<()>,
     stats: Arc<UploadStats>,
     started: Instant,
 }
@@ -94,12 +95,12 @@ impl EbsSink {
             size,
             volume_bytes,
             encrypted,
-            workers,
             sem: Arc::new(Semaphore::new(workers as usize)),
             buf: Vec::with_capacity(B as usize),
             pos: 0,
             digests: Vec::new(),
             failure: Arc::default(),
+            tasks: JoinSet::new(),
             stats: Arc::new(stats),
             started: Instant::now(),
         }
@@ -189,23 +190,37 @@ impl EbsSink {
         );
         let len = data.len() as u64;
         self.stats.blocks_done.fetch_add(1, Ordering::Relaxed);
-        self.handle.spawn(async move {
-            let r = snap.put_block(index, data, &digest).await;
-            match r {
-                Ok(()) => {
-                    stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(e);
+        // Reap finished tasks so the set stays as small as the blocks in flight.
+        while self.tasks.try_join_next().is_some() {}
+        self.tasks.spawn_on(
+            async move {
+                let r = snap.put_block(index, data, &digest).await;
+                match r {
+                    Ok(()) => {
+                        stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
+                        stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
                     }
                 }
-            }
-            drop(permit);
-        });
+                drop(permit);
+            },
+            &self.handle,
+        );
         Ok(())
+    }
+
+    /// Stops: cancels the blocks in flight and waits until no task is left (before the snapshot
+    /// is deleted, so that no PutSnapshotBlock races the deletion).
+    pub fn abort(mut self) {
+        self.tasks.abort_all();
+        let mut tasks = std::mem::take(&mut self.tasks);
+        self.handle
+            .block_on(async move { while tasks.join_next().await.is_some() {} });
     }
 
     /// Waits for every block, then CompleteSnapshot and waits for `completed`.
@@ -229,10 +244,21 @@ impl EbsSink {
             }
             Ok(())
         });
-        // Wait for all tasks even after a failure, so none outlives the sink.
-        let all = self.workers;
-        let _ = self.handle.block_on(self.sem.acquire_many(all));
-        r.map_err(io_err)?;
+        if let Err(e) = r {
+            self.abort();
+            return Err(io_err(e));
+        }
+        // Wait for every block; the first failure cancels the rest.
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let failure = self.failure.clone();
+        let failed = move || failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        self.handle.block_on(async {
+            while tasks.join_next().await.is_some() {
+                if failed() {
+                    tasks.abort_all();
+                }
+            }
+        });
         if let Some(e) = self.failure.lock().ok().and_then(|mut f| f.take()) {
             return Err(e);
         }

@@ -37,8 +37,9 @@ impl FileSink {
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(&dir)?;
-        tmp.as_file().set_len(len)?;
+        // Register before anything else can be slow, so that Ctrl-C right now still removes it.
         crate::cleanup::register(tmp.path());
+        tmp.as_file().set_len(len)?;
         Ok(FileSink {
             tmp: Some(tmp),
             target: target.to_path_buf(),
