@@ -264,3 +264,61 @@ fn interrupted_upload_deletes_its_snapshot() {
     assert_eq!(snapshot_state(&moto, &id), None, "the snapshot is gone");
     assert_eq!(proxy.ops("DeleteSnapshot").len(), 1);
 }
+
+#[test]
+fn encrypted_upload_writes_every_block_of_the_volume() {
+    // Unwritten blocks of an encrypted snapshot read back as garbage, so all 2048 blocks of the
+    // 1 GiB volume go out, zeros included. The proxy swallows the blocks (moto would hold 1 GiB).
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--swallow-op", "PutSnapshotBlock"],
+    );
+    let img = dir.path().join("disk.raw");
+    let data = make_image(&img, 2 * MIB, &[(MIB, 10)], 4);
+    let arn = "arn:aws:kms:us-east-1:123456789012:key/kiln-test";
+    let out = ok(&proxy
+        .kiln()
+        .args(["upload", "--json", "--workers", "16", "--kms-key-arn", arn])
+        .arg(&img)
+        .output()
+        .unwrap());
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["blocks_sent"], 2048);
+    let start = proxy.ops("StartSnapshot");
+    let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["Encrypted"], true);
+    assert_eq!(body["KmsKeyArn"], arn);
+    assert_ne!(body["ClientToken"], sha256_file(&img).as_str());
+
+    let mut digests = vec![None; 2048];
+    for p in proxy.ops("PutSnapshotBlock") {
+        let index: usize = p["path"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(p["headers"]["x-amz-checksum"], p["body_sha256_b64"]);
+        digests[index] = Some(p["body_sha256_b64"].as_str().unwrap().to_string());
+    }
+    let zero = b64(&Sha256::digest(vec![0u8; 512 * 1024]));
+    let nonzero = nonzero_blocks(&data);
+    assert_eq!(nonzero.len(), 1);
+    for (i, d) in digests.iter().enumerate() {
+        let d = d
+            .as_deref()
+            .unwrap_or_else(|| panic!("block {i} was not written"));
+        if i as u64 == nonzero[0].0 {
+            assert_eq!(d, b64(&nonzero[0].1));
+        } else {
+            assert_eq!(d, zero, "block {i}");
+        }
+    }
+    let complete = proxy.ops("CompleteSnapshot");
+    assert_eq!(complete[0]["headers"]["x-amz-changedblockscount"], "2048");
+}

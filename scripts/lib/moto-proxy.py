@@ -20,6 +20,8 @@ Faults (deterministic for a --seed, bounded by --max-faults), on --fault-ops onl
                          (the race right after StartSnapshot; never on StartSnapshot itself).
   --fail-op OP           answer every OP with a non-retryable 400 (e.g. RegisterImage).
   --delay-op OP:MS       delay every OP by MS milliseconds (to interrupt an upload midway).
+  --swallow-op OP        answer every OP with success without forwarding it (to count 2048
+                         encrypted PutSnapshotBlock requests without moto holding 1 GiB).
 
 Prints "PORT <n>" on stdout once listening.
 """
@@ -63,6 +65,7 @@ def main():
     )
     ap.add_argument("--fail-op", action="append", default=[])
     ap.add_argument("--delay-op", action="append", default=[])
+    ap.add_argument("--swallow-op", action="append", default=[])
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -143,6 +146,16 @@ def main():
                 return
             if fault in ("throttle", "500", "503", "fail", "notfound"):
                 self.answer_fault(fault, service, entry)
+                return
+            if op in args.swallow_op:
+                entry["status"] = 201
+                log.write(json.dumps(entry) + "\n")
+                data = b"{}"
+                self.send_response(201)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
                 return
             conn = http.client.HTTPConnection(args.upstream, timeout=120)
             fwd = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}

@@ -146,7 +146,9 @@ impl EbsSink {
 
     fn zero_block(&mut self, index: u64) -> io::Result<()> {
         if self.encrypted {
-            let digest: [u8; 32] = Sha256::digest(ZERO_BLOCK).into();
+            // Hash once: every zero block has the same digest.
+            static ZERO_DIGEST: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+            let digest = *ZERO_DIGEST.get_or_init(|| Sha256::digest(ZERO_BLOCK).into());
             self.send(index, Bytes::from_static(&ZERO_BLOCK), digest)
         } else {
             self.stats
