@@ -74,3 +74,31 @@ fn upload_survives_faults_and_reports_retries() {
         .unwrap();
     assert!(v.status.success(), "{v:?}");
 }
+
+#[test]
+fn failed_upload_deletes_its_snapshot_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--fail-op", "PutSnapshotBlock"],
+    );
+    let img = dir.path().join("disk.raw");
+    make_image(&img, 8 << 20, &[(0, 8 << 20)], 6);
+    let o = proxy
+        .kiln()
+        .args(["upload", "--workers", "4"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let deletes = proxy.ops("DeleteSnapshot");
+    assert_eq!(deletes.len(), 1, "{err}");
+    let id = deletes[0]["params"]["SnapshotId"].as_str().unwrap();
+    assert!(err.contains("InvalidParameterValue"), "{err}");
+    assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
+    assert_eq!(common::moto::snapshot_state(&moto, id), None);
+    assert!(proxy.ops("CompleteSnapshot").is_empty());
+}
