@@ -96,6 +96,8 @@ fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
         assert_eq!(p["headers"]["x-amz-checksum-algorithm"], "SHA256");
         assert_eq!(p["headers"]["x-amz-data-length"], "524288");
         assert_eq!(p["body_len"], 524288);
+        // Hashed once: SigV4 does not hash the 512 KiB body again.
+        assert_eq!(p["headers"]["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
     }
 
     // CompleteSnapshot: the count and the LINEAR aggregate, recomputed from the image.
