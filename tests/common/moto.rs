@@ -182,7 +182,7 @@ pub fn snapshot_state(moto: &Moto, id: &str) -> Option<String> {
     })
 }
 
-/// A sparse test image of `size` bytes with `regions` (offset, len) of non-zero bytes.
+/// A sparse test image (holes on disk) of `size` bytes with `regions` (offset, len) of non-zero bytes.
 pub fn make_image(path: &Path, size: u64, regions: &[(u64, usize)], seed: u8) -> Vec<u8> {
     let mut data = vec![0u8; size as usize];
     let mut x = seed as u32 | 1;
@@ -195,7 +195,14 @@ pub fn make_image(path: &Path, size: u64, regions: &[(u64, usize)], seed: u8) ->
             *b = (x as u8) | 1;
         }
     }
-    std::fs::write(path, &data).unwrap();
+    // Sparse on disk: only the regions are written, the rest stays holes.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for &(off, len) in regions {
+        f.write_all_at(&data[off as usize..off as usize + len], off)
+            .unwrap();
+    }
     data
 }
 
