@@ -51,7 +51,9 @@ pub fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> Cause
                 Cause::Connection(format!("{:?}", d))
             }
         }
-        SdkError::ResponseError(_) => Cause::Connection("malformed or cut-off response".into()),
+        // A whole body that does not parse will not parse next time either; a cut-off one may.
+        SdkError::ResponseError(r) if r.raw().body().bytes().is_some() => Cause::Fatal,
+        SdkError::ResponseError(_) => Cause::Connection("cut-off response".into()),
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
             let code = ctx.err().code().unwrap_or("").to_string();
