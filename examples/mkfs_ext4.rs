@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         packages: None,
         users: Vec::new(),
         groups: Vec::new(),
+        ami: None,
     };
     let store = ContentStore::new()?;
     let built = build_tree(&recipe, &store)?;

@@ -33,6 +33,22 @@ pub fn create_registered<T>(
     Ok(t)
 }
 
+/// Marks the process as interrupted: cleanup is under way and the signal thread will exit.
+pub fn set_interrupted() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Marks the interruption's cleanup as finished (files removed, actions run).
+pub fn set_cleanup_done() {
+    DONE.store(true, Ordering::SeqCst);
+}
+
+/// Whether cleanup is under way. The main thread must then not exit on its own: the work it was
+/// doing fails (its scratch files are gone), and its exit code would race the signal thread's.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Remembers `path` (a file or a directory) for removal on interruption.
 pub fn register(path: &Path) {
     if let Ok(mut v) = PATHS.lock() {
@@ -93,4 +109,71 @@ pub fn remove_all() -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// Identifies a registered cleanup action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionId(u64);
+
+/// An action to run on interruption: it says what it did, or why it failed.
+type Action = Box<dyn FnOnce() -> Result<String, String> + Send>;
+
+static ACTIONS: Mutex<Vec<(u64, String, Action)>> = Mutex::new(Vec::new());
+static NEXT_ACTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Registers `action` (described by `what`, e.g. "delete snapshot snap-1 in us-east-1") to run
+/// if the process is interrupted. Async work bridges with its runtime's `Handle::block_on` and
+/// bounds itself with a timeout: the signal thread waits for it.
+pub fn register_action(
+    what: String,
+    action: impl FnOnce() -> Result<String, String> + Send + 'static,
+) -> ActionId {
+    let id = NEXT_ACTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut v) = ACTIONS.lock() {
+        v.push((id, what, Box::new(action)));
+    }
+    ActionId(id)
+}
+
+/// Forgets an action: its work finished or was undone another way.
+pub fn unregister_action(id: ActionId) {
+    if let Ok(mut v) = ACTIONS.lock() {
+        v.retain(|(i, _, _)| *i != id.0);
+    }
+}
+
+/// Runs every registered action, newest first; returns one line per action.
+pub fn run_actions() -> Vec<Result<String, String>> {
+    let actions = match ACTIONS.lock() {
+        Ok(mut v) => std::mem::take(&mut *v),
+        Err(_) => return Vec::new(),
+    };
+    actions
+        .into_iter()
+        .rev()
+        .map(|(_, what, f)| {
+            tracing::info!("cleanup: {what}");
+            f()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_run_once_unless_unregistered() {
+        let a = register_action("a".into(), || Ok("did a".into()));
+        let b = register_action("b".into(), || Err("b failed".into()));
+        let c = register_action("c".into(), || Ok("did c".into()));
+        unregister_action(b);
+        let got = run_actions();
+        // Other tests may register actions concurrently; look for ours.
+        assert!(got.contains(&Ok("did a".into())));
+        assert!(got.contains(&Ok("did c".into())));
+        assert!(!got.contains(&Err("b failed".into())));
+        let _ = (a, c);
+        assert!(!run_actions().contains(&Ok("did a".into())));
+    }
 }

@@ -4,6 +4,7 @@
 //! The modules follow the pipeline:
 //! `recipe → tree → fs/{fat,ext4} → disk → sink/{file,ebs}`; [`pipeline`] strings them together.
 
+pub mod aws;
 pub mod cleanup;
 pub mod disk;
 pub mod fs;

@@ -9,7 +9,14 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
     cli::install_interrupt_cleanup();
-    match cli::run(args) {
+    let result = cli::run(args);
+    if kiln::cleanup::interrupted() {
+        // The signal thread is cleaning up and exits with 130; let it.
+        loop {
+            std::thread::park();
+        }
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             if kiln::cleanup::wait_if_interrupted() {

@@ -26,6 +26,9 @@ pub struct Manifest {
     /// Every installed Debian package, sorted by name (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<PackageInfo>,
+    /// The EBS snapshot the disk was streamed into (`kiln build --upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
 }
 
 /// One installed Debian package.
@@ -38,6 +41,12 @@ pub struct PackageInfo {
     pub sha256: String,
     /// The source package's name.
     pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub snapshot_id: String,
+    pub region: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -146,11 +155,17 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
         },
         inputs: Vec::new(),
         packages: Vec::new(),
+        snapshot: None,
     }
 }
 
 /// Writes the manifest atomically (temp file + rename) as pretty JSON.
 pub fn write(manifest: &Manifest, path: &Path) -> io::Result<()> {
+    write_json(manifest, path)
+}
+
+/// Writes any value atomically (temp file + rename) as pretty JSON.
+pub fn write_json<T: Serialize>(manifest: &T, path: &Path) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

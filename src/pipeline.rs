@@ -234,18 +234,38 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
         write_disk_then(&prepared, &mut file, opts.progress.as_deref(), &mut sync)
     })?;
     step("finalize_image", || file.persist()).map_err(out_err)?;
-    let manifest_path = manifest::manifest_path(&image);
-    let mut m = manifest::new(&prepared.recipe, &prepared.plan, &image, sha);
+    let (manifest_path, m) = write_records(&prepared, &image, sha, None)?;
+    Ok(BuildOutput {
+        image,
+        manifest_path,
+        manifest: m,
+    })
+}
+
+/// Writes the manifest (and the SBOM when packages are installed) for a disk whose sha256 is
+/// `sha`, named as if it were the image file `image`; shared by file builds and `--upload`.
+pub fn write_records(
+    prepared: &Prepared,
+    image: &Path,
+    sha: String,
+    snapshot: Option<manifest::SnapshotInfo>,
+) -> Result<(PathBuf, Manifest), BuildError> {
+    let manifest_path = manifest::manifest_path(image);
+    let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, sha);
     m.inputs = prepared.inputs.clone();
     m.packages = prepared.packages.clone();
-    step("write_manifest", || manifest::write(&m, &manifest_path)).map_err(|source| {
-        BuildError::Output {
-            path: manifest_path.clone(),
-            source,
-        }
-    })?;
+    m.snapshot = snapshot;
+    let out_err = |path: &Path, source| BuildError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = manifest_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
+    }
+    step("write_manifest", || manifest::write(&m, &manifest_path))
+        .map_err(|e| out_err(&manifest_path, e))?;
     if !m.packages.is_empty() {
-        let path = packages::sbom::sbom_path(&image);
+        let path = packages::sbom::sbom_path(image);
         let doc = packages::sbom::document(
             &m.name,
             &m.version,
@@ -254,20 +274,9 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
             m.source_date_epoch,
             &m.packages,
         );
-        step("write_sbom", || write_json(&path, &doc))
-            .map_err(|source| BuildError::Output { path, source })?;
+        step("write_sbom", || manifest::write_json(&doc, &path)).map_err(|e| out_err(&path, e))?;
     }
-    Ok(BuildOutput {
-        image,
-        manifest_path,
-        manifest: m,
-    })
-}
-
-fn write_json(path: &Path, v: &serde_json::Value) -> io::Result<()> {
-    let mut text = serde_json::to_string_pretty(v).map_err(io::Error::other)?;
-    text.push('\n');
-    std::fs::write(path, text)
+    Ok((manifest_path, m))
 }
 
 struct ProgressSink<'a> {

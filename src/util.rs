@@ -41,6 +41,15 @@ pub fn uuid_string(u: &[u8; 16]) -> String {
     )
 }
 
+/// SHA-256 (hex) of a file's bytes.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

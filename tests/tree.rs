@@ -41,6 +41,7 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
         packages: None,
         users: vec![],
         groups: vec![],
+        ami: None,
     }
 }
 

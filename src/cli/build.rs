@@ -1,4 +1,5 @@
-//! `kiln build RECIPE [-o IMAGE] [--json]`
+//! `kiln build RECIPE [-o IMAGE] [--json]`, and `kiln build RECIPE --upload`: the disk streamed
+//! straight into an EBS snapshot, with no image file.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::pipeline::{self, BuildOptions, Progress};
@@ -20,6 +21,14 @@ pub struct Args {
     /// cache this needs no network.
     #[arg(long)]
     pub locked: bool,
+    /// Stream the disk into an EBS snapshot instead of a file (the manifest is still written,
+    /// to out/<name>.manifest.json or beside -o).
+    #[arg(long)]
+    pub upload: bool,
+    #[command(flatten)]
+    pub aws: super::aws_common::AwsArgs,
+    #[command(flatten)]
+    pub upload_args: super::aws_common::UploadArgs,
 }
 
 struct Bar(ProgressBar);
@@ -37,6 +46,9 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.upload {
+        return run_upload(args);
+    }
     let progress: Option<Box<dyn Progress>> = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -72,6 +84,84 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}  {}", out.manifest.image.sha256, out.image.display());
         println!("manifest: {}", out.manifest_path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--upload`: prepare, then stream the disk into an EbsSink.
+fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
+    use super::aws_common;
+    use kiln::aws::retry::Retrier;
+    use kiln::aws::{kiln_tags, snapshot, ImageIdentity};
+    use kiln::manifest;
+
+    let popts = kiln::packages::Options {
+        progress: std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let prepared = pipeline::prepare_with(&args.recipe, args.locked, &popts)?;
+    let recipe = &prepared.recipe;
+    let ami = recipe.ami.as_ref();
+    if args.aws.region.is_none() {
+        args.aws.region = ami.and_then(|a| a.regions.first().cloned());
+    }
+    if let Some(a) = ami {
+        args.upload_args.encrypted |= a.encrypted;
+        if args.upload_args.kms_key_arn.is_none() {
+            args.upload_args.kms_key_arn = a.kms_key_arn.clone();
+        }
+    }
+    let image = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", recipe.image.name)));
+    // The disk's hash is known only at the end: the ClientToken comes from the recipe's hash (the
+    // build is reproducible, so the same recipe is the same disk), and the kiln:image-sha256 tag
+    // is added once the disk is written.
+    let mut identity = ImageIdentity {
+        name: recipe.image.name.clone(),
+        version: recipe.image.version.clone(),
+        sha256: recipe.sha256.clone(),
+    };
+    let mut spec = super::upload::spec(&identity, prepared.plan.size, &args.upload_args);
+    spec.tags.retain(|(k, _)| k != "kiln:image-sha256");
+    spec.description = format!(
+        "kiln: {} {} (recipe sha256 {})",
+        identity.name, identity.version, recipe.sha256
+    );
+    let rt = aws_common::runtime()?;
+    let clients = args.aws.connect(&rt)?;
+    let retrier = Retrier::default();
+    let mut sha = None;
+    let report =
+        super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
+            let s = pipeline::write_disk(&prepared, sink, None).map_err(|e| e.to_string())?;
+            sha = Some(s);
+            Ok(())
+        })?;
+    let sha = sha.unwrap_or_default();
+    identity.sha256 = sha.clone();
+    let tag: Vec<_> = kiln_tags(&identity)
+        .into_iter()
+        .filter(|(k, _)| k == "kiln:image-sha256")
+        .collect();
+    rt.block_on(snapshot::add_tags(
+        &clients,
+        &retrier,
+        &report.snapshot_id,
+        &tag,
+    ))?;
+    aws_common::summary(&report);
+    let snapshot = manifest::SnapshotInfo {
+        snapshot_id: report.snapshot_id.clone(),
+        region: report.region.clone(),
+    };
+    let (manifest_path, _) = pipeline::write_records(&prepared, &image, sha, Some(snapshot))?;
+    if args.json {
+        println!("{}", aws_common::upload_json(&report));
+    } else {
+        println!("{}", report.snapshot_id);
+        println!("manifest: {}", manifest_path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,11 @@
 //! Subcommands. Each module owns its arguments and its `run`.
 
+mod aws_common;
 mod build;
 mod lock;
+mod register;
+mod upload;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,12 +27,21 @@ pub enum Command {
     Build(build::Args),
     /// Resolve a recipe's packages and write `<recipe stem>.lock` beside it.
     Lock(lock::Args),
+    /// Upload a raw image to an EBS snapshot (EBS direct APIs).
+    Upload(upload::Args),
+    /// Check that a snapshot equals an image byte for byte (exit 1 naming the first differing block).
+    Verify(verify::Args),
+    /// Register an AMI from a snapshot, as the recipe's [ami] says.
+    Register(register::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(a),
         Command::Lock(a) => lock::run(a),
+        Command::Upload(a) => upload::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Register(a) => register::run(a),
     }
 }
 
@@ -59,7 +72,9 @@ pub fn install_interrupt_cleanup() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            let removed = kiln::cleanup::interrupt_and_remove_all();
+            kiln::cleanup::set_interrupted();
+            // Files first (instant), then the actions (AWS calls, bounded by their timeouts).
+            let removed = kiln::cleanup::remove_all();
             eprintln!(
                 "\ninterrupted (signal {sig}); removed {} temporary file(s)",
                 removed.len()
@@ -67,6 +82,13 @@ pub fn install_interrupt_cleanup() {
             for p in removed {
                 eprintln!("  removed {}", p.display());
             }
+            for r in kiln::cleanup::run_actions() {
+                match r {
+                    Ok(done) => eprintln!("  {done}"),
+                    Err(e) => eprintln!("  {e}"),
+                }
+            }
+            kiln::cleanup::set_cleanup_done();
             std::process::exit(130);
         }
     });

@@ -12,6 +12,7 @@
 //! `[[group]]` describe the system; package files are installed first, then accounts and
 //! `/etc`, then the entries above on top (so the recipe's own files win).
 
+mod ami;
 mod error;
 mod expand;
 mod layout;
@@ -20,6 +21,7 @@ mod raw;
 mod size;
 mod system;
 
+pub use ami::{Ami, AmiVolume, BootMode};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use parse::{parse_guid, EnvLookup};
@@ -172,6 +174,8 @@ pub struct Recipe {
     pub users: Vec<User>,
     /// `[[group]]`.
     pub groups: Vec<Group>,
+    /// `[ami]`: how `kiln register` makes an AMI of this image.
+    pub ami: Option<Ami>,
 }
 
 /// Where a `[[repository]]` lives.

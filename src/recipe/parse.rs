@@ -75,6 +75,10 @@ impl Recipe {
         let packages = ctx.packages(&raw, !repositories.is_empty())?;
         let users = ctx.users(&raw)?;
         let groups = ctx.groups(&raw)?;
+        let ami = match &raw.ami {
+            Some(a) => Some(ctx.ami(a, &image)?),
+            None => None,
+        };
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
@@ -85,6 +89,7 @@ impl Recipe {
             packages,
             users,
             groups,
+            ami,
         })
     }
 }

@@ -60,6 +60,7 @@ pub struct RawRecipe {
     pub user: Vec<Spanned<RawUser>>,
     #[serde(default)]
     pub group: Vec<Spanned<RawGroup>>,
+    pub ami: Option<Spanned<RawAmi>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +165,42 @@ pub struct RawUser {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawAmi {
+    pub name: S,
+    pub description: Option<S>,
+    pub boot_mode: Option<S>,
+    pub ena_support: Option<bool>,
+    pub sriov_net_support: Option<S>,
+    pub imds_support: Option<S>,
+    pub tpm_support: Option<S>,
+    pub uefi_data: Option<S>,
+    pub root_device_name: Option<S>,
+    pub volume_type: Option<S>,
+    pub iops: Option<Spanned<i64>>,
+    pub throughput: Option<Spanned<i64>>,
+    pub volume_size: Option<Spanned<Scalar>>,
+    pub delete_on_termination: Option<bool>,
+    pub regions: Option<Vec<S>>,
+    pub encrypted: Option<bool>,
+    pub kms_key_arn: Option<S>,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, S>,
+    #[serde(default)]
+    pub volume: Vec<Spanned<RawAmiVolume>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawGroup {
     pub name: S,
     pub gid: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmiVolume {
+    pub device_name: S,
+    pub size: Spanned<Scalar>,
+    pub volume_type: Option<S>,
+    pub delete_on_termination: Option<bool>,
 }

@@ -1,6 +1,7 @@
 //! Where disk bytes go. Every writer (GPT, FAT, ext4) targets [`BlockSink`], never a `File`, so the
 //! same code writes a sparse image file or streams blocks to an EBS snapshot.
 
+pub mod ebs;
 mod file;
 mod hash;
 

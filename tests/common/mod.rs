@@ -3,6 +3,7 @@
 
 pub mod debrepo;
 pub mod ext4_check;
+pub mod moto;
 
 use std::path::Path;
 use std::process::{Command, Output};

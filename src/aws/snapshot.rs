@@ -1,0 +1,425 @@
+//! EBS snapshots through the EBS direct APIs: start, put blocks, complete, wait, delete, read back.
+//!
+//! API reference: <https://docs.aws.amazon.com/ebs/latest/APIReference/Welcome.html>.
+//! Blocks are always 512 KiB here: StartSnapshot's `BlockSize` answer is not trusted (moto
+//! answers 512).
+
+use super::retry::{CallError, Retrier, RetryPolicy, NOT_FOUND_WINDOW};
+use super::Clients;
+use aws_sdk_ebs::primitives::ByteStream;
+use aws_sdk_ebs::types::{ChecksumAggregationMethod, ChecksumAlgorithm, Tag};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The EBS direct API block size.
+pub const BLOCK_SIZE: u64 = 512 * 1024;
+const GIB: u64 = 1 << 30;
+
+/// StartSnapshot's Timeout (minutes) unless told otherwise: the API's default.
+pub const DEFAULT_TIMEOUT_MINUTES: i32 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("StartSnapshot answered without a snapshot id")]
+    NoSnapshotId,
+    #[error("snapshot {id} went into state {state:?}: {message}")]
+    Failed {
+        id: String,
+        state: String,
+        message: String,
+    },
+    #[error(
+        "snapshot {id} is not completed after {secs}s (last state {state:?}); raise --wait-timeout"
+    )]
+    WaitTimeout {
+        id: String,
+        secs: u64,
+        state: String,
+    },
+    #[error("block {index} of snapshot {id} read back with checksum {got}, but its bytes hash to {want}")]
+    BadBlockChecksum {
+        id: String,
+        index: u64,
+        got: String,
+        want: String,
+    },
+    #[error("the disk is {size} bytes; EBS snapshots hold 1 to 65536 GiB")]
+    BadSize { size: u64 },
+}
+
+/// What to start a snapshot with.
+#[derive(Debug, Clone)]
+pub struct SnapshotSpec {
+    /// The disk's size in bytes (rounded up to whole GiB for VolumeSize).
+    pub size: u64,
+    pub description: String,
+    pub tags: Vec<(String, String)>,
+    /// Makes a retried StartSnapshot idempotent; see [`client_token`].
+    pub client_token: String,
+    pub encrypted: bool,
+    pub kms_key_arn: Option<String>,
+    /// Minutes until AWS abandons an uncompleted snapshot (10–4320).
+    pub timeout_minutes: i32,
+}
+
+/// The ClientToken for a snapshot of an image whose SHA-256 (hex) is `sha256`: the hash itself
+/// (64 characters, the API's limit) when unencrypted; for encrypted snapshots the hash of the
+/// hash with the encryption settings, so that an encrypted upload of the same image is not
+/// answered with the unencrypted snapshot.
+pub fn client_token(sha256: &str, encrypted: bool, kms_key_arn: Option<&str>) -> String {
+    if !encrypted && kms_key_arn.is_none() {
+        return sha256.chars().take(64).collect();
+    }
+    let mut h = Sha256::new();
+    h.update(sha256.as_bytes());
+    h.update(b"\0encrypted\0");
+    h.update(kms_key_arn.unwrap_or("").as_bytes());
+    crate::util::hex(&h.finalize())
+}
+
+/// EBS snapshots must be whole GiB.
+pub fn volume_size_gib(size: u64) -> Result<i64, SnapshotError> {
+    let gib = size.div_ceil(GIB).max(1);
+    if size == 0 || gib > 65536 {
+        return Err(SnapshotError::BadSize { size });
+    }
+    Ok(gib as i64)
+}
+
+/// Base64 of a SHA-256 digest, as the `Checksum` fields want it.
+pub fn b64(digest: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// The LINEAR aggregate: SHA-256 over the block digests in ascending block order.
+pub fn linear_checksum<'a>(digests: impl IntoIterator<Item = &'a [u8; 32]>) -> String {
+    let mut h = Sha256::new();
+    for d in digests {
+        h.update(d);
+    }
+    b64(&h.finalize())
+}
+
+/// One snapshot being written, in one region.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: String,
+    pub clients: Clients,
+    pub retrier: Retrier,
+    /// Until then "does not exist" is the post-StartSnapshot race, so it is retried.
+    pub not_found_until: Instant,
+}
+
+/// StartSnapshot.
+pub async fn start(
+    clients: &Clients,
+    retrier: &Retrier,
+    spec: &SnapshotSpec,
+) -> Result<Snapshot, SnapshotError> {
+    let gib = volume_size_gib(spec.size)?;
+    let tags: Vec<Tag> = spec
+        .tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let out = retrier
+        .call("StartSnapshot", || {
+            let mut req = clients
+                .ebs
+                .start_snapshot()
+                .volume_size(gib)
+                .description(&spec.description)
+                .set_tags(Some(tags.clone()))
+                .client_token(&spec.client_token)
+                .timeout(spec.timeout_minutes);
+            if spec.encrypted {
+                req = req.encrypted(true);
+            }
+            if let Some(k) = &spec.kms_key_arn {
+                req = req.kms_key_arn(k);
+            }
+            req.send()
+        })
+        .await?;
+    let id = out.snapshot_id.ok_or(SnapshotError::NoSnapshotId)?;
+    tracing::info!("started snapshot {id} ({gib} GiB) in {}", clients.region);
+    Ok(Snapshot {
+        id,
+        clients: clients.clone(),
+        retrier: retrier.clone(),
+        not_found_until: Instant::now() + NOT_FOUND_WINDOW,
+    })
+}
+
+impl Snapshot {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            not_found_until: Some(self.not_found_until),
+            ..self.retrier.policy.clone()
+        }
+    }
+
+    /// PutSnapshotBlock for block `index`, whose SHA-256 is `digest`. The SDK sends the streaming
+    /// body as `UNSIGNED-PAYLOAD`, so SigV4 does not hash the 512 KiB a second time.
+    pub async fn put_block(
+        &self,
+        index: u64,
+        data: bytes::Bytes,
+        digest: &[u8; 32],
+    ) -> Result<(), SnapshotError> {
+        let checksum = b64(digest);
+        let len = data.len() as i32;
+        self.retrier
+            .with_policy(self.policy())
+            .call("PutSnapshotBlock", || {
+                self.clients
+                    .ebs
+                    .put_snapshot_block()
+                    .snapshot_id(&self.id)
+                    .block_index(index as i32)
+                    .data_length(len)
+                    .block_data(ByteStream::from(data.clone()))
+                    .checksum(&checksum)
+                    .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                    .send()
+            })
+            .await
+            .map_err(|mut e| {
+                e.op = format!("PutSnapshotBlock (block {index})");
+                e
+            })?;
+        Ok(())
+    }
+
+    /// CompleteSnapshot with the count of blocks written and the LINEAR checksum.
+    pub async fn complete(&self, changed_blocks: u64, checksum: &str) -> Result<(), SnapshotError> {
+        self.retrier
+            .with_policy(self.policy())
+            .call("CompleteSnapshot", || {
+                self.clients
+                    .ebs
+                    .complete_snapshot()
+                    .snapshot_id(&self.id)
+                    .changed_blocks_count(changed_blocks as i32)
+                    .checksum(checksum)
+                    .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                    .checksum_aggregation_method(
+                        ChecksumAggregationMethod::ChecksumAggregationLinear,
+                    )
+                    .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Waits (with tokio timers) until EC2 reports the snapshot `completed`.
+    pub async fn wait_completed(&self, timeout: Duration) -> Result<(), SnapshotError> {
+        let t0 = Instant::now();
+        let mut state = String::from("unknown");
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let out = self
+                .retrier
+                .with_policy(self.policy())
+                .call("DescribeSnapshots", || {
+                    self.clients
+                        .ec2
+                        .describe_snapshots()
+                        .snapshot_ids(&self.id)
+                        .send()
+                })
+                .await?;
+            if let Some(s) = out.snapshots().first() {
+                state = s
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default();
+                match state.as_str() {
+                    "completed" => return Ok(()),
+                    "error" | "recoverable" => {
+                        return Err(SnapshotError::Failed {
+                            id: self.id.clone(),
+                            state,
+                            message: s.state_message().unwrap_or("").to_string(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            if t0.elapsed() + delay > timeout {
+                return Err(SnapshotError::WaitTimeout {
+                    id: self.id.clone(),
+                    secs: timeout.as_secs(),
+                    state,
+                });
+            }
+            tracing::info!("snapshot {} is {state}; waiting", self.id);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(15));
+        }
+    }
+}
+
+/// Adds tags with EC2 CreateTags (for tags known only after the upload, like the sha256 of a
+/// streamed build).
+pub async fn add_tags(
+    clients: &Clients,
+    retrier: &Retrier,
+    id: &str,
+    tags: &[(String, String)],
+) -> Result<(), SnapshotError> {
+    let tags: Vec<_> = tags
+        .iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect();
+    retrier
+        .call("CreateTags", || {
+            clients
+                .ec2
+                .create_tags()
+                .resources(id)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await?;
+    Ok(())
+}
+
+/// DeleteSnapshot (EC2).
+pub async fn delete(clients: &Clients, retrier: &Retrier, id: &str) -> Result<(), SnapshotError> {
+    retrier
+        .call("DeleteSnapshot", || {
+            clients.ec2.delete_snapshot().snapshot_id(id).send()
+        })
+        .await?;
+    tracing::info!("deleted snapshot {id}");
+    Ok(())
+}
+
+/// The written blocks of a snapshot as (index, block token), ascending; every other block reads
+/// as zeros. Paginates with NextToken.
+pub async fn list_blocks(
+    clients: &Clients,
+    retrier: &Retrier,
+    id: &str,
+) -> Result<Vec<(u64, String)>, SnapshotError> {
+    let mut blocks = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = retrier
+            .call("ListSnapshotBlocks", || {
+                clients
+                    .ebs
+                    .list_snapshot_blocks()
+                    .snapshot_id(id)
+                    .set_next_token(next.clone())
+                    .send()
+            })
+            .await?;
+        for b in out.blocks() {
+            if let (Some(i), Some(t)) = (b.block_index(), b.block_token()) {
+                blocks.push((i as u64, t.to_string()));
+            }
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    blocks.sort_by_key(|b| b.0);
+    blocks.dedup_by_key(|b| b.0);
+    Ok(blocks)
+}
+
+/// The volume size (GiB) of a snapshot, from EC2.
+pub async fn volume_size(
+    clients: &Clients,
+    retrier: &Retrier,
+    id: &str,
+) -> Result<Option<i32>, SnapshotError> {
+    let out = retrier
+        .call("DescribeSnapshots", || {
+            clients.ec2.describe_snapshots().snapshot_ids(id).send()
+        })
+        .await?;
+    Ok(out.snapshots().first().and_then(|s| s.volume_size()))
+}
+
+/// GetSnapshotBlock, checked against the checksum it comes with.
+pub async fn get_block(
+    clients: &Clients,
+    retrier: &Retrier,
+    id: &str,
+    index: u64,
+    token: &str,
+) -> Result<Vec<u8>, SnapshotError> {
+    let out = retrier
+        .call("GetSnapshotBlock", || {
+            clients
+                .ebs
+                .get_snapshot_block()
+                .snapshot_id(id)
+                .block_index(index as i32)
+                .block_token(token)
+                .send()
+        })
+        .await?;
+    let checksum = out.checksum.clone();
+    let data = out.block_data.collect().await.map_err(|e| CallError {
+        op: format!("GetSnapshotBlock (block {index})"),
+        message: e.to_string(),
+        cause: super::retry::Cause::Connection(e.to_string()),
+        attempts: 1,
+    })?;
+    let data = data.into_bytes().to_vec();
+    if let Some(got) = checksum.filter(|c| !c.is_empty()) {
+        let want = b64(&Sha256::digest(&data));
+        if got != want {
+            return Err(SnapshotError::BadBlockChecksum {
+                id: id.to_string(),
+                index,
+                got,
+                want,
+            });
+        }
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_size_rounds_up_to_whole_gib() {
+        assert_eq!(volume_size_gib(1).unwrap(), 1);
+        assert_eq!(volume_size_gib(GIB).unwrap(), 1);
+        assert_eq!(volume_size_gib(GIB + 1).unwrap(), 2);
+        assert_eq!(volume_size_gib(64 << 20).unwrap(), 1);
+        assert!(volume_size_gib(0).is_err());
+        assert!(volume_size_gib(65537 * GIB).is_err());
+    }
+
+    #[test]
+    fn linear_checksum_hashes_digests_in_order() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        let mut cat = a.to_vec();
+        cat.extend_from_slice(&b);
+        assert_eq!(linear_checksum([&a, &b]), b64(&Sha256::digest(&cat)));
+    }
+
+    #[test]
+    fn client_token_fits_the_api() {
+        let sha = "ab".repeat(32);
+        assert_eq!(client_token(&sha, false, None), sha);
+        let enc = client_token(&sha, true, None);
+        assert_eq!(enc.len(), 64);
+        assert_ne!(enc, sha);
+        assert_ne!(enc, client_token(&sha, true, Some("arn:k")));
+    }
+}

@@ -1,0 +1,141 @@
+//! What the AWS subcommands share: connection flags, the runtime, progress and the summary.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln::aws::{self, AwsOptions, Clients};
+use kiln::sink::ebs::{UploadReport, UploadStats};
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsArgs {
+    /// AWS region (default: the standard chain: AWS_REGION, the profile's region).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile from ~/.aws/config.
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+impl AwsArgs {
+    pub fn connect(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<Clients> {
+        Ok(rt.block_on(aws::connect(&AwsOptions {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+        }))?)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UploadArgs {
+    /// Blocks uploaded at once.
+    #[arg(long, default_value_t = kiln::sink::ebs::DEFAULT_WORKERS)]
+    pub workers: usize,
+    /// Make an encrypted snapshot (every block is written, zeros included).
+    #[arg(long)]
+    pub encrypted: bool,
+    /// KMS key for an encrypted snapshot (implies --encrypted).
+    #[arg(long)]
+    pub kms_key_arn: Option<String>,
+    /// Seconds to wait for the snapshot to become `completed`.
+    #[arg(long, default_value_t = 3600)]
+    pub wait_timeout: u64,
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Draws upload progress until dropped: a bar on a terminal, else a log line every few seconds.
+pub struct Watcher {
+    stop: Arc<Mutex<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    pub fn start(id: &str, stats: Arc<UploadStats>) -> Watcher {
+        let stop = Arc::new(Mutex::new(false));
+        let s2 = stop.clone();
+        let id = id.to_string();
+        let tty = std::io::stderr().is_terminal();
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let total = stats.total_blocks.load(Ordering::Relaxed);
+            let bar = tty.then(|| {
+                let b = ProgressBar::new(total);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {pos}/{len} blocks {binary_bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b.set_message(format!("uploading {id}"));
+                b
+            });
+            let mut last_log = Instant::now();
+            loop {
+                let done = stats.blocks_done.load(Ordering::Relaxed);
+                let sent = stats.bytes_sent.load(Ordering::Relaxed);
+                if let Some(b) = &bar {
+                    b.set_position(done);
+                } else if last_log.elapsed() >= Duration::from_secs(5) {
+                    last_log = Instant::now();
+                    let secs = t0.elapsed().as_secs_f64().max(0.001);
+                    eprintln!(
+                        "uploading {id}: {done}/{total} blocks, {} sent, {:.1} MiB/s",
+                        stats.blocks_sent.load(Ordering::Relaxed),
+                        sent as f64 / secs / 1048576.0
+                    );
+                }
+                if *s2.lock().unwrap_or_else(|e| e.into_inner()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Watcher {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The end-of-upload summary, on stderr.
+pub fn summary(r: &UploadReport) {
+    let secs = r.elapsed.as_secs_f64().max(0.001);
+    eprintln!(
+        "snapshot {} in {}: {} blocks sent ({:.1} MiB), {} zero blocks skipped, {} retries, {:.1}s, {:.1} MiB/s",
+        r.snapshot_id,
+        r.region,
+        r.blocks_sent,
+        r.bytes_sent as f64 / 1048576.0,
+        r.zero_blocks_skipped,
+        r.retries,
+        secs,
+        r.bytes_sent as f64 / secs / 1048576.0
+    );
+}
+
+pub fn upload_json(r: &UploadReport) -> serde_json::Value {
+    serde_json::json!({
+        "snapshot_id": r.snapshot_id,
+        "region": r.region,
+        "blocks_sent": r.blocks_sent,
+        "volume_size_gib": r.volume_size_gib,
+    })
+}

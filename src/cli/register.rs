@@ -1,0 +1,91 @@
+//! `kiln register SNAPSHOT_ID --recipe RECIPE [--json]`: an AMI from a snapshot, as `[ami]` says.
+//! If registration fails, the snapshot is deleted (and the error says so).
+
+use super::aws_common::{self, AwsArgs};
+use kiln::aws::retry::Retrier;
+use kiln::aws::{register, snapshot};
+use kiln::recipe::Recipe;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub snapshot_id: String,
+    /// The recipe whose [ami] table describes the image.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Print {"image_id","snapshot_id","region"} on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for the image to become `available`.
+    #[arg(long, default_value_t = 3600)]
+    pub wait_timeout: u64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
+    let recipe = Recipe::load(&a.recipe)?;
+    let Some(ami) = recipe.ami.clone() else {
+        anyhow::bail!(
+            "{}: the recipe has no [ami] table; add one to register an image",
+            a.recipe.display()
+        );
+    };
+    if a.aws.region.is_none() {
+        a.aws.region = ami.regions.first().cloned();
+    }
+    let rt = aws_common::runtime()?;
+    let clients = a.aws.connect(&rt)?;
+    let retrier = Retrier::default();
+    let id = a.snapshot_id.clone();
+    let result = rt.block_on(async {
+        // The kiln tags the snapshot carries (its image sha256 above all), then [ami.tags].
+        let mut tags: Vec<(String, String)> = register::snapshot_tags(&clients, &retrier, &id)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("kiln:"))
+            .collect();
+        for (k, v) in kiln::aws::kiln_tags(&kiln::aws::ImageIdentity {
+            name: recipe.image.name.clone(),
+            version: recipe.image.version.clone(),
+            sha256: String::new(),
+        }) {
+            if !tags.iter().any(|(t, _)| *t == k) && !v.is_empty() {
+                tags.push((k, v));
+            }
+        }
+        tags.extend(ami.tags.iter().cloned());
+        let image =
+            register::register(&clients, &retrier, &ami, recipe.image.arch, &id, &tags).await?;
+        register::wait_available(
+            &clients,
+            &retrier,
+            &image,
+            Duration::from_secs(a.wait_timeout),
+        )
+        .await?;
+        Ok::<_, anyhow::Error>(image)
+    });
+    let image = match result {
+        Ok(i) => i,
+        Err(e) => {
+            let deleted = rt.block_on(snapshot::delete(&clients, &retrier, &id));
+            match deleted {
+                Ok(()) => anyhow::bail!("{e:#}; deleted snapshot {id} in {}", clients.region),
+                Err(d) => anyhow::bail!(
+                    "{e:#}; snapshot {id} in {} could not be deleted ({d}); delete it by hand",
+                    clients.region
+                ),
+            }
+        }
+    };
+    if a.json {
+        let v = serde_json::json!({"image_id": image, "snapshot_id": id, "region": clients.region});
+        println!("{v}");
+    } else {
+        println!("{image}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

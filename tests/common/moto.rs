@@ -1,0 +1,226 @@
+//! moto_server (the third-party AWS implementation) and the recording proxy in front of it.
+//!
+//! `scripts/test` installs moto into `.venv` and sets `KILN_MOTO_SERVER` to its `moto_server`;
+//! the proxy (`scripts/lib/moto-proxy.py`) runs with the python beside it. Both listen on
+//! 127.0.0.1 only and are killed on drop.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn moto_server() -> PathBuf {
+    match std::env::var_os("KILN_MOTO_SERVER") {
+        Some(p) if Path::new(&p).exists() => PathBuf::from(p),
+        _ => panic!(
+            "KILN_MOTO_SERVER must name a moto_server executable; run scripts/test, which \
+             installs moto into .venv (python3 -m venv .venv && .venv/bin/pip install \
+             'moto[server]>=5.0,<6')"
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Proxy {
+    /// A proxy to `moto` logging into `log`, with extra flags (faults, rewrites).
+    pub fn start(moto: &Moto, log: &Path, flags: &[&str]) -> Proxy {
+        let server = moto_server();
+        let python = server
+            .parent()
+            .map(|d| d.join("python3"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/moto-proxy.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args(["--upstream", &format!("127.0.0.1:{}", moto.port)])
+            .arg("--log")
+            .arg(log)
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the proxy starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the proxy said {line:?}"));
+        Proxy {
+            child,
+            port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Every request logged so far.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The logged requests of one operation.
+    pub fn ops(&self, op: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r["op"] == op)
+            .collect()
+    }
+
+    /// `kiln` with credentials, region and endpoint pointing at this proxy.
+    pub fn kiln(&self) -> Command {
+        endpoint_kiln(self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kiln` configured for an endpoint on 127.0.0.1:`port`.
+pub fn endpoint_kiln(port: u16) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c
+}
+
+/// The state of a snapshot as moto's DescribeSnapshots reports it, `None` if it is gone.
+pub fn snapshot_state(moto: &Moto, id: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(conf);
+        let out = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .expect("DescribeSnapshots");
+        out.snapshots()
+            .iter()
+            .find(|s| s.snapshot_id() == Some(id))
+            .map(|s| {
+                s.state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default()
+            })
+    })
+}
+
+/// A sparse test image (holes on disk) of `size` bytes with `regions` (offset, len) of non-zero bytes.
+pub fn make_image(path: &Path, size: u64, regions: &[(u64, usize)], seed: u8) -> Vec<u8> {
+    let mut data = vec![0u8; size as usize];
+    let mut x = seed as u32 | 1;
+    for &(off, len) in regions {
+        for b in &mut data[off as usize..off as usize + len] {
+            // xorshift: deterministic, never long runs of zeros
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = (x as u8) | 1;
+        }
+    }
+    // Sparse on disk: only the regions are written, the rest stays holes.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for &(off, len) in regions {
+        f.write_all_at(&data[off as usize..off as usize + len], off)
+            .unwrap();
+    }
+    data
+}
+
+/// The SHA-256 (raw) of each non-zero 512 KiB block, by index; the last block zero-padded.
+pub fn nonzero_blocks(data: &[u8]) -> Vec<(u64, [u8; 32])> {
+    use sha2::{Digest, Sha256};
+    data.chunks(512 * 1024)
+        .enumerate()
+        .filter(|(_, c)| c.iter().any(|&b| b != 0))
+        .map(|(i, c)| {
+            let mut block = c.to_vec();
+            block.resize(512 * 1024, 0);
+            (i as u64, Sha256::digest(&block).into())
+        })
+        .collect()
+}
+
+pub fn b64(d: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(d)
+}

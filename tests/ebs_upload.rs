@@ -1,0 +1,326 @@
+//! `kiln upload`, `kiln verify` and `kiln build --upload` against moto, asserting on the requests
+//! themselves as the recording proxy saw them (moto checks neither checksums nor counts).
+
+mod common;
+
+use common::moto::{b64, make_image, nonzero_blocks, snapshot_state, Moto, Proxy};
+use common::sha256_file;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::process::Output;
+
+const MIB: u64 = 1 << 20;
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--rewrite-block-size"],
+    );
+    let img = dir.path().join("disk.raw");
+    // 12 MiB + 64 KiB: the last block is partial. One region crosses a block boundary.
+    let size = 12 * MIB + 64 * 1024;
+    let data = make_image(
+        &img,
+        size,
+        &[
+            (0, 4096),
+            (3 * MIB - 100, 300),
+            (7 * MIB + 5, 70_000),
+            (12 * MIB + 10, 1000),
+        ],
+        7,
+    );
+    let out = ok(&proxy
+        .kiln()
+        .args(["upload", "--json", "--workers", "4"])
+        .arg(&img)
+        .output()
+        .unwrap());
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let id = j["snapshot_id"].as_str().unwrap().to_string();
+    let want = nonzero_blocks(&data);
+    assert_eq!(j["region"], "us-east-1");
+    assert_eq!(j["volume_size_gib"], 1);
+    assert_eq!(j["blocks_sent"], want.len() as u64);
+
+    // StartSnapshot: whole GiB, ClientToken from the image's sha256, the kiln tags.
+    let sha = sha256_file(&img);
+    let start = proxy.ops("StartSnapshot");
+    assert_eq!(start.len(), 1);
+    let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["VolumeSize"], 1);
+    assert_eq!(body["ClientToken"], sha.as_str());
+    assert_eq!(body["Timeout"], 60);
+    let tags = body["Tags"].as_array().unwrap();
+    assert!(tags
+        .iter()
+        .any(|t| t["Key"] == "kiln:image-sha256" && t["Value"] == sha.as_str()));
+
+    // Only non-zero blocks, each with the checksum of its body.
+    let puts = proxy.ops("PutSnapshotBlock");
+    assert_eq!(
+        puts.len(),
+        want.len(),
+        "one PutSnapshotBlock per non-zero block"
+    );
+    for p in &puts {
+        let index: u64 = p["path"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (_, digest) = want
+            .iter()
+            .find(|(i, _)| *i == index)
+            .expect("a non-zero block");
+        assert_eq!(p["headers"]["x-amz-checksum"], b64(digest).as_str());
+        assert_eq!(p["headers"]["x-amz-checksum"], p["body_sha256_b64"]);
+        assert_eq!(p["headers"]["x-amz-checksum-algorithm"], "SHA256");
+        assert_eq!(p["headers"]["x-amz-data-length"], "524288");
+        assert_eq!(p["body_len"], 524288);
+        // Hashed once: SigV4 does not hash the 512 KiB body again.
+        assert_eq!(p["headers"]["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
+    }
+
+    // CompleteSnapshot: the count and the LINEAR aggregate, recomputed from the image.
+    let complete = proxy.ops("CompleteSnapshot");
+    assert_eq!(complete.len(), 1);
+    let h = &complete[0]["headers"];
+    assert_eq!(
+        h["x-amz-changedblockscount"],
+        want.len().to_string().as_str()
+    );
+    let mut agg = Sha256::new();
+    for (_, d) in &want {
+        agg.update(d);
+    }
+    assert_eq!(h["x-amz-checksum"], b64(&agg.finalize()).as_str());
+    assert_eq!(h["x-amz-checksum-aggregation-method"], "LINEAR");
+    assert_eq!(h["x-amz-checksum-algorithm"], "SHA256");
+
+    // Read back: identical.
+    let o = proxy
+        .kiln()
+        .args(["verify", &id])
+        .arg(&img)
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(snapshot_state(&moto, &id).as_deref(), Some("completed"));
+
+    // A different image: exit 1, naming the first differing block.
+    let other = dir.path().join("other.raw");
+    let mut changed = data.clone();
+    changed[(5 * MIB + 3) as usize] = 0xaa; // block 10, which the snapshot does not hold
+    changed[(7 * MIB + 9) as usize] ^= 0xff; // block 14
+    std::fs::write(&other, &changed).unwrap();
+    let o = proxy
+        .kiln()
+        .args(["verify", &id])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("block 10 "), "{text}");
+}
+
+const RECIPE: &str = r#"
+[image]
+name = "ebs-e2e"
+version = "2.0"
+arch = "x86_64"
+size = "64MiB"
+source_date_epoch = 1700000000
+
+[[partition]]
+label = "esp"
+type = "esp"
+size = "34MiB"
+filesystem = "vfat"
+mount = "/boot/efi"
+
+[[partition]]
+label = "root"
+type = "root"
+size = "rest"
+filesystem = "ext4"
+mount = "/"
+
+[[file]]
+path = "/etc/hostname"
+content = "ebs\n"
+
+[[file]]
+path = "/boot/efi/EFI/BOOT/hello.txt"
+content = "hello from the ESP\n"
+"#;
+
+#[test]
+fn build_upload_streams_the_same_disk_as_a_file_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &dir.path().join("cap.jsonl"), &[]);
+
+    let streamed = dir.path().join("streamed/disk.raw");
+    let out = ok(&proxy
+        .kiln()
+        .args(["build", "--upload", "--json", "-o"])
+        .arg(&streamed)
+        .arg(&recipe)
+        .output()
+        .unwrap());
+    assert!(!streamed.exists(), "--upload writes no image file");
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let id = j["snapshot_id"].as_str().unwrap();
+
+    let file = dir.path().join("file/disk.raw");
+    ok(&proxy
+        .kiln()
+        .args(["build", "-o"])
+        .arg(&file)
+        .arg(&recipe)
+        .output()
+        .unwrap());
+    let streamed_m: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("streamed/disk.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let file_m: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("file/disk.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(streamed_m["image"]["sha256"], file_m["image"]["sha256"]);
+    assert_eq!(streamed_m["image"]["sha256"], sha256_file(&file).as_str());
+    assert_eq!(streamed_m["snapshot"]["snapshot_id"], id);
+    assert_eq!(streamed_m["snapshot"]["region"], "us-east-1");
+
+    let data = std::fs::read(&file).unwrap();
+    assert_eq!(j["blocks_sent"], nonzero_blocks(&data).len() as u64);
+    assert_eq!(
+        proxy.ops("PutSnapshotBlock").len(),
+        nonzero_blocks(&data).len()
+    );
+    ok(&proxy
+        .kiln()
+        .args(["verify", id])
+        .arg(&file)
+        .output()
+        .unwrap());
+}
+
+#[test]
+fn interrupted_upload_deletes_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--delay-op", "PutSnapshotBlock:300"],
+    );
+    let img = dir.path().join("disk.raw");
+    make_image(&img, 24 * MIB, &[(0, 24 * MIB as usize)], 3);
+    let child = proxy
+        .kiln()
+        .args(["upload", "--workers", "2"])
+        .arg(&img)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while proxy.ops("PutSnapshotBlock").len() < 2 {
+        assert!(t0.elapsed().as_secs() < 60, "no block was sent");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("snap-"))
+        .expect("stderr names the snapshot")
+        .to_string();
+    assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
+    assert_eq!(snapshot_state(&moto, &id), None, "the snapshot is gone");
+    assert_eq!(proxy.ops("DeleteSnapshot").len(), 1);
+}
+
+#[test]
+fn encrypted_upload_writes_every_block_of_the_volume() {
+    // Unwritten blocks of an encrypted snapshot read back as garbage, so all 2048 blocks of the
+    // 1 GiB volume go out, zeros included. The proxy swallows the blocks (moto would hold 1 GiB).
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--swallow-op", "PutSnapshotBlock"],
+    );
+    let img = dir.path().join("disk.raw");
+    let data = make_image(&img, 2 * MIB, &[(MIB, 10)], 4);
+    let arn = "arn:aws:kms:us-east-1:123456789012:key/kiln-test";
+    let out = ok(&proxy
+        .kiln()
+        .args(["upload", "--json", "--workers", "16", "--kms-key-arn", arn])
+        .arg(&img)
+        .output()
+        .unwrap());
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["blocks_sent"], 2048);
+    let start = proxy.ops("StartSnapshot");
+    let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["Encrypted"], true);
+    assert_eq!(body["KmsKeyArn"], arn);
+    assert_ne!(body["ClientToken"], sha256_file(&img).as_str());
+
+    let mut digests = vec![None; 2048];
+    for p in proxy.ops("PutSnapshotBlock") {
+        let index: usize = p["path"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(p["headers"]["x-amz-checksum"], p["body_sha256_b64"]);
+        digests[index] = Some(p["body_sha256_b64"].as_str().unwrap().to_string());
+    }
+    let zero = b64(&Sha256::digest(vec![0u8; 512 * 1024]));
+    let nonzero = nonzero_blocks(&data);
+    assert_eq!(nonzero.len(), 1);
+    for (i, d) in digests.iter().enumerate() {
+        let d = d
+            .as_deref()
+            .unwrap_or_else(|| panic!("block {i} was not written"));
+        if i as u64 == nonzero[0].0 {
+            assert_eq!(d, b64(&nonzero[0].1));
+        } else {
+            assert_eq!(d, zero, "block {i}");
+        }
+    }
+    let complete = proxy.ops("CompleteSnapshot");
+    assert_eq!(complete[0]["headers"]["x-amz-changedblockscount"], "2048");
+}
