@@ -50,8 +50,53 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// A UTC calendar time: year, month, day, hour, minute, second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub min: u32,
+    pub sec: u32,
+}
+
+/// Seconds since 1970 as a UTC calendar time (Howard Hinnant's `civil_from_days`, proleptic
+/// Gregorian). Every date kiln prints (SBOM, AMI names, FAT timestamps) goes through here.
+pub fn civil(secs: i64) -> Civil {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    Civil {
+        year: yoe + era * 400 + i64::from(month <= 2),
+        month: month as u32,
+        day: day as u32,
+        hour: (rem / 3600) as u32,
+        min: (rem / 60 % 60) as u32,
+        sec: (rem % 60) as u32,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn civil_dates() {
+        let c = super::civil(1_700_000_000);
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.min, c.sec),
+            (2023, 11, 14, 22, 13, 20)
+        );
+        assert_eq!(super::civil(0).year, 1970);
+        assert_eq!(super::civil(951_782_400).day, 29, "2000-02-29");
+    }
+
     use super::*;
 
     #[test]

@@ -80,18 +80,10 @@ impl Arch {
 
 const VOLUME_TYPES: [&str; 7] = ["gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"];
 
-/// `YYYYMMDD` of the UTC day holding `epoch` (Howard Hinnant's civil_from_days).
+/// `YYYYMMDD` of the UTC day holding `epoch`.
 pub fn date_yyyymmdd(epoch: i64) -> String {
-    let z = epoch.div_euclid(86400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}")
+    let c = crate::util::civil(epoch);
+    format!("{:04}{:02}{:02}", c.year, c.month, c.day)
 }
 
 /// Expands `{name}`, `{version}`, `{arch}`, `{date}`; `Err(placeholder)` for any other.

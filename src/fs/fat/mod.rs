@@ -57,24 +57,13 @@ impl fatfs::TimeProvider for FixedTime {
 
 /// Converts Unix time to a FAT date-time in UTC, clamped to FAT's 1980..=2107 range.
 fn fat_datetime(t: Time) -> fatfs::DateTime {
-    let days = t.secs.div_euclid(86_400);
-    let rem = t.secs.rem_euclid(86_400);
-    // Civil-from-days (H. Hinnant's algorithm), proleptic Gregorian.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (year, month, day, rem) = if year < 1980 {
-        (1980, 1, 1, 0)
-    } else if year > 2107 {
-        (2107, 12, 31, 86_399)
+    let c = crate::util::civil(t.secs);
+    let (year, month, day, hour, min, sec) = if c.year < 1980 {
+        (1980, 1, 1, 0, 0, 0)
+    } else if c.year > 2107 {
+        (2107, 12, 31, 23, 59, 59)
     } else {
-        (year, month, day, rem)
+        (c.year, c.month, c.day, c.hour, c.min, c.sec)
     };
     fatfs::DateTime {
         date: fatfs::Date {
@@ -83,9 +72,9 @@ fn fat_datetime(t: Time) -> fatfs::DateTime {
             day: day as u16,
         },
         time: fatfs::Time {
-            hour: (rem / 3600) as u16,
-            min: (rem / 60 % 60) as u16,
-            sec: (rem % 60) as u16,
+            hour: hour as u16,
+            min: min as u16,
+            sec: sec as u16,
             millis: 0,
         },
     }
