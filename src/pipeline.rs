@@ -17,9 +17,12 @@ use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
 use crate::packages::{self, PackageError};
 use crate::recipe::{Filesystem, Recipe, RecipeError};
 use crate::sink::{BlockSink, FileSink, HashSink};
-use crate::tree::{self, ContentStore, Kind, Meta, Node, NodeId, Time, Tree, TreeError};
+use crate::tree::{
+    self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
+};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Reports how far the disk has been written (the CLI draws a bar with it).
@@ -86,11 +89,32 @@ pub struct Prepared {
     pub recipe: Recipe,
     pub plan: DiskPlan,
     pub contents: Vec<Contents>,
-    pub inputs: Vec<InputInfo>,
+    /// The recipe's inputs; `[[tree]]` digests are filled in by [`Prepared::inputs`].
+    inputs: Mutex<Vec<InputInfo>>,
+    pending: Mutex<Option<PendingDigests>>,
     /// Installed Debian packages, sorted by name.
     pub packages: Vec<PackageInfo>,
     /// Holds extracted archive members until the disk is written.
     _store: ContentStore,
+}
+
+impl Prepared {
+    /// The inputs with their digests, waiting for the `[[tree]]` digests still being hashed
+    /// (they run on their own threads while the disk is written).
+    pub fn inputs(&self) -> Result<Vec<InputInfo>, BuildError> {
+        let lock_err = || BuildError::Output {
+            path: PathBuf::from("<inputs>"),
+            source: io::Error::other("input digest state poisoned"),
+        };
+        let mut inputs = self.inputs.lock().map_err(|_| lock_err())?;
+        let pending = self.pending.lock().map_err(|_| lock_err())?.take();
+        if let Some(p) = pending {
+            step("collect_input_digests", || {
+                p.finish(|i, sha| inputs[i].sha256 = sha)
+            })?;
+        }
+        Ok(inputs.clone())
+    }
 }
 
 fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
@@ -141,8 +165,8 @@ pub fn prepare_with(
             packages::etc::configure(&mut base, &recipe, &plan)
         })?;
     }
-    let built = step("install_tree", || {
-        tree::build_tree_on(base, &recipe, &store)
+    let (built, pending) = step("install_tree", || {
+        tree::build_tree_on_deferred(base, &recipe, &store)
     })?;
     let contents = step("split_filesystems", || {
         split_filesystems(built.tree, &recipe, &plan)
@@ -162,7 +186,8 @@ pub fn prepare_with(
         recipe,
         plan,
         contents,
-        inputs,
+        inputs: Mutex::new(inputs),
+        pending: Mutex::new(Some(pending)),
         packages: installed,
         _store: store,
     })
@@ -252,7 +277,7 @@ pub fn write_records(
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest::manifest_path(image);
     let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, sha);
-    m.inputs = prepared.inputs.clone();
+    m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
     m.snapshot = snapshot;
     let out_err = |path: &Path, source| BuildError::Output {

@@ -181,6 +181,7 @@ pub fn unpack_tar(
         tree: std::mem::replace(tree, placeholder),
         sde,
         inputs: Vec::new(),
+        pending: Vec::new(),
     };
     let r = unpack_members(&mut b, store, reader);
     *tree = b.tree;

@@ -44,11 +44,39 @@ pub fn build_tree_on(
     recipe: &Recipe,
     store: &ContentStore,
 ) -> Result<Built, TreeError> {
+    let (mut built, pending) = build_tree_on_deferred(tree, recipe, store)?;
+    pending.finish(|i, sha| built.inputs[i].sha256 = sha)?;
+    Ok(built)
+}
+
+/// Digests of `[[tree]]` inputs still being computed on their own threads, by index into
+/// [`Built::inputs`].
+#[derive(Default)]
+pub struct PendingDigests(Vec<(usize, super::host::PendingDigest)>);
+
+impl PendingDigests {
+    /// Waits for each digest and hands it to `set` with its input's index.
+    pub fn finish(self, mut set: impl FnMut(usize, String)) -> Result<(), TreeError> {
+        for (i, p) in self.0 {
+            set(i, p.wait()?);
+        }
+        Ok(())
+    }
+}
+
+/// [`build_tree_on`], returning before the `[[tree]]` inputs' content digests are done: the
+/// pipeline collects them when it writes the manifest, so hashing overlaps with writing the disk.
+pub fn build_tree_on_deferred(
+    tree: Tree,
+    recipe: &Recipe,
+    store: &ContentStore,
+) -> Result<(Built, PendingDigests), TreeError> {
     let sde = Time::from_secs(recipe.image.source_date_epoch);
     let mut b = Builder {
         tree,
         sde,
         inputs: Vec::new(),
+        pending: Vec::new(),
     };
     for entry in &recipe.entries {
         let pos = &entry.pos;
@@ -102,7 +130,8 @@ pub fn build_tree_on(
                 owner,
                 group,
             } => {
-                let d = host::import(&mut b, pos, source, dest, *owner, *group)?;
+                let (d, pending) = host::import(&mut b, pos, source, dest, *owner, *group)?;
+                b.pending.push((b.inputs.len(), pending));
                 b.inputs.push(d);
             }
             EntryKind::Archive { source, dest } => {
@@ -111,10 +140,13 @@ pub fn build_tree_on(
             }
         }
     }
-    Ok(Built {
-        tree: b.tree,
-        inputs: b.inputs,
-    })
+    Ok((
+        Built {
+            tree: b.tree,
+            inputs: b.inputs,
+        },
+        PendingDigests(b.pending),
+    ))
 }
 
 /// Length and hex SHA-256 of a host file, streamed.
@@ -189,6 +221,8 @@ pub(super) struct Builder {
     /// Every time is clamped to this, and created parents get it.
     pub sde: Time,
     pub inputs: Vec<InputDigest>,
+    /// `[[tree]]` digests being computed, by index into `inputs`.
+    pub pending: Vec<(usize, super::host::PendingDigest)>,
 }
 
 impl Builder {

@@ -69,7 +69,7 @@ pub(super) fn import(
     dest: &str,
     owner: Option<u32>,
     group: Option<u32>,
-) -> Result<InputDigest, TreeError> {
+) -> Result<(InputDigest, PendingDigest), TreeError> {
     let base = b.dest_dir(pos, dest)?;
     let (tx, rx) = sync_channel(4096);
     let hasher = spawn_hasher(rx);
@@ -103,24 +103,47 @@ pub(super) fn import(
         }
         todo.extend(subdirs.into_iter().rev());
     }
+    // Closing the channel lets the hasher finish; it is joined only when the manifest needs the
+    // digest, so hashing the inputs overlaps with writing the disk.
     drop(w);
-    let sha256 = match hasher.join() {
-        Ok(Ok(hex)) => hex,
-        Ok(Err((path, e))) => return Err(io_err(pos, dest, &path, e)),
-        Err(_) => {
-            return Err(io_err(
-                pos,
-                dest,
-                source,
-                io::Error::other("the hasher panicked"),
-            ))
-        }
-    };
-    Ok(InputDigest {
-        kind: "tree",
+    let pending = PendingDigest {
+        handle: hasher,
+        pos: pos.clone(),
+        dest: dest.to_owned(),
         source: source.to_owned(),
-        sha256,
-    })
+    };
+    Ok((
+        InputDigest {
+            kind: "tree",
+            source: source.to_owned(),
+            sha256: String::new(),
+        },
+        pending,
+    ))
+}
+
+/// A `[[tree]]` digest still being computed on its own thread.
+pub struct PendingDigest {
+    handle: JoinHandle<Result<String, (PathBuf, io::Error)>>,
+    pos: Pos,
+    dest: String,
+    source: PathBuf,
+}
+
+impl PendingDigest {
+    /// Waits for the digest.
+    pub fn wait(self) -> Result<String, TreeError> {
+        match self.handle.join() {
+            Ok(Ok(hex)) => Ok(hex),
+            Ok(Err((path, e))) => Err(io_err(&self.pos, &self.dest, &path, e)),
+            Err(_) => Err(io_err(
+                &self.pos,
+                &self.dest,
+                &self.source,
+                io::Error::other("the hasher panicked"),
+            )),
+        }
+    }
 }
 
 impl Walk<'_> {

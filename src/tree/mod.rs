@@ -12,7 +12,9 @@ pub mod path;
 mod store;
 
 pub use archive::{unpack_tar, MemberFailure, MAX_MEMBER_SIZE};
-pub use build::{build_tree, build_tree_on, Built, InputDigest};
+pub use build::{
+    build_tree, build_tree_on, build_tree_on_deferred, Built, InputDigest, PendingDigests,
+};
 pub use error::{ArchiveError, TreeError};
 pub use node::{
     seek_data_ranges, Content, ContentReader, Kind, Meta, Node, NodeId, Time, Tree, HOLE_GRANULE,
