@@ -10,7 +10,6 @@ use std::sync::Mutex;
 
 static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static DONE: AtomicBool = AtomicBool::new(false);
 
 /// Creates something on disk with `create` and registers the path `path_of` gives, atomically
 /// with respect to an interruption: either the interruption sees the path and removes it, or
@@ -38,22 +37,10 @@ pub fn set_interrupted() {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Marks the interruption's cleanup as finished (files removed, actions run).
-pub fn set_cleanup_done() {
-    DONE.store(true, Ordering::SeqCst);
-}
-
 /// Whether cleanup is under way. The main thread must then not exit on its own: the work it was
 /// doing fails (its scratch files are gone), and its exit code would race the signal thread's.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// Remembers `path` (a file or a directory) for removal on interruption.
-pub fn register(path: &Path) {
-    if let Ok(mut v) = PATHS.lock() {
-        v.push(path.to_path_buf());
-    }
 }
 
 /// Forgets `path`: it was persisted or already removed.
@@ -63,32 +50,6 @@ pub fn unregister(path: &Path) {
             v.remove(i);
         }
     }
-}
-
-/// Marks the process as interrupted, then removes every registered path; returns those removed.
-///
-/// Work still running on other threads fails once its files vanish; [`wait_if_interrupted`]
-/// lets the main thread tell that failure apart from a real error.
-pub fn interrupt_and_remove_all() -> Vec<PathBuf> {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    let removed = remove_all();
-    DONE.store(true, Ordering::SeqCst);
-    removed
-}
-
-/// If an interruption is under way, waits (up to 30 s) for its cleanup to finish and returns
-/// true: the caller should then exit as interrupted rather than report an error.
-pub fn wait_if_interrupted() -> bool {
-    if !INTERRUPTED.load(Ordering::SeqCst) {
-        return false;
-    }
-    for _ in 0..3000 {
-        if DONE.load(Ordering::SeqCst) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    true
 }
 
 /// Removes every registered path; returns those that were removed.

@@ -10,21 +10,24 @@ fn main() -> ExitCode {
     cli::init_logging(args.verbose);
     cli::install_interrupt_cleanup();
     let result = cli::run(args);
-    if kiln::cleanup::interrupted() {
-        // The signal thread is cleaning up and exits with 130; let it.
-        loop {
-            std::thread::park();
-        }
-    }
+    park_if_interrupted();
     match result {
         Ok(code) => code,
         Err(e) => {
-            if kiln::cleanup::wait_if_interrupted() {
-                // The signal thread has reported and cleaned up; this error is its consequence.
-                std::process::exit(130);
-            }
+            // An error may be the interruption's consequence (its files vanished): check again.
+            park_if_interrupted();
             eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// While the signal thread cleans up it owns the exit (code 130); the main thread must not
+/// race it with an exit code or an error of its own.
+fn park_if_interrupted() {
+    if kiln::cleanup::interrupted() {
+        loop {
+            std::thread::park();
         }
     }
 }

@@ -88,7 +88,6 @@ pub fn install_interrupt_cleanup() {
                     Err(e) => eprintln!("  {e}"),
                 }
             }
-            kiln::cleanup::set_cleanup_done();
             std::process::exit(130);
         }
     });

@@ -33,6 +33,16 @@ impl SparseImage {
         self.len == 0
     }
 
+    /// The chunk holding the current position, the offset in it, and how many of `want` bytes
+    /// fit before the chunk or the device ends. The caller checks `pos < len` first.
+    fn span(&self, want: usize) -> (u64, usize, usize) {
+        let off = (self.pos % CHUNK) as usize;
+        let n = want
+            .min(CHUNK as usize - off)
+            .min((self.len - self.pos) as usize);
+        (self.pos / CHUNK, off, n)
+    }
+
     /// Bytes of memory held by written chunks.
     pub fn resident(&self) -> u64 {
         self.chunks.len() as u64 * CHUNK
@@ -86,12 +96,7 @@ impl Read for SparseImage {
         if self.pos >= self.len {
             return Ok(0);
         }
-        let idx = self.pos / CHUNK;
-        let off = (self.pos % CHUNK) as usize;
-        let n = buf
-            .len()
-            .min((CHUNK as usize) - off)
-            .min((self.len - self.pos) as usize);
+        let (idx, off, n) = self.span(buf.len());
         match self.chunks.get(&idx) {
             Some(c) => buf[..n].copy_from_slice(&c[off..off + n]),
             None => buf[..n].fill(0),
@@ -109,12 +114,7 @@ impl Write for SparseImage {
                 "write past the end of the device",
             ));
         }
-        let idx = self.pos / CHUNK;
-        let off = (self.pos % CHUNK) as usize;
-        let n = buf
-            .len()
-            .min((CHUNK as usize) - off)
-            .min((self.len - self.pos) as usize);
+        let (idx, off, n) = self.span(buf.len());
         let src = &buf[..n];
         match self.chunks.get_mut(&idx) {
             Some(c) => c[off..off + n].copy_from_slice(src),
