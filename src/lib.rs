@@ -2,9 +2,11 @@
 //! them as AMIs.
 //!
 //! The modules follow the pipeline:
-//! `recipe → tree → fs/{fat,ext4} → disk → sink/{file,ebs}`; [`pipeline`] strings them together.
+//! `recipe → tree → fs/{fat,ext4} → disk → sink/{file,ebs}`, with `boot/` adding the loader,
+//! kernel and initrd to the tree; [`pipeline`] strings them together.
 
 pub mod aws;
+pub mod boot;
 pub mod cleanup;
 pub mod disk;
 pub mod fs;

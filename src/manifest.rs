@@ -26,6 +26,9 @@ pub struct Manifest {
     /// Every installed Debian package, sorted by name (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<PackageInfo>,
+    /// `"uefi"` when `[boot]` installed a UEFI loader (EC2's RegisterImage BootMode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<String>,
     /// The EBS snapshot the disk was streamed into (`kiln build --upload`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
@@ -155,6 +158,7 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
         },
         inputs: Vec::new(),
         packages: Vec::new(),
+        boot_mode: None,
         snapshot: None,
     }
 }

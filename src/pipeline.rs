@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
-//!             → configure_etc → install_tree → split_filesystems → check_fit
+//!             → configure_etc | configure_fstab → install_tree → install_bootloader
+//!             → split_filesystems → check_fit
 //!             → write_disk (GPT head, each filesystem, GPT tail; hashed as it streams)
 //!             → finalize_image → write_manifest → write_sbom
 //! ```
@@ -10,6 +11,7 @@
 //! Each step is logged and timed through `tracing`. The disk is streamed into a
 //! [`BlockSink`], so the same steps write an image file or feed an uploader.
 
+use crate::boot::{self, BootError};
 use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
 use crate::fs::ext4;
@@ -82,6 +84,8 @@ pub enum BuildError {
     Output { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Packages(#[from] PackageError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
 }
 
 /// A recipe turned into filesystems' trees and a disk plan: everything needed to stream the disk.
@@ -94,6 +98,8 @@ pub struct Prepared {
     pending: Mutex<Option<PendingDigests>>,
     /// Installed Debian packages, sorted by name.
     pub packages: Vec<PackageInfo>,
+    /// What `[boot]` installed (loader, kernel, command line).
+    pub boot: Option<boot::Installed>,
     /// Holds extracted archive members until the disk is written.
     _store: ContentStore,
 }
@@ -145,7 +151,7 @@ pub fn prepare_with(
     let plan = step("plan_disk", || layout::plan(&recipe))?;
     let sde = Time::from_secs(recipe.image.source_date_epoch);
     let mut base = Tree::new(Meta::new(0o755, 0, 0, sde));
-    let mut installed = Vec::new();
+    let mut installed_packages = Vec::new();
     if recipe.packages.is_some() {
         let fetcher = packages::Fetcher::new(popts.cache.clone());
         let chosen = step("resolve_packages", || match locked {
@@ -158,16 +164,27 @@ pub fn prepare_with(
         base = step("install_packages", || {
             packages::install_packages(&recipe, &chosen, &debs, &store)
         })?;
-        installed = packages::package_infos(&chosen);
+        installed_packages = packages::package_infos(&chosen);
     }
     if recipe.packages.is_some() || !recipe.users.is_empty() || !recipe.groups.is_empty() {
         step("configure_etc", || {
             packages::etc::configure(&mut base, &recipe, &plan)
         })?;
+    } else if recipe.boot.is_some() {
+        // Before install_tree, so that a recipe's own /etc/fstab replaces it.
+        step("configure_fstab", || {
+            boot::install_fstab(&mut base, &plan, sde)
+        })?;
     }
-    let (built, pending) = step("install_tree", || {
+    let (mut built, pending) = step("install_tree", || {
         tree::build_tree_on_deferred(base, &recipe, &store)
     })?;
+    let installed = match &recipe.boot {
+        Some(b) => Some(step("install_bootloader", || {
+            boot::install(&mut built.tree, &recipe, b, &plan, &store)
+        })?),
+        None => None,
+    };
     let contents = step("split_filesystems", || {
         split_filesystems(built.tree, &recipe, &plan)
     })?;
@@ -188,7 +205,8 @@ pub fn prepare_with(
         contents,
         inputs: Mutex::new(inputs),
         pending: Mutex::new(Some(pending)),
-        packages: installed,
+        packages: installed_packages,
+        boot: installed,
         _store: store,
     })
 }
@@ -280,6 +298,11 @@ pub fn write_records(
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
     m.snapshot = snapshot;
+    m.boot_mode = prepared
+        .boot
+        .as_ref()
+        .and_then(|b| b.boot_mode())
+        .map(str::to_string);
     let out_err = |path: &Path, source| BuildError::Output {
         path: path.to_path_buf(),
         source,

@@ -42,6 +42,7 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
         users: vec![],
         groups: vec![],
         ami: None,
+        boot: None,
     }
 }
 

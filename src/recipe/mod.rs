@@ -13,6 +13,7 @@
 //! `/etc`, then the entries above on top (so the recipe's own files win).
 
 mod ami;
+mod boot;
 mod error;
 mod expand;
 mod layout;
@@ -22,6 +23,7 @@ mod size;
 mod system;
 
 pub use ami::{Ami, AmiVolume, BootMode};
+pub use boot::{Boot, Compression, Initrd, KernelChoice, Loader};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use parse::{parse_guid, EnvLookup};
@@ -176,6 +178,8 @@ pub struct Recipe {
     pub groups: Vec<Group>,
     /// `[ami]`: how `kiln register` makes an AMI of this image.
     pub ami: Option<Ami>,
+    /// `[boot]`: the boot loader, kernel command line and generated initrd.
+    pub boot: Option<Boot>,
 }
 
 /// Where a `[[repository]]` lives.

@@ -79,6 +79,10 @@ impl Recipe {
             Some(a) => Some(ctx.ami(a, &image)?),
             None => None,
         };
+        let boot = match &raw.boot {
+            Some(b) => Some(ctx.boot(b, &partitions)?),
+            None => None,
+        };
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
@@ -90,6 +94,7 @@ impl Recipe {
             users,
             groups,
             ami,
+            boot,
         })
     }
 }

@@ -61,6 +61,7 @@ pub struct RawRecipe {
     #[serde(default)]
     pub group: Vec<Spanned<RawGroup>>,
     pub ami: Option<Spanned<RawAmi>>,
+    pub boot: Option<Spanned<super::boot::RawBoot>>,
 }
 
 #[derive(Debug, Deserialize)]
