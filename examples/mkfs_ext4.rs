@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         users: Vec::new(),
         groups: Vec::new(),
         ami: None,
+        boot: None,
     };
     let store = ContentStore::new()?;
     let built = build_tree(&recipe, &store)?;
