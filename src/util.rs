@@ -84,31 +84,6 @@ pub fn civil(secs: i64) -> Civil {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn civil_dates() {
-        let c = super::civil(1_700_000_000);
-        assert_eq!(
-            (c.year, c.month, c.day, c.hour, c.min, c.sec),
-            (2023, 11, 14, 22, 13, 20)
-        );
-        assert_eq!(super::civil(0).year, 1970);
-        assert_eq!(super::civil(951_782_400).day, 29, "2000-02-29");
-    }
-
-    use super::*;
-
-    #[test]
-    fn derived_uuids_are_stable_and_distinct() {
-        let a = derive_uuid("s", "disk");
-        assert_eq!(a, derive_uuid("s", "disk"));
-        assert_ne!(a, derive_uuid("s", "root"));
-        assert_eq!(a[6] >> 4, 4);
-        assert_eq!(uuid_string(&a).len(), 36);
-    }
-}
-
 /// Writes `bytes` to `path` atomically: a temp file beside it (removed on Ctrl-C), mode 0644,
 /// renamed over `path` only once everything is written.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -136,4 +111,29 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
         .and_then(|()| tmp.persist(path).map(drop).map_err(|e| e.error));
     crate::cleanup::unregister(&tmp_path);
     done
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        let c = super::civil(1_700_000_000);
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.min, c.sec),
+            (2023, 11, 14, 22, 13, 20)
+        );
+        assert_eq!(super::civil(0).year, 1970);
+        assert_eq!(super::civil(951_782_400).day, 29, "2000-02-29");
+    }
+
+    use super::*;
+
+    #[test]
+    fn derived_uuids_are_stable_and_distinct() {
+        let a = derive_uuid("s", "disk");
+        assert_eq!(a, derive_uuid("s", "disk"));
+        assert_ne!(a, derive_uuid("s", "root"));
+        assert_eq!(a[6] >> 4, 4);
+        assert_eq!(uuid_string(&a).len(), 36);
+    }
 }
