@@ -75,7 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 /// this size (the sha256 is checked as the image streams).
 fn manifest_identity(image: &std::path::Path, size: u64) -> Option<ImageIdentity> {
     let m = kiln::manifest::read(&kiln::manifest::manifest_path(image)).ok()?;
-    (m.image.size == size && m.image.sha256.len() == 64).then(|| ImageIdentity {
+    (m.image.size == size && m.image.sha256.len() == 64).then_some(ImageIdentity {
         name: m.name,
         version: m.version,
         sha256: m.image.sha256,
