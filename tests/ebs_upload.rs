@@ -3,24 +3,14 @@
 
 mod common;
 
+use common::ok;
+
 use common::moto::{b64, make_image, nonzero_blocks, snapshot_state, Moto, Proxy};
 use common::sha256_file;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::process::Output;
 
 const MIB: u64 = 1 << 20;
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
