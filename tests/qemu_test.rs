@@ -233,7 +233,7 @@ fn a_good_image_passes_and_is_never_modified_virtio_without_initrd_panics() {
 }
 
 #[test]
-fn an_init_that_prints_nothing_fails_and_shows_the_console() {
+fn an_init_that_prints_nothing_fails_and_shows_the_console_and_kiln_boot_runs_it() {
     let dir = tempfile::tempdir().unwrap();
     let img = build_image(dir.path(), "silent", Init::PrintsNothing, true);
     let o = kiln_test(&img, &["-v"]);
@@ -254,6 +254,24 @@ fn an_init_that_prints_nothing_fails_and_shows_the_console() {
         text(&o)
     );
     assert!(dir.path().join("silent.console.log").is_file());
+
+    // `kiln boot` gives QEMU the terminal: here stdout. The guest powers off, QEMU exits 0.
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("boot")
+        .arg(&img)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("Linux version 6."), "{}", text(&o));
+    assert!(stdout.contains("reboot: Power down"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("-device nvme,serial=kiln-disk0,drive=disk0"),
+        "{}",
+        text(&o)
+    );
+    assert_no_qemu_for(&img);
     assert_no_temp_files(dir.path());
 }
 
