@@ -399,3 +399,61 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
         .collect();
     assert_eq!(names, ["empty.raw"]);
 }
+
+#[test]
+fn an_aarch64_image_gets_the_aarch64_machine_from_its_manifest_or_gpt() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("arm.toml");
+    std::fs::write(
+        &recipe,
+        r#"
+[image]
+name = "arm"
+version = "1"
+arch = "aarch64"
+size = "80MiB"
+[[partition]]
+label = "esp"
+type = "esp"
+size = "40MiB"
+filesystem = "vfat"
+mount = "/boot/efi"
+[[partition]]
+label = "root"
+type = "root"
+size = "rest"
+filesystem = "ext4"
+mount = "/"
+"#,
+    )
+    .unwrap();
+    let img = dir.path().join("arm.raw");
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("build")
+            .arg(&recipe)
+            .arg("-o")
+            .arg(&img),
+    );
+    for with_manifest in [true, false] {
+        if !with_manifest {
+            std::fs::remove_file(dir.path().join("arm.manifest.json")).unwrap();
+        }
+        let o = kiln_test(&img, &["-v"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        // AAVMF on the virt machine, the empty ESP seen as nothing to boot.
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(
+                "qemu-system-aarch64 -machine virt -cpu cortex-a57 -m 1024 -nographic -no-reboot -net none -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd"
+            ),
+            "{}",
+            text(&o)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stdout)
+                .contains("the firmware found no bootloader on the disk"),
+            "{}",
+            text(&o)
+        );
+    }
+}
