@@ -107,7 +107,12 @@ pub fn run(a: Args, verbose: u8) -> anyhow::Result<ExitCode> {
         stream: verbose > 0,
         machine: a.machine.options(),
     };
-    let outcome = match qemu::test_image(&a.image, &opts) {
+    let result = qemu::test_image(&a.image, &opts);
+    if kiln::cleanup::interrupted() {
+        // Ctrl-C ended QEMU; the signal thread reports and exits (130).
+        return Ok(ExitCode::from(130));
+    }
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
