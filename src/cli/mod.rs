@@ -1,9 +1,11 @@
 //! Subcommands. Each module owns its arguments and its `run`.
 
 mod aws_common;
+mod boot;
 mod build;
 mod lock;
 mod register;
+mod test;
 mod upload;
 mod verify;
 
@@ -33,6 +35,10 @@ pub enum Command {
     Verify(verify::Args),
     /// Register an AMI from a snapshot, as the recipe's [ami] says.
     Register(register::Args),
+    /// Boot an image under QEMU (UEFI) and wait for a marker on its serial console (exit 0 pass, 1 fail, 2 error).
+    Test(test::Args),
+    /// Boot an image under QEMU with its serial console on this terminal.
+    Boot(boot::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -42,6 +48,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upload(a) => upload::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Register(a) => register::run(a),
+        Command::Test(a) => test::run(a, cli.verbose),
+        Command::Boot(a) => boot::run(a),
     }
 }
 
