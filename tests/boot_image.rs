@@ -545,8 +545,14 @@ fn arm64_image_boots_with_aavmf() {
     // Debian's arm64 vmlinuz is gzip; UEFI's LoadImage wants the PE inside it.
     let k = b.dir().join("linux");
     b.mcopy(&format!("/debian-minimal-arm64/{ver}/linux"), &k);
-    let head = run_ok(Command::new("objdump").arg("-f").arg(&k));
-    assert!(head.contains("pei-aarch64-little"), "{head}");
+    // (the host's x86 binutils reads no arm64 PE: binutils-aarch64-linux-gnu's does)
+    let head = run_ok(Command::new("aarch64-linux-gnu-objdump").arg("-f").arg(&k));
+    assert!(head.contains("file format pei-aarch64-little"), "{head}");
+    let bb = b.dir().join("BOOTAA64.EFI");
+    b.mcopy("/EFI/BOOT/BOOTAA64.EFI", &bb);
+    let pkg = b.dir().join("systemd-bootaa64.efi");
+    b.dump("/usr/lib/systemd/boot/efi/systemd-bootaa64.efi", &pkg);
+    assert_eq!(std::fs::read(&bb).unwrap(), std::fs::read(&pkg).unwrap());
     assert_boots(
         &b,
         &[],
