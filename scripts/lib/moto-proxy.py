@@ -162,7 +162,7 @@ def main():
             conn.request(self.command, self.path, body=body, headers=fwd)
             resp = conn.getresponse()
             data = resp.read()
-            if op == "StartSnapshot" and args.rewrite_block_size and resp.status == 200:
+            if op == "StartSnapshot" and args.rewrite_block_size and resp.status in (200, 201):
                 j = json.loads(data)
                 j["BlockSize"] = 524288
                 data = json.dumps(j).encode()
