@@ -21,7 +21,9 @@ mod raw;
 mod size;
 mod system;
 
-pub use ami::{Ami, AmiVolume, BootMode};
+pub use ami::{
+    format_utc, parse_duration, parse_utc, Ami, AmiVolume, BootMode, Deprecation, Shares,
+};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use parse::{parse_guid, EnvLookup};
