@@ -8,7 +8,7 @@ use crate::disk::layout::DiskPlan;
 use crate::recipe::{Filesystem, Recipe};
 use crate::util::uuid_string;
 use serde::{Deserialize, Serialize};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -165,29 +165,10 @@ pub fn write(manifest: &Manifest, path: &Path) -> io::Result<()> {
 }
 
 /// Writes any value atomically (temp file + rename) as pretty JSON.
-pub fn write_json<T: Serialize>(manifest: &T, path: &Path) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = crate::cleanup::create_registered(
-        || {
-            tempfile::Builder::new()
-                .prefix(".manifest.")
-                .tempfile_in(dir)
-        },
-        |t| t.path().to_path_buf(),
-    )?;
-    let tmp_path = tmp.path().to_path_buf();
-    serde_json::to_writer_pretty(&mut tmp, manifest)?;
-    tmp.write_all(b"\n")?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    let done = tmp.persist(path).map_err(|e| e.error);
-    crate::cleanup::unregister(&tmp_path);
-    done?;
-    Ok(())
+pub fn write_json<T: Serialize>(value: &T, path: &Path) -> io::Result<()> {
+    let mut body = serde_json::to_vec_pretty(value)?;
+    body.push(b'\n');
+    crate::util::write_atomic(path, &body)
 }
 
 pub fn read(path: &Path) -> io::Result<Manifest> {

@@ -84,6 +84,35 @@ pub fn civil(secs: i64) -> Civil {
     }
 }
 
+/// Writes `bytes` to `path` atomically: a temp file beside it (removed on Ctrl-C), mode 0644,
+/// renamed over `path` only once everything is written.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = crate::cleanup::create_registered(
+        || {
+            tempfile::Builder::new()
+                .prefix(".kiln-tmp.")
+                .tempfile_in(dir)
+        },
+        |t| t.path().to_path_buf(),
+    )?;
+    let tmp_path = tmp.path().to_path_buf();
+    let done = tmp
+        .write_all(bytes)
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .and_then(|()| tmp.persist(path).map(drop).map_err(|e| e.error));
+    crate::cleanup::unregister(&tmp_path);
+    done
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -3,20 +3,10 @@
 
 mod common;
 
+use common::ok;
+
 use common::moto::{make_image, snapshot_state, Moto, Proxy};
 use serde_json::Value;
-use std::process::Output;
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 const RECIPE: &str = r#"
 [image]

@@ -3,24 +3,14 @@
 
 mod common;
 
+use common::ok;
+
 use common::moto::{b64, make_image, nonzero_blocks, snapshot_state, Moto, Proxy};
 use common::sha256_file;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::process::Output;
 
 const MIB: u64 = 1 << 20;
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
@@ -323,4 +313,90 @@ fn encrypted_upload_writes_every_block_of_the_volume() {
     }
     let complete = proxy.ops("CompleteSnapshot");
     assert_eq!(complete[0]["headers"]["x-amz-changedblockscount"], "2048");
+}
+
+/// A manifest beside the image names its hash, so `kiln upload` reads the image once, hashing
+/// as it streams; if the bytes are not the manifest's, the snapshot is deleted.
+#[test]
+fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &dir.path().join("cap.jsonl"), &[]);
+    let img = dir.path().join("disk.raw");
+    ok(&proxy
+        .kiln()
+        .args(["build", "-o"])
+        .arg(&img)
+        .arg(&recipe)
+        .output()
+        .unwrap());
+    let sha = sha256_file(&img);
+    let out = ok(&proxy.kiln().arg("upload").arg(&img).output().unwrap());
+    let start = proxy.ops("StartSnapshot");
+    let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["ClientToken"], sha.as_str());
+    let tags = body["Tags"].as_array().unwrap();
+    for (k, v) in [("kiln:name", "ebs-e2e"), ("kiln:version", "2.0")] {
+        assert!(
+            tags.iter().any(|t| t["Key"] == k && t["Value"] == v),
+            "{k}={v} in {tags:?}"
+        );
+    }
+    assert_eq!(
+        snapshot_state(&moto, out.trim()).as_deref(),
+        Some("completed")
+    );
+
+    // Same size, one byte changed in the root filesystem's data: the manifest no longer holds.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(b"X", 60 << 20).unwrap();
+    drop(f);
+    let o = proxy.kiln().arg("upload").arg(&img).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("but its manifest says"), "{err}");
+    let deletes = proxy.ops("DeleteSnapshot");
+    assert_eq!(deletes.len(), 1, "{err}");
+    let id = deletes[0]["params"]["SnapshotId"].as_str().unwrap();
+    assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
+    assert_eq!(snapshot_state(&moto, id), None);
+    assert_eq!(
+        proxy.ops("CompleteSnapshot").len(),
+        1,
+        "only the good upload completed"
+    );
+}
+
+/// `build --upload` tags the snapshot with the disk's hash before completing it; a failed
+/// CreateTags fails the upload and deletes the snapshot rather than leaving it untagged.
+#[test]
+fn build_upload_never_leaves_an_untagged_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--fail-op", "CreateTags"],
+    );
+    let o = proxy
+        .kiln()
+        .args(["build", "--upload", "-o"])
+        .arg(dir.path().join("disk.raw"))
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("tagging the snapshot"), "{err}");
+    let deletes = proxy.ops("DeleteSnapshot");
+    assert_eq!(deletes.len(), 1, "{err}");
+    let id = deletes[0]["params"]["SnapshotId"].as_str().unwrap();
+    assert_eq!(snapshot_state(&moto, id), None);
+    assert!(proxy.ops("CompleteSnapshot").is_empty());
+    assert!(!dir.path().join("disk.manifest.json").exists());
 }

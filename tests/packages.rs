@@ -491,3 +491,69 @@ fn required_adds_essential_and_required_packages() {
         file_text(root_tree(&q), "/var/lib/dpkg/status")
     );
 }
+
+/// The resolution is kept in the cache under the indexes' digests and the request: the same
+/// index and request answer from the cache, a republished index or a changed request resolve
+/// anew.
+#[test]
+fn resolution_is_cached_per_index_digest() {
+    let s = setup(&universe());
+    let r = write_recipe(&s, &s.repo.file_uri(), &["app"], &[]);
+    let version = |p: &Prepared, n: &str| {
+        p.packages
+            .iter()
+            .find(|i| i.name == n)
+            .map(|i| i.version.clone())
+    };
+    let first = prepare(&s, &r, false).unwrap();
+    assert_eq!(version(&first, "libfoo").as_deref(), Some("2.1-1"));
+    let resolved = s.cache.join("resolved");
+    let entries = || std::fs::read_dir(&resolved).unwrap().count();
+    assert_eq!(entries(), 1);
+    let again = prepare(&s, &r, false).unwrap();
+    assert_eq!(again.packages, first.packages);
+    assert_eq!(entries(), 1);
+    // The answer really comes from the cache: point the kept libfoo at 1.5-1 (a real package
+    // of the repository, so the fetch still verifies) and that is what gets installed.
+    let kept = std::fs::read_dir(&resolved)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let old = DebSpec::new("libfoo", "1.5-1");
+    let old_deb = std::fs::read(s.repo.deb_path(&old)).unwrap();
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let new = DebSpec::new("libfoo", "2.1-1");
+    let new_deb = std::fs::read(s.repo.deb_path(&new)).unwrap();
+    let edited = text
+        .replace("\"2.1-1\"", "\"1.5-1\"")
+        .replace("libfoo_2.1-1_", "libfoo_1.5-1_")
+        .replace(
+            &common::debrepo::sha256(&new_deb),
+            &common::debrepo::sha256(&old_deb),
+        )
+        .replace(
+            &format!("size = {}", new_deb.len()),
+            &format!("size = {}", old_deb.len()),
+        );
+    assert_ne!(edited, text);
+    std::fs::write(&kept, edited).unwrap();
+    let from_cache = prepare(&s, &r, false).unwrap();
+    assert_eq!(version(&from_cache, "libfoo").as_deref(), Some("1.5-1"));
+    std::fs::write(&kept, text).unwrap();
+
+    // A new libfoo in a republished index: a new key, a new answer.
+    let mut debs = universe();
+    debs.push(DebSpec::new("libfoo", "2.2-1"));
+    s.repo.publish(&debs);
+    let newer = prepare(&s, &r, false).unwrap();
+    assert_eq!(version(&newer, "libfoo").as_deref(), Some("2.2-1"));
+    assert_eq!(entries(), 2);
+    // A changed request under the same index is not answered from the cache either.
+    let r = write_recipe(&s, &s.repo.file_uri(), &["app", "busybox"], &[]);
+    let other = prepare(&s, &r, false).unwrap();
+    assert_eq!(version(&other, "busybox").as_deref(), Some("1.35-1"));
+    assert_eq!(version(&other, "libfoo").as_deref(), Some("2.2-1"));
+    assert_eq!(entries(), 3);
+}

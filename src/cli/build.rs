@@ -133,24 +133,27 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     let clients = args.aws.connect(&rt)?;
     let retrier = Retrier::default();
     let mut sha = None;
+    // The kiln:image-sha256 tag goes on while the snapshot is still pending, inside the upload:
+    // if tagging fails, the upload fails and the snapshot is deleted, never left untagged.
     let report =
         super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
             let s = pipeline::write_disk(&prepared, sink, None).map_err(|e| e.to_string())?;
+            identity.sha256 = s.clone();
+            let tag: Vec<_> = kiln_tags(&identity)
+                .into_iter()
+                .filter(|(k, _)| k == "kiln:image-sha256")
+                .collect();
+            rt.block_on(snapshot::add_tags(
+                &clients,
+                &retrier,
+                &sink.snapshot().id,
+                &tag,
+            ))
+            .map_err(|e| format!("tagging the snapshot: {e}"))?;
             sha = Some(s);
             Ok(())
         })?;
     let sha = sha.unwrap_or_default();
-    identity.sha256 = sha.clone();
-    let tag: Vec<_> = kiln_tags(&identity)
-        .into_iter()
-        .filter(|(k, _)| k == "kiln:image-sha256")
-        .collect();
-    rt.block_on(snapshot::add_tags(
-        &clients,
-        &retrier,
-        &report.snapshot_id,
-        &tag,
-    ))?;
     aws_common::summary(&report);
     let snapshot = manifest::SnapshotInfo {
         snapshot_id: report.snapshot_id.clone(),

@@ -5,6 +5,7 @@ use kiln::aws::retry::Retrier;
 use kiln::aws::snapshot::{client_token, SnapshotSpec, DEFAULT_TIMEOUT_MINUTES};
 use kiln::aws::upload::{self, UploadOptions};
 use kiln::aws::{kiln_tags, ImageIdentity};
+use kiln::sink::HashSink;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -27,16 +28,39 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let size = std::fs::metadata(&a.image)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
-    // The ClientToken and the tags need the image's hash before the first block.
-    let sha256 = kiln::util::sha256_file(&a.image)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
-    let identity = identity(&a.image, sha256.clone());
+    // The ClientToken and the tags need the image's hash before the first block. A manifest
+    // beside the image names it, so the image is read once: hashed while it streams, and the
+    // upload fails (deleting the snapshot) if the bytes sent are not the manifest's. Without a
+    // manifest the image is hashed first, then read again to upload.
+    let claimed = manifest_identity(&a.image, size);
+    let identity = match &claimed {
+        Some(id) => id.clone(),
+        None => {
+            let sha256 = kiln::util::sha256_file(&a.image)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
+            stem_identity(&a.image, sha256)
+        }
+    };
     let rt = aws_common::runtime()?;
     let clients = a.aws.connect(&rt)?;
     let retrier = Retrier::default();
     let spec = spec(&identity, size, &a.upload);
     let report = run_upload(&rt, &clients, &retrier, &spec, &a.upload, |sink| {
-        upload::write_file(&a.image, sink)
+        if claimed.is_none() {
+            return upload::write_file(&a.image, sink);
+        }
+        let mut hashed = HashSink::new(sink);
+        upload::write_file(&a.image, &mut hashed)?;
+        let (_, sent) = hashed.finish(size).map_err(|e| e.to_string())?;
+        if sent != identity.sha256 {
+            return Err(format!(
+                "{}: its sha256 is {sent}, but its manifest says {}; rebuild the image or \
+                 remove the stale manifest",
+                a.image.display(),
+                identity.sha256
+            ));
+        }
+        Ok(())
     })?;
     aws_common::summary(&report);
     if a.json {
@@ -47,22 +71,26 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Name and version from the manifest beside the image, else the file's stem.
-fn identity(image: &std::path::Path, sha256: String) -> ImageIdentity {
-    match kiln::manifest::read(&kiln::manifest::manifest_path(image)) {
-        Ok(m) if m.image.sha256 == sha256 => ImageIdentity {
-            name: m.name,
-            version: m.version,
-            sha256,
-        },
-        _ => ImageIdentity {
-            name: image
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            version: "unknown".into(),
-            sha256,
-        },
+/// Name, version and sha256 from the manifest beside the image, if it describes a disk of
+/// this size (the sha256 is checked as the image streams).
+fn manifest_identity(image: &std::path::Path, size: u64) -> Option<ImageIdentity> {
+    let m = kiln::manifest::read(&kiln::manifest::manifest_path(image)).ok()?;
+    (m.image.size == size && m.image.sha256.len() == 64).then_some(ImageIdentity {
+        name: m.name,
+        version: m.version,
+        sha256: m.image.sha256,
+    })
+}
+
+/// Without a manifest: the file's stem names the image.
+fn stem_identity(image: &std::path::Path, sha256: String) -> ImageIdentity {
+    ImageIdentity {
+        name: image
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        version: "unknown".into(),
+        sha256,
     }
 }
 

@@ -23,7 +23,9 @@ pub struct Unpacked {
     pub files: Vec<String>,
 }
 
-fn decoder<'a>(name: &str, r: Box<dyn Read + 'a>) -> std::io::Result<Option<Box<dyn Read + 'a>>> {
+type Stream<'a> = Box<dyn Read + Send + 'a>;
+
+fn decoder<'a>(name: &str, r: Stream<'a>) -> std::io::Result<Option<Stream<'a>>> {
     Ok(Some(if name.ends_with(".xz") {
         Box::new(xz2::read::XzDecoder::new_multi_decoder(r))
     } else if name.ends_with(".zst") {
@@ -77,17 +79,22 @@ pub fn unpack(
             read_control(&mut r, &mut out).map_err(|e| fail(format!("{name}: {e}")))?;
             seen_control = true;
         } else if name.starts_with("data.tar") {
-            let mut r = decoder(&name, Box::new(entry))
+            let r = decoder(&name, Box::new(entry))
                 .map_err(|e| fail(format!("{name}: {e}")))?
                 .ok_or_else(|| fail(format!("has an unknown compression: {name}")))?;
-            let names =
-                unpack_tar(tree, sde, store, &mut r).map_err(|m| PackageError::DebMember {
-                    package: package.to_owned(),
-                    member: m.member,
-                    problem: format!("{} ({})", m.problem, m.fix),
-                })?;
-            // The rest of the stream (tar padding) is part of the member; drain it.
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            // Decompression (xz, mostly) runs on its own thread, ahead of the tar reader and
+            // the content store, which then never wait for it.
+            let names = read_ahead(r, |r| {
+                let names = unpack_tar(tree, sde, store, r);
+                // The rest of the stream (tar padding) is part of the member; drain it.
+                let _ = std::io::copy(r, &mut std::io::sink());
+                names
+            })
+            .map_err(|m| PackageError::DebMember {
+                package: package.to_owned(),
+                member: m.member,
+                problem: format!("{} ({})", m.problem, m.fix),
+            })?;
             out.files = list_paths(&names);
             seen_data = true;
         }
@@ -98,6 +105,78 @@ pub fn unpack(
         ));
     }
     Ok(out)
+}
+
+/// Runs `f` over `src` while another thread reads `src` ahead, a few chunks at a time.
+fn read_ahead<T>(src: Stream<'_>, f: impl FnOnce(&mut dyn Read) -> T) -> T {
+    const CHUNK: usize = 256 << 10;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+        s.spawn(move || {
+            let mut src = src;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut got = 0;
+                let r = loop {
+                    match src.read(&mut buf[got..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            got += n;
+                            if got == CHUNK {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(got);
+                let (msg, last) = match r {
+                    Ok(()) => (Ok(buf), got < CHUNK),
+                    Err(e) => {
+                        if got > 0 && tx.send(Ok(buf)).is_err() {
+                            break;
+                        }
+                        (Err(e), true)
+                    }
+                };
+                // The reader stopping early (an error) drops `rx`; then stop too.
+                if tx.send(msg).is_err() || last {
+                    break;
+                }
+            }
+        });
+        let mut r = ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        f(&mut r)
+    })
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(buf)) if buf.is_empty() => return Ok(0),
+                Ok(Ok(buf)) => (self.cur, self.pos) = (buf, 0),
+                Ok(Err(e)) => return Err(e),
+                // The reading thread has finished: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn read_control(r: &mut dyn Read, out: &mut Unpacked) -> std::io::Result<()> {
@@ -144,6 +223,40 @@ fn list_paths(names: &[Vec<u8>]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn read_ahead_delivers_every_byte_and_the_error() {
+        use std::io::Read;
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let got = super::read_ahead(Box::new(std::io::Cursor::new(data.clone())), |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map(|_| v)
+        });
+        assert_eq!(got.unwrap(), data);
+
+        struct Fails(usize);
+        impl Read for Fails {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("corrupt xz"));
+                }
+                let n = b.len().min(self.0).min(1000);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let got = super::read_ahead(Box::new(Fails(700_000)), |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map(|_| v.len())
+        });
+        assert_eq!(got.unwrap_err().to_string(), "corrupt xz");
+        // The consumer stopping early does not hang the reading thread.
+        let first = super::read_ahead(Box::new(std::io::repeat(7).take(1 << 30)), |r| {
+            let mut b = [0u8; 10];
+            r.read_exact(&mut b).map(|()| b[0])
+        });
+        assert_eq!(first.unwrap(), 7);
+    }
+
     #[test]
     fn list_paths() {
         let n: Vec<Vec<u8>> = ["./", "./usr/", "./usr/bin/x"]

@@ -67,9 +67,11 @@ pub fn write(path: &Path, lock: &Lock) -> Result<()> {
         path: path.to_owned(),
         problem: e.to_string(),
     })?;
-    std::fs::write(path, format!("{HEADER}{body}")).map_err(|e| PackageError::Lock {
-        path: path.to_owned(),
-        problem: format!("cannot be written: {e}"),
+    crate::util::write_atomic(path, format!("{HEADER}{body}").as_bytes()).map_err(|e| {
+        PackageError::Lock {
+            path: path.to_owned(),
+            problem: format!("cannot be written: {e}"),
+        }
     })
 }
 

@@ -116,10 +116,22 @@ fn suites(recipe: &Recipe) -> Vec<String> {
         .collect()
 }
 
-/// Reads every repository's verified indexes into one [`Universe`].
-pub fn load_universe(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Result<Universe> {
+/// One verified `Packages` index in the cache.
+pub struct IndexFile {
+    /// The recipe's repository it belongs to.
+    pub repo: usize,
+    pub url: String,
+    /// Its name under `dists/<suite>/`, e.g. `main/binary-amd64/Packages.xz`.
+    pub file: String,
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+/// Fetches and verifies every repository's `InRelease` (signature, suite, `Valid-Until`) and
+/// gets the `Packages` indexes it vouches for into the cache.
+pub fn fetch_indexes(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Result<Vec<IndexFile>> {
     let arch = debian_arch(recipe.image.arch);
-    let mut all = Vec::new();
+    let mut out = Vec::new();
     for (i, repo) in recipe.repositories.iter().enumerate() {
         let base = base_uri(repo, &opts.apt_dir)?;
         let dists = format!("{base}/dists/{}", repo.suite);
@@ -150,23 +162,39 @@ pub fn load_universe(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Resu
             let index_url = format!("{dists}/{file}");
             let path = fetcher.fetch(&Want {
                 urls: vec![index_url.clone()],
-                sha256: sha,
+                sha256: sha.clone(),
                 size,
                 label: file.clone(),
             })?;
-            let text = decompress_index(&path, &file).map_err(|e| PackageError::Index {
-                url: index_url.clone(),
-                problem: format!("cannot be decompressed: {e}"),
-            })?;
-            let pkgs = index::parse_packages(&text, i).map_err(|problem| PackageError::Index {
-                url: index_url.clone(),
-                problem,
-            })?;
-            tracing::info!("{index_url}: {} packages", pkgs.len());
-            all.extend(pkgs);
+            out.push(IndexFile {
+                repo: i,
+                url: index_url,
+                file,
+                sha256: sha,
+                path,
+            });
         }
     }
-    Ok(Universe::new(all, arch))
+    Ok(out)
+}
+
+/// Decompresses and parses the indexes into one universe of packages.
+pub fn load_universe(recipe: &Recipe, indexes: &[IndexFile]) -> Result<Universe> {
+    let mut all = Vec::new();
+    for ix in indexes {
+        let text = decompress_index(&ix.path, &ix.file).map_err(|e| PackageError::Index {
+            url: ix.url.clone(),
+            problem: format!("cannot be decompressed: {e}"),
+        })?;
+        let pkgs =
+            index::parse_packages(&text, ix.repo).map_err(|problem| PackageError::Index {
+                url: ix.url.clone(),
+                problem,
+            })?;
+        tracing::info!("{}: {} packages", ix.url, pkgs.len());
+        all.extend(pkgs);
+    }
+    Ok(Universe::new(all, debian_arch(recipe.image.arch)))
 }
 
 fn decompress_index(path: &Path, name: &str) -> std::io::Result<String> {
@@ -185,11 +213,32 @@ fn decompress_index(path: &Path, name: &str) -> std::io::Result<String> {
     Ok(s)
 }
 
-/// Resolves the recipe's `[packages]` against its repositories' current indexes.
+/// Resolves the recipe's packages against the current indexes.
+///
+/// The answer is a pure function of the indexes' digests, the request, the architecture and
+/// kiln's version, so it is kept in the cache under a key made of exactly those
+/// (`resolved/<key>.lock`): a rebuild with unchanged indexes skips decompressing and parsing
+/// them. A new index (a point release, a security update) is a new key.
 pub fn resolve_fresh(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Result<Vec<Chosen>> {
-    let u = load_universe(recipe, fetcher, opts)?;
+    let indexes = fetch_indexes(recipe, fetcher, opts)?;
+    let req = lock::LockedRequest::new(
+        &request(recipe),
+        debian_arch(recipe.image.arch),
+        &suites(recipe),
+    );
+    let cached = fetcher
+        .cache_dir()
+        .join("resolved")
+        .join(format!("{}.lock", resolution_key(&req, &indexes)));
+    if let Ok(l) = lock::read(&cached) {
+        if l.request == req {
+            tracing::info!("resolution unchanged since {}", cached.display());
+            return Ok(l.packages);
+        }
+    }
+    let u = load_universe(recipe, &indexes)?;
     let picked = u.resolve(&request(recipe))?;
-    Ok(picked
+    let mut chosen: Vec<Chosen> = picked
         .into_iter()
         .map(|i| {
             let p = &u.packages[i];
@@ -204,7 +253,35 @@ pub fn resolve_fresh(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Resu
                 source: p.source.clone(),
             }
         })
-        .collect())
+        .collect();
+    // The order a lock file keeps, so a cached answer is the same list.
+    chosen.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+    let l = lock::Lock {
+        request: req,
+        packages: chosen,
+    };
+    let saved = std::fs::create_dir_all(cached.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| e.to_string())
+        .and_then(|()| lock::write(&cached, &l).map_err(|e| e.to_string()));
+    if let Err(e) = saved {
+        tracing::warn!("cannot keep the resolution in the cache: {e}");
+    }
+    Ok(l.packages)
+}
+
+fn resolution_key(req: &lock::LockedRequest, indexes: &[IndexFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    // Bump the tag when the resolver's rules change.
+    h.update(format!(
+        "kiln-resolution-v1 {}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    h.update(toml::to_string(req).unwrap_or_default());
+    for ix in indexes {
+        h.update(format!("{}\t{}\t{}\n", ix.repo, ix.file, ix.sha256));
+    }
+    crate::util::hex(&h.finalize())
 }
 
 /// `kiln lock`: resolves and writes `<recipe stem>.lock` beside the recipe.

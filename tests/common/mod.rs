@@ -20,9 +20,18 @@ pub fn run(cmd: &mut Command) -> Output {
 /// Runs a command that must succeed; returns stdout as a string.
 pub fn run_ok(cmd: &mut Command) -> String {
     let o = run(cmd);
+    ok_or(&o, &format!("{cmd:?}"))
+}
+
+/// The stdout of a command's output that must show success.
+pub fn ok(o: &Output) -> String {
+    ok_or(o, "the command")
+}
+
+fn ok_or(o: &Output, what: &str) -> String {
     assert!(
         o.status.success(),
-        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        "{what} failed with {}\nstdout:\n{}\nstderr:\n{}",
         o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
