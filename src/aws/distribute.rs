@@ -33,6 +33,8 @@ pub enum DistributeError {
         state: String,
         reason: String,
     },
+    #[error("{cause}; {cleanup}")]
+    CleanedUp { cause: String, cleanup: String },
     #[error("image {id} in {region} is not available after {secs}s (last state {state:?}); raise --wait-timeout")]
     WaitTimeout {
         id: String,
@@ -489,6 +491,61 @@ pub async fn copy(
         clients.region
     );
     Ok(id)
+}
+
+/// The copy of `source` in the client's region, `available`: found by its tags
+/// (`kiln:image-sha256` = `sha256` and the AMI name), or made with CopyImage and tagged with
+/// `tags`. Returns it and whether it was made now. A copy made now that does not become
+/// available is deregistered (with its snapshots), and the error says so.
+#[allow(clippy::too_many_arguments)]
+pub async fn ensure_copy(
+    clients: &Clients,
+    retrier: &Retrier,
+    source: &AmiInfo,
+    sha256: &str,
+    description: Option<&str>,
+    tags: &[(String, String)],
+    timeout: Duration,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(AmiInfo, bool), DistributeError> {
+    let query = images::Query {
+        sha256: Some(sha256.to_string()),
+        ami_name: Some(source.ami_name.clone()),
+        name: None,
+    };
+    let image_id = match images::find_usable(clients, retrier, &query).await? {
+        Some(found) => {
+            progress(&format!("found {} ({})", found.image_id, found.state));
+            let info = wait_available(clients, retrier, &found.image_id, timeout, progress).await?;
+            return Ok((info, false));
+        }
+        None => {
+            let token = copy_token(sha256, &source.ami_name, &clients.region);
+            let id = copy(clients, retrier, source, description, tags, &token).await?;
+            progress(&format!(
+                "copying {} from {} to {id}",
+                source.image_id, source.region
+            ));
+            id
+        }
+    };
+    let ready = async {
+        // Findable by its tags from the start, so that a re-run finds a copy still in flight
+        // (AWS applies CopyImage's TagSpecifications, and then this sends nothing).
+        let info = images::describe_fresh(clients, retrier, &image_id).await?;
+        ensure_tags(clients, retrier, &info, tags).await?;
+        wait_available(clients, retrier, &image_id, timeout, progress).await
+    };
+    match ready.await {
+        Ok(info) => Ok((info, true)),
+        Err(e) => {
+            let cleanup = images::remove_made(clients, retrier, &image_id).await;
+            Err(DistributeError::CleanedUp {
+                cause: e.to_string(),
+                cleanup,
+            })
+        }
+    }
 }
 
 /// Waits (tokio timers) until the image is `available`, telling `progress` its state now and

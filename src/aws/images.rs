@@ -234,7 +234,7 @@ pub async fn find(
         }) && q.ami_name.as_ref().is_none_or(|n| *n == i.ami_name)
             && i.state != "deregistered"
     });
-    found.sort_by(|a, b| newest_last(a, b));
+    found.sort_by(newest_last);
     Ok(found)
 }
 
@@ -429,6 +429,47 @@ pub async fn remove(
         delete_snapshot(clients, retrier, s).await?;
     }
     Ok(())
+}
+
+/// The usable image `q` finds, if any. An image that EC2 marks failed is kiln's garbage from an
+/// earlier run: it is removed (with its snapshots) so that its name is free again.
+pub async fn find_usable(
+    clients: &Clients,
+    retrier: &Retrier,
+    q: &Query,
+) -> Result<Option<AmiInfo>, CallError> {
+    let mut found = find(clients, retrier, q).await?;
+    let mut usable = None;
+    while let Some(i) = found.pop() {
+        match i.state.as_str() {
+            "available" | "pending" if usable.is_none() => usable = Some(i),
+            "failed" | "error" | "invalid" => {
+                tracing::warn!("removing {} in {}: it is {}", i.image_id, i.region, i.state);
+                remove(clients, retrier, &i.image_id, &i.snapshot_ids, false).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(usable)
+}
+
+/// Deregisters an image kiln made in this run and deletes its snapshots, after a later step
+/// failed; returns a sentence saying what was done (or what is left to do by hand).
+pub async fn remove_made(clients: &Clients, retrier: &Retrier, image_id: &str) -> String {
+    let snaps = match describe(clients, retrier, image_id).await {
+        Ok(Some(i)) => i.snapshot_ids,
+        _ => Vec::new(),
+    };
+    match remove(clients, retrier, image_id, &snaps, false).await {
+        Ok(()) if snaps.is_empty() => format!("deregistered {image_id}"),
+        Ok(()) => format!(
+            "deregistered {image_id} and deleted snapshot(s) {}",
+            snaps.join(", ")
+        ),
+        Err(d) => format!(
+            "could not remove {image_id} ({d}); deregister it and delete its snapshots by hand"
+        ),
+    }
 }
 
 /// DeleteSnapshot, waiting out "in use by ami-…": right after DeregisterImage, EC2 may still

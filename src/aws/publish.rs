@@ -325,7 +325,7 @@ fn source(
         name: None,
     };
     let existing = handle
-        .block_on(reusable(clients, retrier, &query))
+        .block_on(images::find_usable(clients, retrier, &query))
         .map_err(|e| e.to_string())?;
     if let Some(found) = existing {
         say(&format!("found {} ({})", found.image_id, found.state));
@@ -402,28 +402,6 @@ fn source(
     }
 }
 
-/// The usable image `q` finds, if any. An image that EC2 marks failed is kiln's garbage from an
-/// earlier run: it is removed (with its snapshots) so that its name is free again.
-async fn reusable(
-    clients: &Clients,
-    retrier: &Retrier,
-    q: &Query,
-) -> Result<Option<AmiInfo>, DistributeError> {
-    let mut found = images::find(clients, retrier, q).await?;
-    let mut usable = None;
-    while let Some(i) = found.pop() {
-        match i.state.as_str() {
-            "available" | "pending" if usable.is_none() => usable = Some(i),
-            "failed" | "error" | "invalid" => {
-                tracing::warn!("removing {} in {}: it is {}", i.image_id, i.region, i.state);
-                images::remove(clients, retrier, &i.image_id, &i.snapshot_ids, false).await?;
-            }
-            _ => {}
-        }
-    }
-    Ok(usable)
-}
-
 /// What every region's image gets.
 struct Finalize<'a> {
     tags: &'a [(String, String)],
@@ -493,28 +471,13 @@ async fn finalize_or_remove(
                     ..failed(&info.region, why)
                 };
             }
-            let why = remove_made(clients, retrier, &info.image_id, &e.to_string()).await;
+            let why = format!(
+                "{e}; {}",
+                images::remove_made(clients, retrier, &info.image_id).await
+            );
             (hooks.event)(&info.region, &format!("failed: {why}"));
             failed(&info.region, why)
         }
-    }
-}
-
-/// Deregisters an image this run made (and deletes its snapshots); the message says so.
-async fn remove_made(clients: &Clients, retrier: &Retrier, image_id: &str, cause: &str) -> String {
-    let snaps = match images::describe(clients, retrier, image_id).await {
-        Ok(Some(i)) => i.snapshot_ids,
-        _ => Vec::new(),
-    };
-    match images::remove(clients, retrier, image_id, &snaps, false).await {
-        Ok(()) if snaps.is_empty() => format!("{cause}; deregistered {image_id}"),
-        Ok(()) => format!(
-            "{cause}; deregistered {image_id} and deleted snapshot(s) {}",
-            snaps.join(", ")
-        ),
-        Err(d) => format!(
-            "{cause}; could not remove {image_id} ({d}); deregister it and delete its snapshots by hand"
-        ),
     }
 }
 
@@ -532,52 +495,26 @@ async fn copy_region(
         Ok(c) => c,
         Err(e) => return failed(region, e.to_string()),
     };
-    let query = Query {
-        sha256: Some(target.identity.sha256.clone()),
-        ami_name: Some(source.ami_name.clone()),
-        name: None,
-    };
-    let (image_id, created) = match reusable(&clients, retrier, &query).await {
-        Ok(Some(found)) => {
-            (hooks.event)(
-                region,
-                &format!("found {} ({})", found.image_id, found.state),
-            );
-            (found.image_id, false)
-        }
-        Ok(None) => {
-            let token = distribute::copy_token(&target.identity.sha256, &source.ami_name, region);
-            let desc = target.ami.description.as_deref();
-            match distribute::copy(&clients, retrier, source, desc, fin.tags, &token).await {
-                Ok(id) => {
-                    (hooks.event)(region, &format!("copying {} to {id}", source.image_id));
-                    (id, true)
-                }
-                Err(e) => {
-                    let why = e.to_string();
-                    (hooks.event)(region, &format!("failed: {why}"));
-                    return failed(region, why);
-                }
-            }
-        }
-        Err(e) => return failed(region, e.to_string()),
-    };
     let progress = |m: &str| (hooks.event)(region, m);
-    let ready = async {
-        if created {
-            // Findable by its tags from the start (see `source`).
-            let info = images::describe_fresh(&clients, retrier, &image_id).await?;
-            distribute::ensure_tags(&clients, retrier, &info, fin.tags).await?;
+    let copy = distribute::ensure_copy(
+        &clients,
+        retrier,
+        source,
+        &target.identity.sha256,
+        target.ami.description.as_deref(),
+        fin.tags,
+        opts.wait_timeout,
+        &progress,
+    )
+    .await;
+    match copy {
+        Ok((info, created)) => {
+            finalize_or_remove(&clients, retrier, info, created, fin, hooks).await
         }
-        distribute::wait_available(&clients, retrier, &image_id, opts.wait_timeout, &progress).await
-    };
-    match ready.await {
-        Ok(info) => finalize_or_remove(&clients, retrier, info, created, fin, hooks).await,
-        Err(e) if created => {
-            let why = remove_made(&clients, retrier, &image_id, &e.to_string()).await;
+        Err(e) => {
+            let why = e.to_string();
             (hooks.event)(region, &format!("failed: {why}"));
             failed(region, why)
         }
-        Err(e) => failed(region, e.to_string()),
     }
 }
