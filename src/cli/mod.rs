@@ -2,7 +2,9 @@
 
 mod aws_common;
 mod build;
+mod images;
 mod lock;
+mod publish;
 mod register;
 mod upload;
 mod verify;
@@ -33,6 +35,11 @@ pub enum Command {
     Verify(verify::Args),
     /// Register an AMI from a snapshot, as the recipe's [ami] says.
     Register(register::Args),
+    /// Build, boot-test and publish an AMI into every region of [ami] regions: shared, tagged,
+    /// deprecation scheduled; what exists already is reused.
+    Publish(publish::Args),
+    /// kiln's AMIs: list, copy, share, unshare, deprecate, deregister, prune.
+    Images(images::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -42,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upload(a) => upload::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Register(a) => register::run(a),
+        Command::Publish(a) => publish::run(a),
+        Command::Images(a) => images::run(a),
     }
 }
 

@@ -22,7 +22,8 @@ mod size;
 mod system;
 
 pub use ami::{
-    format_utc, parse_duration, parse_utc, Ami, AmiVolume, BootMode, Deprecation, Shares,
+    format_utc, parse_duration, parse_utc, valid_account, valid_organization_arn, valid_ou_arn,
+    Ami, AmiVolume, BootMode, Deprecation, Shares,
 };
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
