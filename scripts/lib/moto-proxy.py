@@ -30,6 +30,7 @@ What moto lacks, filled in here (always on):
   and remembered; DescribeImages then reports the image's deprecationTime.
   RegisterImage's BlockDeviceMapping and RootDeviceName (moto invents a 15 GiB /dev/sda1 on a
   snapshot of its own) are remembered per image id, and DescribeImages reports them, as AWS does.
+  --state FILE keeps both in FILE, so that a later proxy in front of the same moto knows them.
 
 Prints "PORT <n>" on stdout once listening.
 """
@@ -41,6 +42,7 @@ import hashlib
 import http.client
 import http.server
 import json
+import os
 import random
 import re
 import socket
@@ -91,6 +93,7 @@ def main():
     ap.add_argument("--delay-op", action="append", default=[])
     ap.add_argument("--swallow-op", action="append", default=[])
     ap.add_argument("--fail-region", action="append", default=[])
+    ap.add_argument("--state", help="JSON file holding what the proxy fills in for moto")
     args = ap.parse_args()
 
     # region -> set of ops (None: every op)
@@ -101,6 +104,22 @@ def main():
     # image id -> deprecation time; image id -> (root device name, [mapping dicts])
     deprecations = {}
     registered = {}
+    if args.state:
+        try:
+            with open(args.state) as f:
+                saved = json.load(f)
+            deprecations.update(saved.get("deprecations", {}))
+            registered.update({k: tuple(v) for k, v in saved.get("registered", {}).items()})
+        except FileNotFoundError:
+            pass
+
+    def save_state():
+        # Called with `lock` held.
+        if args.state:
+            tmp = args.state + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"deprecations": deprecations, "registered": registered}, f)
+            os.replace(tmp, args.state)
 
     rng = random.Random(args.seed)
     lock = threading.Lock()
@@ -136,6 +155,7 @@ def main():
         if image_id and mappings:
             with lock:
                 registered[image_id] = (params.get("RootDeviceName", "/dev/xvda"), mappings)
+                save_state()
 
     def rewrite_images(data):
         root = ET.fromstring(data)
@@ -236,6 +256,7 @@ def main():
                         deprecations[params.get("ImageId")] = aws_time(params.get("DeprecateAt", ""))
                     else:
                         deprecations.pop(params.get("ImageId"), None)
+                    save_state()
                 entry["status"] = 200
                 log.write(json.dumps(entry) + "\n")
                 data = (

@@ -11,8 +11,8 @@ use super::retry::{CallError, Retrier};
 use super::Clients;
 use crate::recipe::Shares;
 use aws_sdk_ec2::types::{
-    CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission,
-    LaunchPermissionModifications, PermissionGroup, ResourceType, Tag, TagSpecification,
+    LaunchPermission, LaunchPermissionModifications, OperationType, PermissionGroup, ResourceType,
+    Tag, TagSpecification,
 };
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -255,16 +255,13 @@ pub async fn set_grants(
         if todo.is_empty() {
             continue;
         }
-        let perms: Vec<CreateVolumePermission> = todo
-            .iter()
-            .map(|a| CreateVolumePermission::builder().user_id(a).build())
-            .collect();
-        let mods = if add {
-            CreateVolumePermissionModifications::builder().set_add(Some(perms))
+        // The OperationType + UserIds form of the request (the API also takes a
+        // CreateVolumePermission structure; some implementations know only this form).
+        let op = if add {
+            OperationType::Add
         } else {
-            CreateVolumePermissionModifications::builder().set_remove(Some(perms))
-        }
-        .build();
+            OperationType::Remove
+        };
         retrier
             .call("ModifySnapshotAttribute", || {
                 clients
@@ -272,7 +269,8 @@ pub async fn set_grants(
                     .modify_snapshot_attribute()
                     .snapshot_id(snap)
                     .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-                    .create_volume_permission(mods.clone())
+                    .operation_type(op.clone())
+                    .set_user_ids(Some(todo.clone()))
                     .send()
             })
             .await?;

@@ -36,7 +36,7 @@ pub enum PublishError {
     Recipe(#[from] RecipeError),
     #[error("{0}: the recipe has no [ami] table; add one to publish an AMI")]
     NoAmi(PathBuf),
-    #[error("{pos}: public = true makes the AMI launchable by every AWS account; pass --allow-public to confirm")]
+    #[error("{pos}: public = true makes the AMI launchable by every AWS account; expected --allow-public to confirm it")]
     PublicNotAllowed { pos: Pos },
     #[error(
         "{pos}: the region {region:?} is listed twice in [ami] regions; expected each region once"

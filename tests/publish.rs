@@ -1,0 +1,372 @@
+//! `kiln publish` against moto on 127.0.0.1, through the recording proxy: two regions, shares on
+//! image and snapshots, tags everywhere, the deprecation request, an idempotent re-publish that
+//! uploads nothing, `public = true` refused without `--allow-public`, and one region failing
+//! while the others succeed.
+//!
+//! moto keeps launch permissions, create-volume permissions and tags, so those are read back
+//! from moto itself. What moto lacks (EnableImageDeprecation, CopyImage's TagSpecifications) is
+//! asserted on the requests the proxy captured.
+
+mod common;
+
+use common::moto::{is_mutating, pairs, Ec2, Moto, Proxy};
+use common::ok;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const ACCOUNT: &str = "111122223333";
+const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abcdefghij";
+const OU: &str = "arn:aws:organizations::111122223333:ou/o-abcdefghij/ou-abcd-12345678";
+
+fn recipe(version: &str, regions: &[&str], extra: &str) -> String {
+    let regions: Vec<String> = regions.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        r#"
+[image]
+name = "web"
+version = "{version}"
+arch = "x86_64"
+size = "64MiB"
+source_date_epoch = 1700000000
+
+[[partition]]
+label = "root"
+type = "root"
+size = "rest"
+filesystem = "ext4"
+mount = "/"
+
+[[file]]
+path = "/etc/motd"
+content = "web {version}\n"
+
+[ami]
+name = "{{name}}-{{version}}-{{arch}}"
+description = "web server"
+regions = [{regions}]
+{extra}
+
+[ami.tags]
+team = "platform"
+"#,
+        regions = regions.join(", ")
+    )
+}
+
+const SHARES: &str = r#"share_accounts = ["111122223333"]
+share_organizations = ["arn:aws:organizations::111122223333:organization/o-abcdefghij"]
+share_organizational_units = ["arn:aws:organizations::111122223333:ou/o-abcdefghij/ou-abcd-12345678"]
+deprecate_after = "365d""#;
+
+fn write_recipe(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("web.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn publish(proxy: &Proxy, dir: &Path, args: &[&str]) -> Output {
+    proxy
+        .kiln()
+        .current_dir(dir)
+        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// region → (image id, snapshot id) from `--json`.
+fn images(j: &Value) -> Vec<(String, String, String)> {
+    j["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["region"].as_str().unwrap().to_string(),
+                i["image_id"].as_str().unwrap().to_string(),
+                i["snapshot_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The tags of TagSpecification `n` in a captured EC2 request.
+fn tag_spec(p: &Value, n: usize) -> Vec<(String, String)> {
+    (1..40)
+        .filter_map(|i| {
+            let k = p[format!("TagSpecification.{n}.Tag.{i}.Key")].as_str()?;
+            let v = p[format!("TagSpecification.{n}.Tag.{i}.Value")].as_str()?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn has_all(tags: &[(String, String)], sha: &str) {
+    for (k, v) in [
+        ("kiln:name", "web"),
+        ("kiln:version", "1.0.0"),
+        ("kiln:image-sha256", sha),
+        ("kiln:kiln-version", env!("CARGO_PKG_VERSION")),
+        ("team", "platform"),
+    ] {
+        assert!(
+            tags.contains(&(k.to_string(), v.to_string())),
+            "{k}={v} missing from {tags:?}"
+        );
+    }
+}
+
+#[test]
+fn publishes_to_two_regions_then_again_without_uploading() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, &recipe("1.0.0", &["us-east-1", "eu-west-1"], SHARES));
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+
+    let out = ok(&publish(&proxy, d, &["--json"]));
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let sha = common::sha256_file(&d.join("web.raw"));
+    assert_eq!(j["image_sha256"], sha.as_str());
+    let got = images(&j);
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["us-east-1", "eu-west-1"]
+    );
+    assert_eq!(j.as_object().unwrap().len(), 2, "{j}");
+    let (east, west) = (&got[0], &got[1]);
+
+    // One upload and one registration, in the first region; the registration names the snapshot
+    // the JSON reports.
+    assert_eq!(proxy.ops("StartSnapshot").len(), 1);
+    let reg = proxy.ops("RegisterImage");
+    assert_eq!(reg.len(), 1);
+    assert_eq!(reg[0]["region"], "us-east-1");
+    assert_eq!(
+        reg[0]["params"]["BlockDeviceMapping.1.Ebs.SnapshotId"],
+        east.2.as_str()
+    );
+    assert_eq!(reg[0]["params"]["Name"], "web-1.0.0-x86_64");
+
+    // The copy: from the first region, tagged on creation (moto ignores the tags; kiln re-applies
+    // them with CreateTags, checked below), with a ClientToken.
+    let copies = proxy.ops("CopyImage");
+    assert_eq!(copies.len(), 1);
+    let c = &copies[0];
+    assert_eq!(c["region"], "eu-west-1");
+    assert_eq!(c["params"]["SourceRegion"], "us-east-1");
+    assert_eq!(c["params"]["SourceImageId"], east.1.as_str());
+    assert_eq!(c["params"]["Name"], "web-1.0.0-x86_64");
+    assert_eq!(c["params"]["ClientToken"].as_str().unwrap().len(), 64);
+    assert_eq!(c["params"]["TagSpecification.1.ResourceType"], "image");
+    assert_eq!(c["params"]["TagSpecification.2.ResourceType"], "snapshot");
+    has_all(&tag_spec(&c["params"], 1), &sha);
+    has_all(&tag_spec(&c["params"], 2), &sha);
+
+    // What moto holds, region by region: tags on image and snapshot, launch permissions for the
+    // account, the organization and the OU, create-volume permission for the account only.
+    for (region, image, snap) in [east, west] {
+        let ec2 = Ec2::new(&moto, region);
+        let imgs = ec2.kiln_images();
+        assert_eq!(imgs.len(), 1, "{region}");
+        assert_eq!(imgs[0].image_id(), Some(image.as_str()));
+        has_all(&pairs(imgs[0].tags()), &sha);
+        has_all(&ec2.snapshot_tags(snap).expect("the snapshot exists"), &sha);
+        let mut lp = ec2.launch_permissions(image);
+        lp.sort();
+        let want = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            lp,
+            [want("org", ORG), want("ou", OU), want("user", ACCOUNT)],
+            "{region}"
+        );
+        assert_eq!(ec2.volume_permissions(snap), [ACCOUNT], "{region}");
+    }
+    // ModifySnapshotAttribute takes no organization or OU: none was sent.
+    for m in proxy.ops("ModifySnapshotAttribute") {
+        let p = m["params"].to_string();
+        assert!(!p.contains("organization"), "{p}");
+    }
+
+    // Deprecation: 365 days after the source image's creation, in whole minutes, in both regions.
+    let created = Ec2::new(&moto, "us-east-1")
+        .kiln_images()
+        .first()
+        .and_then(|i| i.creation_date().map(str::to_string))
+        .unwrap();
+    let t = kiln::recipe::parse_utc(&created).unwrap() + 365 * 86_400;
+    let want = kiln::recipe::format_utc(t - t % 60);
+    let dep = proxy.ops("EnableImageDeprecation");
+    let mut dep_images: Vec<(&str, &str, &str)> = dep
+        .iter()
+        .map(|d| {
+            (
+                d["region"].as_str().unwrap(),
+                d["params"]["ImageId"].as_str().unwrap(),
+                d["params"]["DeprecateAt"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    dep_images.sort();
+    assert_eq!(
+        dep_images,
+        [
+            ("eu-west-1", west.1.as_str(), want.as_str()),
+            ("us-east-1", east.1.as_str(), want.as_str())
+        ]
+    );
+
+    // Again: everything is found by its tags; nothing is uploaded, registered, copied, shared,
+    // tagged or deprecated a second time.
+    let before = proxy.requests().len();
+    let again = ok(&publish(&proxy, d, &["--json"]));
+    assert_eq!(serde_json::from_str::<Value>(again.trim()).unwrap(), j);
+    let second: Vec<String> = proxy.requests()[before..]
+        .iter()
+        .map(|r| r["op"].as_str().unwrap().to_string())
+        .collect();
+    assert!(second.iter().any(|o| o == "DescribeImages"), "{second:?}");
+    let changed: Vec<&String> = second.iter().filter(|o| is_mutating(o)).collect();
+    assert!(changed.is_empty(), "the second publish changed {changed:?}");
+    assert_eq!(proxy.ops("StartSnapshot").len(), 1);
+
+    // The table names both regions as existing.
+    let table = ok(&publish(&proxy, d, &[]));
+    for (region, image, snap) in [east, west] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(region.as_str()))
+            .unwrap();
+        assert!(
+            line.contains(image.as_str()) && line.contains(snap.as_str()),
+            "{table}"
+        );
+        assert!(line.contains("available (existing)"), "{table}");
+    }
+}
+
+#[test]
+fn public_needs_allow_public_and_nothing_is_uploaded_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = recipe("1.0.0", &["us-east-1"], "public = true");
+    write_recipe(d, &text);
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+
+    let o = publish(&proxy, d, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = text.lines().position(|l| l == "public = true").unwrap() + 1;
+    let want = format!(
+        "web.toml:{line}:10: public = true makes the AMI launchable by every AWS account; expected --allow-public"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    assert!(!d.join("web.raw").exists(), "nothing is even built");
+
+    // Confirmed: the image is public; its snapshot is not.
+    let out = ok(&publish(&proxy, d, &["--allow-public", "--json"]));
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let (_, image, snap) = images(&j).remove(0);
+    let ec2 = Ec2::new(&moto, "us-east-1");
+    assert_eq!(
+        ec2.launch_permissions(&image),
+        [("group".to_string(), "all".to_string())]
+    );
+    assert!(ec2.volume_permissions(&snap).is_empty());
+}
+
+#[test]
+fn one_region_failing_leaves_nothing_there_and_the_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let regions = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+    write_recipe(d, &recipe("1.0.0", &regions, SHARES));
+    let moto = Moto::start();
+    let before: Vec<_> = regions[1..]
+        .iter()
+        .map(|r| Ec2::new(&moto, r).snapshot_ids())
+        .collect();
+    // eu-west-1: the copy is made and becomes available, then sharing it fails.
+    // ap-southeast-2: every request fails.
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &[
+            "--fail-region",
+            "eu-west-1:ModifyImageAttribute",
+            "--fail-region",
+            "ap-southeast-2",
+        ],
+    );
+    let o = publish(&proxy, d, &["--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let j: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let got = images(&j);
+    assert_eq!(got.len(), 1, "{j}");
+    assert_eq!(got[0].0, "us-east-1");
+
+    // Each failure is reported with its cause, and the cleanup is named.
+    assert!(
+        proxy
+            .ops("CopyImage")
+            .iter()
+            .any(|c| c["region"] == "eu-west-1" && c["status"] == 200),
+        "the copy into eu-west-1 was made"
+    );
+    let west_line = err
+        .lines()
+        .find(|l| l.starts_with("eu-west-1: ModifyImageAttribute"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(west_line.contains("injected failure"), "{west_line}");
+    assert!(west_line.contains("deregistered ami-"), "{west_line}");
+    assert!(
+        west_line.contains("deleted snapshot(s) snap-"),
+        "{west_line}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ap-southeast-2: DescribeImages")
+                && l.contains("injected failure")),
+        "{err}"
+    );
+    assert!(
+        err.contains("published to 1 of 3 region(s); failed: eu-west-1, ap-southeast-2"),
+        "{err}"
+    );
+
+    // Nothing is left in the failed regions: no image, no new snapshot.
+    for (r, snaps) in regions[1..].iter().zip(&before) {
+        let ec2 = Ec2::new(&moto, r);
+        assert!(ec2.kiln_images().is_empty(), "{r}");
+        assert_eq!(&ec2.snapshot_ids(), snaps, "{r}");
+    }
+    let dereg = proxy.ops("DeregisterImage");
+    assert_eq!(dereg.len(), 1);
+    assert_eq!(dereg[0]["region"], "eu-west-1");
+
+    // The source region is complete: shared and tagged.
+    let east = Ec2::new(&moto, "us-east-1");
+    assert_eq!(east.kiln_images().len(), 1);
+    assert_eq!(east.launch_permissions(&got[0].1).len(), 3);
+
+    // Without the faults, a re-publish fills in the two missing regions and uploads nothing.
+    let proxy2 = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
+    let out = ok(&publish(&proxy2, d, &["--json"]));
+    let j2: Value = serde_json::from_str(out.trim()).unwrap();
+    let got2 = images(&j2);
+    assert_eq!(
+        got2.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        regions
+    );
+    assert_eq!(got2[0], got[0], "the source image is reused");
+    assert!(proxy2.ops("StartSnapshot").is_empty());
+    assert!(proxy2.ops("RegisterImage").is_empty());
+    assert_eq!(proxy2.ops("CopyImage").len(), 2);
+    for r in &regions[1..] {
+        assert_eq!(Ec2::new(&moto, r).kiln_images().len(), 1, "{r}");
+    }
+}
