@@ -11,6 +11,7 @@ pub mod fs;
 pub mod manifest;
 pub mod packages;
 pub mod pipeline;
+pub mod qemu;
 pub mod recipe;
 pub mod sink;
 pub mod tree;

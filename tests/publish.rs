@@ -370,3 +370,148 @@ fn one_region_failing_leaves_nothing_there_and_the_others_carry_on() {
         assert_eq!(Ec2::new(&moto, r).kiln_images().len(), 1, "{r}");
     }
 }
+
+fn boot_inputs() -> PathBuf {
+    let dir = std::env::var_os("KILN_BOOT_INPUTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-inputs"));
+    for f in ["vmlinuz", "busybox", "systemd-bootx64.efi"] {
+        assert!(
+            dir.join(f).is_file(),
+            "{} has no {f}: run scripts/lib/boot-inputs.sh (scripts/test does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A recipe that boots under OVMF to a busybox init printing kiln test's marker (the layout
+/// tests/qemu_test.rs uses), with an [ami] for one region. The loader entry names the root's
+/// PARTUUID, which derives from the seed alone: a first `kiln build` reads it from the manifest.
+fn bootable_recipe(dir: &Path) -> String {
+    let inp = boot_inputs();
+    std::fs::write(
+        dir.join("init"),
+        "#!/bin/busybox sh\necho KILN-BOOT-OK\n/bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    let text = |partuuid: &str| {
+        format!(
+            r#"
+[image]
+name = "web"
+version = "1.0.0"
+arch = "x86_64"
+size = "160MiB"
+[[partition]]
+label = "esp"
+type = "esp"
+size = "48MiB"
+filesystem = "vfat"
+mount = "/boot/efi"
+[[partition]]
+label = "root"
+type = "root"
+size = "rest"
+filesystem = "ext4"
+mount = "/"
+[[file]]
+path = "/boot/efi/EFI/BOOT/BOOTX64.EFI"
+source = "{efi}"
+[[file]]
+path = "/boot/efi/loader/loader.conf"
+content = "timeout 0\ndefault kiln.conf\n"
+[[file]]
+path = "/boot/efi/loader/entries/kiln.conf"
+content = "title kiln\nlinux /vmlinuz\noptions root=PARTUUID={partuuid} rw console=ttyS0 panic=-1\n"
+[[file]]
+path = "/boot/efi/vmlinuz"
+source = "{kernel}"
+[[file]]
+path = "/bin/busybox"
+source = "{busybox}"
+mode = "0755"
+[[file]]
+path = "/sbin/init"
+source = "init"
+mode = "0755"
+[ami]
+name = "{{name}}-{{version}}-{{arch}}"
+regions = ["us-east-1"]
+"#,
+            efi = inp.join("systemd-bootx64.efi").display(),
+            kernel = inp.join("vmlinuz").display(),
+            busybox = inp.join("busybox").display(),
+        )
+    };
+    write_recipe(dir, &text("00000000-0000-0000-0000-000000000000"));
+    common::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(dir)
+            .args(["build", "web.toml", "-o", "probe.raw"]),
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("probe.manifest.json")).unwrap())
+            .unwrap();
+    let root = m["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == "root")
+        .unwrap();
+    text(&root["unique_guid"].as_str().unwrap().to_lowercase())
+}
+
+#[test]
+fn the_boot_test_gates_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+
+    // No bootloader on the disk: the firmware gives up, and nothing reaches AWS.
+    write_recipe(d, &recipe("1.0.0", &["us-east-1"], ""));
+    let o = proxy
+        .kiln()
+        .current_dir(d)
+        .args([
+            "publish",
+            "web.toml",
+            "-o",
+            "web.raw",
+            "--test-timeout",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "the boot test failed, so nothing was published: the firmware found no bootloader"
+        ),
+        "{err}"
+    );
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+
+    // A disk that boots to the marker is published.
+    write_recipe(d, &bootable_recipe(d));
+    let o = proxy
+        .kiln()
+        .current_dir(d)
+        .args(["publish", "web.toml", "-o", "web.raw", "--json"])
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("boot test passed"), "{err}");
+    assert!(d.join("web.console.log").is_file());
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(images(&j).len(), 1);
+    assert_eq!(
+        j["image_sha256"],
+        common::sha256_file(&d.join("web.raw")).as_str()
+    );
+    assert_eq!(proxy.ops("StartSnapshot").len(), 1);
+    assert_eq!(proxy.ops("RegisterImage").len(), 1);
+}

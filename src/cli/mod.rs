@@ -1,11 +1,13 @@
 //! Subcommands. Each module owns its arguments and its `run`.
 
 mod aws_common;
+mod boot;
 mod build;
 mod images;
 mod lock;
 mod publish;
 mod register;
+mod test;
 mod upload;
 mod verify;
 
@@ -40,6 +42,10 @@ pub enum Command {
     Publish(publish::Args),
     /// kiln's AMIs: list, copy, share, unshare, deprecate, deregister, prune.
     Images(images::Args),
+    /// Boot an image under QEMU (UEFI) and wait for a marker on its serial console (exit 0 pass, 1 fail, 2 error).
+    Test(test::Args),
+    /// Boot an image under QEMU with its serial console on this terminal.
+    Boot(boot::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -51,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(a) => register::run(a),
         Command::Publish(a) => publish::run(a),
         Command::Images(a) => images::run(a),
+        Command::Test(a) => test::run(a, cli.verbose),
+        Command::Boot(a) => boot::run(a),
     }
 }
 

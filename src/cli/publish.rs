@@ -6,6 +6,7 @@ use kiln::aws::publish::{self, Hooks, Outcome, PublishOptions, PublishReport};
 use kiln::aws::upload::UploadOptions;
 use kiln::aws::AwsOptions;
 use kiln::pipeline::{BuildOptions, BuildOutput};
+use kiln::qemu::{Outcome as TestOutcome, TestOptions};
 use kiln::recipe::Recipe;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,9 +18,17 @@ use std::time::Duration;
 pub struct Args {
     /// The recipe (TOML) with an [ami] table.
     pub recipe: PathBuf,
-    /// Publish without the QEMU boot test.
+    /// Publish without the QEMU boot test (`kiln test`).
     #[arg(long)]
     pub skip_test: bool,
+    /// The boot test's marker on the serial console.
+    #[arg(long, default_value = kiln::qemu::DEFAULT_EXPECT)]
+    pub expect: String,
+    /// Seconds the boot test waits for the marker.
+    #[arg(long, default_value_t = kiln::qemu::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub test_timeout: u64,
+    #[command(flatten)]
+    pub machine: super::test::MachineArgs,
     /// Confirm `public = true`: the AMI becomes launchable by every AWS account.
     #[arg(long)]
     pub allow_public: bool,
@@ -50,15 +59,19 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Everything the recipe alone can refuse is refused before the build.
     let recipe = Recipe::load(&a.recipe)?;
     publish::check_recipe(&recipe, a.allow_public)?;
-    if !a.skip_test {
-        anyhow::bail!(
-            "kiln test is not available yet, so the image cannot be boot-tested; pass --skip-test \
-             to publish it untested"
-        );
-    }
-    let test = |_: &BuildOutput| -> Result<(), String> {
-        eprintln!("boot test skipped (--skip-test)");
-        Ok(())
+    let test_opts = TestOptions {
+        expect: a.expect.clone(),
+        timeout: Duration::from_secs(a.test_timeout),
+        log: None,
+        stream: false,
+        machine: a.machine.options(),
+    };
+    let test = |out: &BuildOutput| -> Result<(), String> {
+        if a.skip_test {
+            eprintln!("boot test skipped (--skip-test)");
+            return Ok(());
+        }
+        boot_test(out, &test_opts)
     };
     let rt = aws_common::runtime()?;
     let opts = PublishOptions {
@@ -135,6 +148,41 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             failed.join(", ")
         );
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `kiln test` on the built image: passes, or says why not (with the console's last lines).
+fn boot_test(out: &BuildOutput, opts: &TestOptions) -> Result<(), String> {
+    let opts = TestOptions {
+        log: Some(super::test::default_log(&out.image)),
+        ..opts.clone()
+    };
+    eprintln!("boot-testing {} under QEMU", out.image.display());
+    let outcome = kiln::qemu::test_image(&out.image, &opts).map_err(|e| e.to_string())?;
+    match outcome {
+        TestOutcome::Pass { elapsed, .. } => {
+            eprintln!(
+                "boot test passed: {:?} after {:.1} s",
+                opts.expect,
+                elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        TestOutcome::Fail {
+            reason,
+            tail_lines,
+            log,
+            ..
+        } => {
+            let mut msg = format!("{reason}");
+            if let Some(l) = log {
+                msg.push_str(&format!(" (console log: {})", l.display()));
+            }
+            for l in tail_lines.iter().rev().take(10).rev() {
+                msg.push_str(&format!("\n  | {l}"));
+            }
+            Err(msg)
+        }
     }
 }
 

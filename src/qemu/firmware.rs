@@ -1,0 +1,150 @@
+//! UEFI firmware for the test machine: Debian's OVMF (x86_64) and AAVMF (aarch64), or files the
+//! user names, and a fresh copy of the variable store for every run.
+//!
+//! The code image is attached read-only; the variable store is writable (the firmware records
+//! boot entries in it), so each run gets its own copy in a temporary directory, removed when the
+//! run ends or the process is interrupted. A run never sees what an earlier one stored.
+
+use super::{Arch, QemuError};
+use std::path::{Path, PathBuf};
+
+/// The firmware code and the variable store template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwarePaths {
+    pub code: PathBuf,
+    pub vars: PathBuf,
+}
+
+impl FirmwarePaths {
+    /// Where Debian installs them: `ovmf` for x86_64 (the 4 MiB flash layout that QEMU's q35
+    /// machine takes as two pflash drives), `qemu-efi-aarch64` for aarch64.
+    pub fn debian(arch: Arch) -> FirmwarePaths {
+        match arch {
+            Arch::X86_64 => FirmwarePaths {
+                code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+                vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+            },
+            Arch::Aarch64 => FirmwarePaths {
+                code: "/usr/share/AAVMF/AAVMF_CODE.fd".into(),
+                vars: "/usr/share/AAVMF/AAVMF_VARS.fd".into(),
+            },
+        }
+    }
+}
+
+/// The Debian package that ships an architecture's firmware.
+pub fn debian_package(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "ovmf",
+        Arch::Aarch64 => "qemu-efi-aarch64",
+    }
+}
+
+/// The firmware to use: `given`, else Debian's; both files must be readable.
+pub fn locate(arch: Arch, given: Option<&FirmwarePaths>) -> Result<FirmwarePaths, QemuError> {
+    let fw = given
+        .cloned()
+        .unwrap_or_else(|| FirmwarePaths::debian(arch));
+    for p in [&fw.code, &fw.vars] {
+        if let Err(source) = std::fs::File::open(p) {
+            return Err(QemuError::Firmware {
+                path: p.clone(),
+                package: if given.is_some() {
+                    None
+                } else {
+                    Some(debian_package(arch))
+                },
+                source,
+            });
+        }
+    }
+    Ok(fw)
+}
+
+/// A private copy of the variable store, removed on drop (and on Ctrl-C).
+#[derive(Debug)]
+pub struct VarsCopy {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl VarsCopy {
+    pub fn new(template: &Path) -> Result<VarsCopy, QemuError> {
+        let dir = crate::cleanup::create_registered(
+            || tempfile::Builder::new().prefix("kiln-qemu-").tempdir(),
+            |d| d.path().to_path_buf(),
+        )
+        .map_err(|source| QemuError::Io {
+            what: "create a temporary directory for the firmware variables",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let path = dir.path().join("vars.fd");
+        let copy = VarsCopy {
+            dir: Some(dir),
+            path,
+        };
+        std::fs::copy(template, &copy.path).map_err(|source| QemuError::Io {
+            what: "copy the firmware variable store",
+            path: template.to_path_buf(),
+            source,
+        })?;
+        // The template is installed read-only; the firmware writes its copy.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy.path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| QemuError::Io {
+                what: "make the firmware variable store writable",
+                path: copy.path.clone(),
+                source,
+            },
+        )?;
+        Ok(copy)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for VarsCopy {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let p = dir.path().to_path_buf();
+            drop(dir);
+            crate::cleanup::unregister(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vars_copy_is_fresh_private_and_removed() {
+        let src = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(src.path(), b"template").unwrap();
+        let copy = VarsCopy::new(src.path()).unwrap();
+        let p = copy.path().to_path_buf();
+        assert_ne!(p, src.path());
+        assert_eq!(std::fs::read(&p).unwrap(), b"template");
+        std::fs::write(&p, b"changed by firmware").unwrap();
+        let dir = p.parent().unwrap().to_path_buf();
+        drop(copy);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert_eq!(std::fs::read(src.path()).unwrap(), b"template");
+    }
+
+    #[test]
+    fn missing_firmware_names_the_package_unless_given() {
+        let fw = FirmwarePaths {
+            code: "/nonexistent/CODE.fd".into(),
+            vars: "/nonexistent/VARS.fd".into(),
+        };
+        let e = locate(Arch::X86_64, Some(&fw)).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/CODE.fd"), "{e}");
+        assert!(!e.contains("apt-get"), "{e}");
+        let d = FirmwarePaths::debian(Arch::Aarch64);
+        assert!(d.code.ends_with("AAVMF_CODE.fd") && d.vars.ends_with("AAVMF_VARS.fd"));
+    }
+}
