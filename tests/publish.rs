@@ -515,3 +515,60 @@ fn the_boot_test_gates_the_upload() {
     assert_eq!(proxy.ops("StartSnapshot").len(), 1);
     assert_eq!(proxy.ops("RegisterImage").len(), 1);
 }
+
+#[test]
+fn sharing_and_deprecation_mistakes_point_into_the_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases = [
+        (
+            r#"share_accounts = ["11112222333"]"#,
+            r#":19: "11112222333" in share_accounts is malformed; expected 12-digit AWS account ids"#,
+        ),
+        (
+            r#"share_organizations = ["arn:aws:organizations::111122223333:organization/o-x"]"#,
+            r#":24: "arn:aws:organizations::111122223333:organization/o-x" in share_organizations is malformed; expected ARNs like"#,
+        ),
+        (
+            r#"share_organizational_units = ["arn:aws:organizations::111122223333:ou/o-abcdefghij"]"#,
+            r#":31: "arn:aws:organizations::111122223333:ou/o-abcdefghij" in share_organizational_units is malformed"#,
+        ),
+        (
+            "deprecate_after = \"365d\"\ndeprecate_at = \"2030-01-01T00:00:00Z\"",
+            ":16: deprecate_at and deprecate_after are both set; expected only one of them",
+        ),
+        (
+            r#"deprecate_after = "1y""#,
+            r#":19: "1y" has no unit; expected a duration like "365d""#,
+        ),
+        (
+            r#"deprecate_at = "2030-01-01 00:00""#,
+            r#":16: "2030-01-01 00:00" is not a UTC time like "2027-12-31T00:00:00Z"; expected an RFC 3339 UTC time"#,
+        ),
+        (
+            "public = true\ndeprecate_after = \"800d\"",
+            r#":19: a public AMI may be deprecated at most 2 years after its creation; expected at most "730d""#,
+        ),
+        (
+            "encrypted = true\npublic = true",
+            ":10: an encrypted AMI cannot be made public; expected public = false",
+        ),
+    ];
+    for (extra, want) in cases {
+        let text = recipe("1.0.0", &["us-east-1"], extra);
+        write_recipe(d, &text);
+        let o = common::moto::endpoint_kiln(9)
+            .current_dir(d)
+            .args(["publish", "web.toml", "--skip-test", "--allow-public"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        // Each mistake is on the extra's last line.
+        let last = extra.lines().last().unwrap();
+        let line = text.lines().position(|l| l == last).unwrap() + 1;
+        let want = format!("web.toml:{line}{want}");
+        assert!(err.contains(&want), "{extra}:\n{err}\nwanted {want}");
+        assert!(!d.join("web.raw").exists());
+    }
+}
