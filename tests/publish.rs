@@ -572,3 +572,60 @@ fn sharing_and_deprecation_mistakes_point_into_the_recipe() {
         assert!(!d.join("web.raw").exists());
     }
 }
+
+#[test]
+fn ctrl_c_while_the_image_becomes_available_removes_image_and_snapshot() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, &recipe("1.0.0", &["us-east-1"], ""));
+    let moto = Moto::start();
+    // Every DescribeImages takes 2 s: the wait after RegisterImage is long enough to interrupt.
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-op", "DescribeImages:2000"],
+    );
+    let mut child = proxy
+        .kiln()
+        .current_dir(d)
+        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let (image, snap) = loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "kiln ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("us-east-1: registered ") {
+            let (i, s) = rest.split_once(" from ").unwrap();
+            break (i.to_string(), s.to_string());
+        }
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains(&format!(
+            "done: deregister {image} and delete snapshot {snap} in us-east-1"
+        )),
+        "{seen}{rest}"
+    );
+    let ec2 = Ec2::new(&moto, "us-east-1");
+    assert!(ec2.snapshot_tags(&snap).is_none(), "the snapshot is gone");
+    let out = ec2
+        .block_on(ec2.client.describe_images().owners("self").send())
+        .unwrap();
+    assert!(out
+        .images()
+        .iter()
+        .all(|i| i.image_id() != Some(image.as_str())));
+}

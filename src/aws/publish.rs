@@ -353,6 +353,8 @@ fn source(
     .map_err(|e| e.to_string())?;
     let snap = report.snapshot_id.clone();
     let ami = &target.ami;
+    // Ctrl-C from here until the image is available removes what this run made.
+    let guard = interrupt_guard(handle, clients, retrier, None, &snap);
     let registered = handle.block_on(register::register(
         clients,
         retrier,
@@ -361,6 +363,7 @@ fn source(
         &snap,
         tags,
     ));
+    crate::cleanup::unregister_action(guard);
     let image_id = match registered {
         Ok(id) => id,
         Err(e) => {
@@ -374,6 +377,7 @@ fn source(
         }
     };
     say(&format!("registered {image_id} from {snap}"));
+    let guard = interrupt_guard(handle, clients, retrier, Some(&image_id), &snap);
     let ready = handle.block_on(async {
         // Tagged at once, so that a re-run finds it even if this run stops here (not every
         // endpoint applies RegisterImage's TagSpecifications; AWS does, and then this sends
@@ -382,6 +386,7 @@ fn source(
         distribute::ensure_tags(clients, retrier, &info, tags).await?;
         distribute::wait_available(clients, retrier, &image_id, opts.wait_timeout, &progress).await
     });
+    crate::cleanup::unregister_action(guard);
     match ready {
         Ok(info) => Ok((info, true, Some(report))),
         Err(e) => {
@@ -400,6 +405,45 @@ fn source(
             })
         }
     }
+}
+
+/// Registers "deregister `image` (if any) and delete `snap`" to run on Ctrl-C.
+fn interrupt_guard(
+    handle: &Handle,
+    clients: &Clients,
+    retrier: &Retrier,
+    image: Option<&str>,
+    snap: &str,
+) -> crate::cleanup::ActionId {
+    let (handle, clients, retrier) = (handle.clone(), clients.clone(), retrier.clone());
+    let (image, snap) = (image.map(str::to_string), snap.to_string());
+    let what = match &image {
+        Some(i) => format!(
+            "deregister {i} and delete snapshot {snap} in {}",
+            clients.region
+        ),
+        None => format!("delete snapshot {snap} in {}", clients.region),
+    };
+    crate::cleanup::register_action(what.clone(), move || {
+        // Runs on the signal thread; the timer must be made inside the runtime.
+        let r = handle.block_on(async {
+            let undo = async {
+                match &image {
+                    Some(i) => {
+                        images::remove(&clients, &retrier, i, std::slice::from_ref(&snap), false)
+                            .await
+                    }
+                    None => images::delete_snapshot(&clients, &retrier, &snap).await,
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), undo).await
+        });
+        match r {
+            Ok(Ok(())) => Ok(format!("done: {what}")),
+            Ok(Err(e)) => Err(format!("could not {what}: {e}")),
+            Err(_) => Err(format!("could not {what}: timed out")),
+        }
+    })
 }
 
 /// What every region's image gets.
