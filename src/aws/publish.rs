@@ -363,10 +363,15 @@ fn source(
         &snap,
         tags,
     ));
-    crate::cleanup::unregister_action(guard);
-    let image_id = match registered {
-        Ok(id) => id,
+    let (image_id, guard) = match registered {
+        Ok(id) => {
+            // The new guard is in place before the old one goes: no moment without one.
+            let g = interrupt_guard(handle, clients, retrier, Some(&id), &snap);
+            crate::cleanup::unregister_action(guard);
+            (id, g)
+        }
         Err(e) => {
+            crate::cleanup::unregister_action(guard);
             let cleaned = handle.block_on(images::delete_snapshot(clients, retrier, &snap));
             return Err(match cleaned {
                 Ok(()) => format!("{e}; deleted snapshot {snap}"),
@@ -377,7 +382,6 @@ fn source(
         }
     };
     say(&format!("registered {image_id} from {snap}"));
-    let guard = interrupt_guard(handle, clients, retrier, Some(&image_id), &snap);
     let ready = handle.block_on(async {
         // Tagged at once, so that a re-run finds it even if this run stops here (not every
         // endpoint applies RegisterImage's TagSpecifications; AWS does, and then this sends
