@@ -22,16 +22,27 @@ Faults (deterministic for a --seed, bounded by --max-faults), on --fault-ops onl
   --delay-op OP:MS       delay every OP by MS milliseconds (to interrupt an upload midway).
   --swallow-op OP        answer every OP with success without forwarding it (to count 2048
                          encrypted PutSnapshotBlock requests without moto holding 1 GiB).
+  --fail-region R[:OPS]  answer every request signed for region R (the SigV4 credential scope
+                         names it) with a non-retryable 400; with :OP1,OP2 only those ops.
+
+What moto lacks, filled in here (always on):
+  EnableImageDeprecation / DisableImageDeprecation are answered by the proxy (moto answers 500)
+  and remembered; DescribeImages then reports the image's deprecationTime.
+  RegisterImage's BlockDeviceMapping and RootDeviceName (moto invents a 15 GiB /dev/sda1 on a
+  snapshot of its own) are remembered per image id, and DescribeImages reports them, as AWS does.
+  --state FILE keeps both in FILE, so that a later proxy in front of the same moto knows them.
 
 Prints "PORT <n>" on stdout once listening.
 """
 
 import argparse
 import base64
+import datetime
 import hashlib
 import http.client
 import http.server
 import json
+import os
 import random
 import re
 import socket
@@ -39,6 +50,10 @@ import sys
 import threading
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
+
+EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15"
+ET.register_namespace("", EC2_NS)
 
 EBS_OPS = [
     ("POST", re.compile(r"^/snapshots$"), "StartSnapshot"),
@@ -48,6 +63,17 @@ EBS_OPS = [
     ("GET", re.compile(r"^/snapshots/[^/]+/blocks/\d+$"), "GetSnapshotBlock"),
 ]
 KINDS = ["throttle", "500", "503", "drop", "delay", "notfound"]
+
+
+def aws_time(t):
+    """A DeprecateAt as EC2 reports deprecation times: rounded to the nearest minute, with
+    milliseconds shown."""
+    try:
+        d = datetime.datetime.strptime(t.replace(".000Z", "Z"), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return t
+    d = (d + datetime.timedelta(seconds=30)).replace(second=0)
+    return d.strftime("%Y-%m-%dT%H:%M:00.000Z")
 
 
 def main():
@@ -66,7 +92,34 @@ def main():
     ap.add_argument("--fail-op", action="append", default=[])
     ap.add_argument("--delay-op", action="append", default=[])
     ap.add_argument("--swallow-op", action="append", default=[])
+    ap.add_argument("--fail-region", action="append", default=[])
+    ap.add_argument("--state", help="JSON file holding what the proxy fills in for moto")
     args = ap.parse_args()
+
+    # region -> set of ops (None: every op)
+    fail_regions = {}
+    for f in args.fail_region:
+        region, _, ops = f.partition(":")
+        fail_regions[region] = set(ops.split(",")) if ops else None
+    # image id -> deprecation time; image id -> (root device name, [mapping dicts])
+    deprecations = {}
+    registered = {}
+    if args.state:
+        try:
+            with open(args.state) as f:
+                saved = json.load(f)
+            deprecations.update(saved.get("deprecations", {}))
+            registered.update({k: tuple(v) for k, v in saved.get("registered", {}).items()})
+        except FileNotFoundError:
+            pass
+
+    def save_state():
+        # Called with `lock` held.
+        if args.state:
+            tmp = args.state + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"deprecations": deprecations, "registered": registered}, f)
+            os.replace(tmp, args.state)
 
     rng = random.Random(args.seed)
     lock = threading.Lock()
@@ -90,6 +143,54 @@ def main():
                 kind = "500"
             state["faults"] += 1
             return kind
+
+    def remember_registration(data, params):
+        image_id = ET.fromstring(data).findtext(f"{{{EC2_NS}}}imageId")
+        mappings = []
+        n = 1
+        while f"BlockDeviceMapping.{n}.DeviceName" in params:
+            prefix = f"BlockDeviceMapping.{n}."
+            mappings.append({k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)})
+            n += 1
+        if image_id and mappings:
+            with lock:
+                registered[image_id] = (params.get("RootDeviceName", "/dev/xvda"), mappings)
+                save_state()
+
+    def rewrite_images(data):
+        root = ET.fromstring(data)
+        images = root.find(f"{{{EC2_NS}}}imagesSet")
+        if images is None:
+            return data
+        q = lambda tag: f"{{{EC2_NS}}}{tag}"
+        with lock:
+            for item in images.findall(q("item")):
+                image_id = item.findtext(q("imageId"))
+                if image_id in registered:
+                    root_name, mappings = registered[image_id]
+                    bdm = item.find(q("blockDeviceMapping"))
+                    if bdm is None:
+                        bdm = ET.SubElement(item, q("blockDeviceMapping"))
+                    for child in list(bdm):
+                        bdm.remove(child)
+                    for m in mappings:
+                        it = ET.SubElement(bdm, q("item"))
+                        ET.SubElement(it, q("deviceName")).text = m["DeviceName"]
+                        ebs = ET.SubElement(it, q("ebs"))
+                        for k, v in m.items():
+                            if k.startswith("Ebs."):
+                                name = k[4].lower() + k[5:]
+                                ET.SubElement(ebs, q(name)).text = v
+                    rd = item.find(q("rootDeviceName"))
+                    if rd is None:
+                        rd = ET.SubElement(item, q("rootDeviceName"))
+                    rd.text = root_name
+                    rt = item.find(q("rootDeviceType"))
+                    if rt is not None:
+                        rt.text = "ebs"
+                if image_id in deprecations:
+                    ET.SubElement(item, q("deprecationTime")).text = deprecations[image_id]
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -130,6 +231,8 @@ def main():
             fault = pick_fault(op)
             if op in args.fail_op:
                 fault = "fail"
+            if region in fail_regions and (fail_regions[region] is None or op in fail_regions[region]):
+                fault = "fail"
             entry["fault"] = fault
             if op in delays:
                 time.sleep(delays[op])
@@ -146,6 +249,25 @@ def main():
                 return
             if fault in ("throttle", "500", "503", "fail", "notfound"):
                 self.answer_fault(fault, service, entry)
+                return
+            if op in ("EnableImageDeprecation", "DisableImageDeprecation"):
+                with lock:
+                    if op == "EnableImageDeprecation":
+                        deprecations[params.get("ImageId")] = aws_time(params.get("DeprecateAt", ""))
+                    else:
+                        deprecations.pop(params.get("ImageId"), None)
+                    save_state()
+                entry["status"] = 200
+                log.write(json.dumps(entry) + "\n")
+                data = (
+                    f'<?xml version="1.0" encoding="UTF-8"?><{op}Response xmlns="{EC2_NS}">'
+                    f"<requestId>proxy</requestId><return>true</return></{op}Response>"
+                ).encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/xml")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
                 return
             if op in args.swallow_op:
                 entry["status"] = 201
@@ -171,6 +293,10 @@ def main():
                 for b in j.get("Blocks", []):
                     b["BlockIndex"] = int(b["BlockIndex"])
                 data = json.dumps(j).encode()
+            if op == "RegisterImage" and resp.status == 200:
+                remember_registration(data, params)
+            if op == "DescribeImages" and resp.status == 200:
+                data = rewrite_images(data)
             entry["status"] = resp.status
             log.write(json.dumps(entry) + "\n")
             self.send_response(resp.status)

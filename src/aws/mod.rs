@@ -1,5 +1,6 @@
-//! Talking to AWS: clients from the standard configuration chain, retries, EBS snapshots and AMI
-//! registration.
+//! Talking to AWS: clients from the standard configuration chain, retries, EBS snapshots, AMI
+//! registration, and distribution (copies, shares, deprecation, retention) by `kiln publish` and
+//! `kiln images`.
 //!
 //! Credentials and region come from aws-config's default chain (environment, profiles, SSO,
 //! IMDS), overridden by `--region` / `--profile`. `AWS_ENDPOINT_URL` (and the per-service
@@ -15,6 +16,9 @@
 //! | `kiln:image-sha256` | SHA-256 (hex) of the whole raw disk |
 //! | `kiln:kiln-version` | the version of kiln that made it |
 
+pub mod distribute;
+pub mod images;
+pub mod publish;
 pub mod register;
 pub mod retry;
 pub mod snapshot;

@@ -3,7 +3,9 @@
 mod aws_common;
 mod boot;
 mod build;
+mod images;
 mod lock;
+mod publish;
 mod register;
 mod test;
 mod upload;
@@ -35,6 +37,11 @@ pub enum Command {
     Verify(verify::Args),
     /// Register an AMI from a snapshot, as the recipe's [ami] says.
     Register(register::Args),
+    /// Build, boot-test and publish an AMI into every region of [ami] regions: shared, tagged,
+    /// deprecation scheduled; what exists already is reused.
+    Publish(publish::Args),
+    /// kiln's AMIs: list, copy, share, unshare, deprecate, deregister, prune.
+    Images(images::Args),
     /// Boot an image under QEMU (UEFI) and wait for a marker on its serial console (exit 0 pass, 1 fail, 2 error).
     Test(test::Args),
     /// Boot an image under QEMU with its serial console on this terminal.
@@ -48,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upload(a) => upload::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Register(a) => register::run(a),
+        Command::Publish(a) => publish::run(a),
+        Command::Images(a) => images::run(a),
         Command::Test(a) => test::run(a, cli.verbose),
         Command::Boot(a) => boot::run(a),
     }

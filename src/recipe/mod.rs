@@ -22,7 +22,10 @@ mod raw;
 mod size;
 mod system;
 
-pub use ami::{Ami, AmiVolume, BootMode};
+pub use ami::{
+    format_utc, parse_duration, parse_utc, valid_account, valid_organization_arn, valid_ou_arn,
+    Ami, AmiVolume, BootMode, Deprecation, Shares,
+};
 pub use boot::{Boot, Compression, Initrd, KernelChoice, Loader};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};

@@ -184,6 +184,12 @@ pub struct RawAmi {
     pub regions: Option<Vec<S>>,
     pub encrypted: Option<bool>,
     pub kms_key_arn: Option<S>,
+    pub share_accounts: Option<Vec<S>>,
+    pub share_organizations: Option<Vec<S>>,
+    pub share_organizational_units: Option<Vec<S>>,
+    pub public: Option<Spanned<bool>>,
+    pub deprecate_after: Option<S>,
+    pub deprecate_at: Option<S>,
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, S>,
     #[serde(default)]

@@ -33,6 +33,9 @@ fn free_port() -> u16 {
 pub struct Moto {
     child: Child,
     pub port: u16,
+    /// What the proxies fill in for this moto (deprecations, RegisterImage mappings), shared by
+    /// every proxy started in front of it.
+    state: tempfile::TempDir,
 }
 
 impl Moto {
@@ -52,7 +55,11 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { child, port }
+        Moto {
+            child,
+            port,
+            state: tempfile::tempdir().unwrap(),
+        }
     }
 }
 
@@ -84,6 +91,8 @@ impl Proxy {
             .args(["--upstream", &format!("127.0.0.1:{}", moto.port)])
             .arg("--log")
             .arg(log)
+            .arg("--state")
+            .arg(moto.state.path().join("proxy-state.json"))
             .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -223,4 +232,147 @@ pub fn nonzero_blocks(data: &[u8]) -> Vec<(u64, [u8; 32])> {
 pub fn b64(d: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+/// Direct EC2 access to moto in one region (not through the proxy, so nothing is captured and
+/// nothing is rewritten): what the server itself holds.
+pub struct Ec2 {
+    rt: tokio::runtime::Runtime,
+    pub client: aws_sdk_ec2::Client,
+}
+
+impl Ec2 {
+    pub fn new(moto: &Moto, region: &str) -> Ec2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new(region.to_string()))
+            .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        Ec2 {
+            rt,
+            client: aws_sdk_ec2::Client::from_conf(conf),
+        }
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Images owned by the account that carry `kiln:image-sha256`.
+    pub fn kiln_images(&self) -> Vec<aws_sdk_ec2::types::Image> {
+        let f = aws_sdk_ec2::types::Filter::builder()
+            .name("tag-key")
+            .values("kiln:image-sha256")
+            .build();
+        let out = self
+            .block_on(
+                self.client
+                    .describe_images()
+                    .owners("self")
+                    .filters(f)
+                    .send(),
+            )
+            .expect("DescribeImages");
+        out.images().to_vec()
+    }
+
+    /// Every snapshot id the account owns in this region.
+    pub fn snapshot_ids(&self) -> std::collections::BTreeSet<String> {
+        let out = self
+            .block_on(self.client.describe_snapshots().owner_ids("self").send())
+            .expect("DescribeSnapshots");
+        out.snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect()
+    }
+
+    /// A snapshot's tags, `None` if it does not exist.
+    pub fn snapshot_tags(&self, id: &str) -> Option<Vec<(String, String)>> {
+        let out = self
+            .block_on(self.client.describe_snapshots().owner_ids("self").send())
+            .expect("DescribeSnapshots");
+        let s = out
+            .snapshots()
+            .iter()
+            .find(|s| s.snapshot_id() == Some(id))?;
+        Some(pairs(s.tags()))
+    }
+
+    /// (kind, value) of each launch permission: ("user", id), ("org", arn), ("ou", arn),
+    /// ("group", "all").
+    pub fn launch_permissions(&self, image: &str) -> Vec<(String, String)> {
+        let out = self
+            .block_on(
+                self.client
+                    .describe_image_attribute()
+                    .image_id(image)
+                    .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                    .send(),
+            )
+            .expect("DescribeImageAttribute");
+        out.launch_permissions()
+            .iter()
+            .map(|p| {
+                if let Some(u) = p.user_id() {
+                    ("user".into(), u.into())
+                } else if let Some(o) = p.organization_arn() {
+                    ("org".into(), o.into())
+                } else if let Some(o) = p.organizational_unit_arn() {
+                    ("ou".into(), o.into())
+                } else {
+                    (
+                        "group".into(),
+                        p.group().map(|g| g.as_str()).unwrap_or("").into(),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// The account ids (and `all`) a snapshot's createVolumePermission names.
+    pub fn volume_permissions(&self, snapshot: &str) -> Vec<String> {
+        let out = self
+            .block_on(
+                self.client
+                    .describe_snapshot_attribute()
+                    .snapshot_id(snapshot)
+                    .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                    .send(),
+            )
+            .expect("DescribeSnapshotAttribute");
+        out.create_volume_permissions()
+            .iter()
+            .map(|p| {
+                p.user_id()
+                    .map(str::to_string)
+                    .or_else(|| p.group().map(|g| g.as_str().to_string()))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// Tags as (key, value) pairs.
+pub fn pairs(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or("").to_string(),
+                t.value().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Operations that change something (everything but Describe*/List*/Get*).
+pub fn is_mutating(op: &str) -> bool {
+    !(op.starts_with("Describe") || op.starts_with("List") || op.starts_with("Get"))
 }

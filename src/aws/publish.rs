@@ -1,0 +1,568 @@
+//! `kiln publish`, as a library: build, boot-test, then make the AMI exist everywhere the recipe
+//! says, shared, tagged and scheduled for deprecation.
+//!
+//! ```text
+//! build → test (the caller's closure)
+//!   → first region: find the AMI by kiln:image-sha256 + name, or upload → register → available
+//!   → every other region, in parallel: find the copy, or CopyImage → available → finalize
+//!   → first region: finalize                     (finalize = tags, shares, deprecation)
+//! ```
+//!
+//! Idempotent: what exists is found by its tags and reused, and every finalize step sends only
+//! what is missing, so publishing the same image again uploads nothing and fills in only gaps.
+//! A region that fails is reported with its cause while the others carry on. An image kiln made
+//! in this run that then fails (a copy that cannot be shared, say) is deregistered and its
+//! snapshots deleted, so no half-shared image is left behind; a failed registration deletes the
+//! snapshot it was made from.
+
+use super::distribute::{self, DistributeError, Grant};
+use super::images::{self, AmiInfo, Query};
+use super::retry::Retrier;
+use super::snapshot::{client_token, SnapshotSpec, DEFAULT_TIMEOUT_MINUTES};
+use super::upload::{self, UploadOptions};
+use super::{connect, kiln_tags, register, AwsOptions, Clients, ConnectError, ImageIdentity};
+use crate::pipeline::{self, BuildError, BuildOptions, BuildOutput};
+use crate::recipe::{Ami, Arch, Deprecation, Pos, Recipe, RecipeError};
+use crate::sink::ebs::{UploadReport, UploadStats};
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error("{0}: the recipe has no [ami] table; add one to publish an AMI")]
+    NoAmi(PathBuf),
+    #[error("{pos}: public = true makes the AMI launchable by every AWS account; expected --allow-public to confirm it")]
+    PublicNotAllowed { pos: Pos },
+    #[error(
+        "{pos}: the region {region:?} is listed twice in [ami] regions; expected each region once"
+    )]
+    DuplicateRegion { pos: Pos, region: String },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("the boot test failed, so nothing was published: {0}")]
+    Test(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// What to publish: an image file built from a recipe.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub ami: Ami,
+    pub arch: Arch,
+    pub identity: ImageIdentity,
+    pub image: PathBuf,
+    pub size: u64,
+}
+
+/// How to publish.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// The profile; the region is used only when `[ami] regions` is empty.
+    pub aws: AwsOptions,
+    pub upload: UploadOptions,
+    /// Regions copied into at once.
+    pub copy_concurrency: usize,
+    /// How long to wait for a registration or a copy to become `available`.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            aws: AwsOptions::default(),
+            upload: UploadOptions::default(),
+            copy_concurrency: 8,
+            wait_timeout: Duration::from_secs(7200),
+        }
+    }
+}
+
+/// Callbacks to the caller, which draws progress.
+pub struct Hooks<'a> {
+    /// A line of progress about one region.
+    pub event: &'a (dyn Fn(&str, &str) + Send + Sync),
+    /// The upload's counters, once the snapshot exists.
+    pub on_upload_start: &'a dyn Fn(&str, Arc<UploadStats>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// kiln made the image in this run.
+    Created,
+    /// It was there already (found by its tags).
+    Reused,
+    Failed,
+}
+
+/// What exists in one region after publishing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionResult {
+    pub region: String,
+    pub outcome: Outcome,
+    pub image_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    /// The image's state (`available`), or `failed`.
+    pub state: String,
+    /// Why it failed, and what was cleaned up.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishReport {
+    pub image_sha256: String,
+    /// In the order of `[ami] regions`.
+    pub regions: Vec<RegionResult>,
+    /// When this run uploaded the disk.
+    pub upload: Option<UploadReport>,
+}
+
+impl PublishReport {
+    pub fn ok(&self) -> bool {
+        self.regions.iter().all(|r| r.outcome != Outcome::Failed)
+    }
+}
+
+/// The recipe's `[ami]`, refused when it cannot be published as it stands: missing, `public`
+/// without `allow_public`, or a region listed twice. Runs before anything is built or uploaded.
+pub fn check_recipe(recipe: &Recipe, allow_public: bool) -> Result<&Ami, PublishError> {
+    let ami = recipe
+        .ami
+        .as_ref()
+        .ok_or_else(|| PublishError::NoAmi(recipe.path.clone()))?;
+    if let (Some(pos), false) = (&ami.public_pos, allow_public) {
+        return Err(PublishError::PublicNotAllowed { pos: pos.clone() });
+    }
+    for (i, r) in ami.regions.iter().enumerate() {
+        if ami.regions[..i].contains(r) {
+            return Err(PublishError::DuplicateRegion {
+                pos: ami.pos.clone(),
+                region: r.clone(),
+            });
+        }
+    }
+    Ok(ami)
+}
+
+/// The whole of `kiln publish`: checks the recipe, builds the image file, runs `test` on it
+/// (the boot test; the caller supplies it), then [`publish`]es. Call outside the runtime.
+pub fn build_test_publish(
+    handle: &Handle,
+    recipe_path: &Path,
+    build: BuildOptions,
+    allow_public: bool,
+    test: &dyn Fn(&BuildOutput) -> Result<(), String>,
+    opts: &PublishOptions,
+    hooks: &Hooks,
+) -> Result<PublishReport, PublishError> {
+    let recipe = Recipe::load(recipe_path)?;
+    let ami = check_recipe(&recipe, allow_public)?.clone();
+    let out = pipeline::build(recipe_path, build)?;
+    test(&out).map_err(PublishError::Test)?;
+    let m = &out.manifest;
+    let target = Target {
+        ami,
+        arch: recipe.image.arch,
+        identity: ImageIdentity {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            sha256: m.image.sha256.clone(),
+        },
+        image: out.image.clone(),
+        size: m.image.size,
+    };
+    publish(handle, &target, opts, hooks)
+}
+
+/// The tags every published image and snapshot carries: kiln's, then `[ami.tags]`.
+pub fn wanted_tags(target: &Target) -> Vec<(String, String)> {
+    let mut tags = kiln_tags(&target.identity);
+    for (k, v) in &target.ami.tags {
+        tags.retain(|(t, _)| t != k);
+        tags.push((k.clone(), v.clone()));
+    }
+    tags
+}
+
+/// Publishes `target` into every region of `[ami] regions` (or the configured region). Region
+/// failures are in the report; only a failure to connect at all is an error. Call outside the
+/// runtime (the upload blocks on `handle`).
+pub fn publish(
+    handle: &Handle,
+    target: &Target,
+    opts: &PublishOptions,
+    hooks: &Hooks,
+) -> Result<PublishReport, PublishError> {
+    let regions = match target.ami.regions.is_empty() {
+        false => target.ami.regions.clone(),
+        true => vec![handle.block_on(connect(&opts.aws))?.region],
+    };
+    let retrier = Retrier::default();
+    let first = handle.block_on(connect_to(&opts.aws, &regions[0]))?;
+    let tags = wanted_tags(target);
+    let mut report = PublishReport {
+        image_sha256: target.identity.sha256.clone(),
+        regions: Vec::new(),
+        upload: None,
+    };
+    let (source, created) = match source(handle, &first, &retrier, target, opts, hooks, &tags) {
+        Ok((info, created, upload)) => {
+            report.upload = upload;
+            (info, created)
+        }
+        Err(e) => {
+            (hooks.event)(&regions[0], &format!("failed: {e}"));
+            report.regions.push(failed(&regions[0], e));
+            for r in &regions[1..] {
+                let why = format!("not attempted: there is no image in {}", regions[0]);
+                report.regions.push(failed(r, why));
+            }
+            return Ok(report);
+        }
+    };
+    let deprecate_at = target.ami.deprecation.map(|d| match d {
+        // Counted from the image's creation as EC2 records it, not from this run: every region
+        // and every re-publish of the same image then agree on one time. It is an AWS-side
+        // schedule, not image content, so the build's reproducibility is untouched.
+        Deprecation::After(secs) => {
+            let created = source
+                .creation_date
+                .as_deref()
+                .and_then(|c| crate::recipe::parse_utc(c).ok());
+            created.unwrap_or_else(unix_now) + secs
+        }
+        Deprecation::At(t) => t,
+    });
+    let fin = Finalize {
+        tags: &tags,
+        grants: distribute::grants(&target.ami.shares),
+        deprecate_at,
+    };
+    let n = opts.copy_concurrency.max(1);
+    let copies: Vec<RegionResult> = handle.block_on(async {
+        futures::stream::iter(&regions[1..])
+            .map(|r| copy_region(r, &source, target, opts, hooks, &retrier, &fin))
+            .buffer_unordered(n)
+            .collect()
+            .await
+    });
+    // The source is finalized last: if that fails and it is removed, no copy is still reading it.
+    let first_result = handle.block_on(finalize_or_remove(
+        &first, &retrier, source, created, &fin, hooks,
+    ));
+    report.regions.push(first_result);
+    for r in &regions[1..] {
+        if let Some(c) = copies.iter().find(|c| c.region == *r) {
+            report.regions.push(c.clone());
+        }
+    }
+    Ok(report)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn failed(region: &str, error: String) -> RegionResult {
+    RegionResult {
+        region: region.to_string(),
+        outcome: Outcome::Failed,
+        image_id: None,
+        snapshot_id: None,
+        state: "failed".into(),
+        error: Some(error),
+    }
+}
+
+async fn connect_to(aws: &AwsOptions, region: &str) -> Result<Clients, ConnectError> {
+    connect(&AwsOptions {
+        region: Some(region.to_string()),
+        profile: aws.profile.clone(),
+    })
+    .await
+}
+
+/// What the snapshot of `target` is started with (the same as `kiln upload`'s).
+pub fn snapshot_spec(target: &Target) -> SnapshotSpec {
+    let id = &target.identity;
+    let encrypted = target.ami.encrypted;
+    SnapshotSpec {
+        size: target.size,
+        description: format!("kiln: {} {} (sha256 {})", id.name, id.version, id.sha256),
+        tags: kiln_tags(id),
+        client_token: client_token(&id.sha256, encrypted, target.ami.kms_key_arn.as_deref()),
+        encrypted,
+        kms_key_arn: target.ami.kms_key_arn.clone(),
+        timeout_minutes: DEFAULT_TIMEOUT_MINUTES,
+    }
+}
+
+/// The image in the first region: found by its tags, or uploaded and registered. Returns it
+/// `available`, whether this run made it, and the upload's report.
+fn source(
+    handle: &Handle,
+    clients: &Clients,
+    retrier: &Retrier,
+    target: &Target,
+    opts: &PublishOptions,
+    hooks: &Hooks,
+    tags: &[(String, String)],
+) -> Result<(AmiInfo, bool, Option<UploadReport>), String> {
+    let region = clients.region.as_str();
+    let say = |m: &str| (hooks.event)(region, m);
+    let progress = |m: &str| say(m);
+    let query = Query {
+        sha256: Some(target.identity.sha256.clone()),
+        ami_name: Some(target.ami.name.clone()),
+        name: None,
+    };
+    let existing = handle
+        .block_on(images::find_usable(clients, retrier, &query))
+        .map_err(|e| e.to_string())?;
+    if let Some(found) = existing {
+        say(&format!("found {} ({})", found.image_id, found.state));
+        let info = handle
+            .block_on(distribute::wait_available(
+                clients,
+                retrier,
+                &found.image_id,
+                opts.wait_timeout,
+                &progress,
+            ))
+            .map_err(|e| e.to_string())?;
+        return Ok((info, false, None));
+    }
+    let spec = snapshot_spec(target);
+    let report = upload::upload_with(
+        handle,
+        clients,
+        retrier,
+        &spec,
+        &opts.upload,
+        hooks.on_upload_start,
+        |sink| upload::write_file(&target.image, sink),
+    )
+    .map_err(|e| e.to_string())?;
+    let snap = report.snapshot_id.clone();
+    let ami = &target.ami;
+    // Ctrl-C from here until the image is available removes what this run made.
+    let guard = interrupt_guard(handle, clients, retrier, None, &snap);
+    let registered = handle.block_on(register::register(
+        clients,
+        retrier,
+        ami,
+        target.arch,
+        &snap,
+        tags,
+    ));
+    let (image_id, guard) = match registered {
+        Ok(id) => {
+            // The new guard is in place before the old one goes: no moment without one.
+            let g = interrupt_guard(handle, clients, retrier, Some(&id), &snap);
+            crate::cleanup::unregister_action(guard);
+            (id, g)
+        }
+        Err(e) => {
+            crate::cleanup::unregister_action(guard);
+            let cleaned = handle.block_on(images::delete_snapshot(clients, retrier, &snap));
+            return Err(match cleaned {
+                Ok(()) => format!("{e}; deleted snapshot {snap}"),
+                Err(d) => {
+                    format!("{e}; snapshot {snap} could not be deleted ({d}); delete it by hand")
+                }
+            });
+        }
+    };
+    say(&format!("registered {image_id} from {snap}"));
+    let ready = handle.block_on(async {
+        // Tagged at once, so that a re-run finds it even if this run stops here (not every
+        // endpoint applies RegisterImage's TagSpecifications; AWS does, and then this sends
+        // nothing).
+        let info = images::describe_fresh(clients, retrier, &image_id).await?;
+        distribute::ensure_tags(clients, retrier, &info, tags).await?;
+        distribute::wait_available(clients, retrier, &image_id, opts.wait_timeout, &progress).await
+    });
+    crate::cleanup::unregister_action(guard);
+    match ready {
+        Ok(info) => Ok((info, true, Some(report))),
+        Err(e) => {
+            let cleaned = handle.block_on(images::remove(
+                clients,
+                retrier,
+                &image_id,
+                std::slice::from_ref(&snap),
+                false,
+            ));
+            Err(match cleaned {
+                Ok(()) => format!("{e}; deregistered {image_id} and deleted snapshot {snap}"),
+                Err(d) => format!(
+                    "{e}; could not remove {image_id} and snapshot {snap} ({d}); remove them by hand"
+                ),
+            })
+        }
+    }
+}
+
+/// Registers "deregister `image` (if any) and delete `snap`" to run on Ctrl-C.
+fn interrupt_guard(
+    handle: &Handle,
+    clients: &Clients,
+    retrier: &Retrier,
+    image: Option<&str>,
+    snap: &str,
+) -> crate::cleanup::ActionId {
+    let (handle, clients, retrier) = (handle.clone(), clients.clone(), retrier.clone());
+    let (image, snap) = (image.map(str::to_string), snap.to_string());
+    let what = match &image {
+        Some(i) => format!(
+            "deregister {i} and delete snapshot {snap} in {}",
+            clients.region
+        ),
+        None => format!("delete snapshot {snap} in {}", clients.region),
+    };
+    crate::cleanup::register_action(what.clone(), move || {
+        // Runs on the signal thread; the timer must be made inside the runtime.
+        let r = handle.block_on(async {
+            let undo = async {
+                match &image {
+                    Some(i) => {
+                        images::remove(&clients, &retrier, i, std::slice::from_ref(&snap), false)
+                            .await
+                    }
+                    None => images::delete_snapshot(&clients, &retrier, &snap).await,
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), undo).await
+        });
+        match r {
+            Ok(Ok(())) => Ok(format!("done: {what}")),
+            Ok(Err(e)) => Err(format!("could not {what}: {e}")),
+            Err(_) => Err(format!("could not {what}: timed out")),
+        }
+    })
+}
+
+/// What every region's image gets.
+struct Finalize<'a> {
+    tags: &'a [(String, String)],
+    grants: Vec<Grant>,
+    deprecate_at: Option<i64>,
+}
+
+async fn finalize(
+    clients: &Clients,
+    retrier: &Retrier,
+    info: &AmiInfo,
+    fin: &Finalize<'_>,
+) -> Result<(), DistributeError> {
+    distribute::ensure_tags(clients, retrier, info, fin.tags).await?;
+    distribute::set_grants(clients, retrier, info, &fin.grants, true).await?;
+    if let Some(at) = fin.deprecate_at {
+        let current = info
+            .deprecation_time
+            .as_deref()
+            .and_then(|t| crate::recipe::parse_utc(t).ok());
+        if let Some(t) = distribute::effective_deprecation(at, unix_now(), current) {
+            distribute::set_deprecation(clients, retrier, info, Some(t)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Finalizes `info`; on failure removes it if this run `created` it.
+async fn finalize_or_remove(
+    clients: &Clients,
+    retrier: &Retrier,
+    info: AmiInfo,
+    created: bool,
+    fin: &Finalize<'_>,
+    hooks: &Hooks<'_>,
+) -> RegionResult {
+    match finalize(clients, retrier, &info, fin).await {
+        Ok(()) => {
+            (hooks.event)(&info.region, &format!("{} is ready", info.image_id));
+            RegionResult {
+                region: info.region.clone(),
+                outcome: if created {
+                    Outcome::Created
+                } else {
+                    Outcome::Reused
+                },
+                snapshot_id: info
+                    .root_snapshot_id
+                    .clone()
+                    .or_else(|| info.snapshot_ids.first().cloned()),
+                image_id: Some(info.image_id),
+                state: info.state,
+                error: None,
+            }
+        }
+        Err(e) => {
+            if !created {
+                let why = format!(
+                    "{e}; {} (made by an earlier run) was left as it is",
+                    info.image_id
+                );
+                (hooks.event)(&info.region, &format!("failed: {why}"));
+                return RegionResult {
+                    image_id: Some(info.image_id.clone()),
+                    snapshot_id: info.root_snapshot_id.clone(),
+                    state: info.state.clone(),
+                    ..failed(&info.region, why)
+                };
+            }
+            let why = format!(
+                "{e}; {}",
+                images::remove_made(clients, retrier, &info.image_id).await
+            );
+            (hooks.event)(&info.region, &format!("failed: {why}"));
+            failed(&info.region, why)
+        }
+    }
+}
+
+/// One other region: find or copy, wait, finalize; a copy made here that then fails is removed.
+async fn copy_region(
+    region: &str,
+    source: &AmiInfo,
+    target: &Target,
+    opts: &PublishOptions,
+    hooks: &Hooks<'_>,
+    retrier: &Retrier,
+    fin: &Finalize<'_>,
+) -> RegionResult {
+    let clients = match connect_to(&opts.aws, region).await {
+        Ok(c) => c,
+        Err(e) => return failed(region, e.to_string()),
+    };
+    let progress = |m: &str| (hooks.event)(region, m);
+    let copy = distribute::ensure_copy(
+        &clients,
+        retrier,
+        source,
+        &target.identity.sha256,
+        target.ami.description.as_deref(),
+        fin.tags,
+        opts.wait_timeout,
+        &progress,
+    )
+    .await;
+    match copy {
+        Ok((info, created)) => {
+            finalize_or_remove(&clients, retrier, info, created, fin, hooks).await
+        }
+        Err(e) => {
+            let why = e.to_string();
+            (hooks.event)(region, &format!("failed: {why}"));
+            failed(region, why)
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `kiln publish RECIPE`: build, boot-test, then snapshot, register, copy, share, tag and
+//! deprecate in every region of `[ami] regions` (see `kiln::aws::publish`).
+
+use super::aws_common::{self, AwsArgs, Watcher};
+use kiln::aws::publish::{self, Hooks, Outcome, PublishOptions, PublishReport};
+use kiln::aws::upload::UploadOptions;
+use kiln::aws::AwsOptions;
+use kiln::pipeline::{BuildOptions, BuildOutput};
+use kiln::qemu::{Outcome as TestOutcome, TestOptions};
+use kiln::recipe::Recipe;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipe (TOML) with an [ami] table.
+    pub recipe: PathBuf,
+    /// Publish without the QEMU boot test (`kiln test`).
+    #[arg(long)]
+    pub skip_test: bool,
+    /// The boot test's marker on the serial console.
+    #[arg(long, default_value = kiln::qemu::DEFAULT_EXPECT)]
+    pub expect: String,
+    /// Seconds the boot test waits for the marker.
+    #[arg(long, default_value_t = kiln::qemu::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub test_timeout: u64,
+    #[command(flatten)]
+    pub machine: super::test::MachineArgs,
+    /// Confirm `public = true`: the AMI becomes launchable by every AWS account.
+    #[arg(long)]
+    pub allow_public: bool,
+    /// Print {"images": [{"region","image_id","snapshot_id"}], "image_sha256"} on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Install exactly the packages in `<recipe stem>.lock`.
+    #[arg(long)]
+    pub locked: bool,
+    /// Where to write the image; default out/<name>.raw.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Blocks uploaded at once.
+    #[arg(long, default_value_t = kiln::sink::ebs::DEFAULT_WORKERS)]
+    pub workers: usize,
+    /// Regions copied into at once.
+    #[arg(long, default_value_t = 8)]
+    pub copy_concurrency: usize,
+    /// Seconds to wait for the snapshot, the registration or a copy (copies can take well
+    /// over ten minutes).
+    #[arg(long, default_value_t = 7200)]
+    pub wait_timeout: u64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    // Everything the recipe alone can refuse is refused before the build.
+    let recipe = Recipe::load(&a.recipe)?;
+    publish::check_recipe(&recipe, a.allow_public)?;
+    let test_opts = TestOptions {
+        expect: a.expect.clone(),
+        timeout: Duration::from_secs(a.test_timeout),
+        log: None,
+        stream: false,
+        machine: a.machine.options(),
+    };
+    let test = |out: &BuildOutput| -> Result<(), String> {
+        if a.skip_test {
+            eprintln!("boot test skipped (--skip-test)");
+            return Ok(());
+        }
+        boot_test(out, &test_opts)
+    };
+    let rt = aws_common::runtime()?;
+    let opts = PublishOptions {
+        aws: AwsOptions {
+            region: a.aws.region.clone(),
+            profile: a.aws.profile.clone(),
+        },
+        upload: UploadOptions {
+            workers: a.workers,
+            wait_timeout: Duration::from_secs(a.wait_timeout),
+        },
+        copy_concurrency: a.copy_concurrency,
+        wait_timeout: Duration::from_secs(a.wait_timeout),
+    };
+    let watcher: Mutex<Option<Watcher>> = Mutex::new(None);
+    let event = |region: &str, msg: &str| eprintln!("{region}: {msg}");
+    let on_upload_start = |id: &str, stats| {
+        eprintln!("uploading the disk to snapshot {id}");
+        *watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(Watcher::start(id, stats));
+    };
+    let hooks = Hooks {
+        event: &event,
+        on_upload_start: &on_upload_start,
+    };
+    let build = BuildOptions {
+        output: a.output.clone(),
+        progress: None,
+        locked: a.locked,
+        packages: Some(kiln::packages::Options {
+            progress: std::io::stderr().is_terminal(),
+            ..Default::default()
+        }),
+    };
+    let report = publish::build_test_publish(
+        rt.handle(),
+        &a.recipe,
+        build,
+        a.allow_public,
+        &test,
+        &opts,
+        &hooks,
+    );
+    // The upload's progress ends with the upload; the watcher stops before anything is printed.
+    drop(watcher);
+    let report = report?;
+    if let Some(u) = &report.upload {
+        aws_common::summary(u);
+    }
+    if a.json {
+        println!("{}", json(&report));
+    } else {
+        print!("{}", table(&report));
+    }
+    for r in report
+        .regions
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+    {
+        eprintln!("{}: {}", r.region, r.error.as_deref().unwrap_or("failed"));
+    }
+    if report.ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let failed: Vec<&str> = report
+            .regions
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .map(|r| r.region.as_str())
+            .collect();
+        eprintln!(
+            "published to {} of {} region(s); failed: {}",
+            report.regions.len() - failed.len(),
+            report.regions.len(),
+            failed.join(", ")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// `kiln test` on the built image: passes, or says why not (with the console's last lines).
+fn boot_test(out: &BuildOutput, opts: &TestOptions) -> Result<(), String> {
+    let opts = TestOptions {
+        log: Some(super::test::default_log(&out.image)),
+        ..opts.clone()
+    };
+    eprintln!("boot-testing {} under QEMU", out.image.display());
+    let outcome = kiln::qemu::test_image(&out.image, &opts).map_err(|e| e.to_string())?;
+    match outcome {
+        TestOutcome::Pass { elapsed, .. } => {
+            eprintln!(
+                "boot test passed: {:?} after {:.1} s",
+                opts.expect,
+                elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        TestOutcome::Fail {
+            reason,
+            tail_lines,
+            log,
+            ..
+        } => {
+            let mut msg = format!("{reason}");
+            if let Some(l) = log {
+                msg.push_str(&format!(" (console log: {})", l.display()));
+            }
+            for l in tail_lines.iter().rev().take(10).rev() {
+                msg.push_str(&format!("\n  | {l}"));
+            }
+            Err(msg)
+        }
+    }
+}
+
+/// `{"images": [...], "image_sha256"}`: only the regions where the image is published.
+fn json(r: &PublishReport) -> serde_json::Value {
+    let images: Vec<serde_json::Value> = r
+        .regions
+        .iter()
+        .filter(|x| x.outcome != Outcome::Failed)
+        .map(|x| {
+            serde_json::json!({
+                "region": x.region,
+                "image_id": x.image_id,
+                "snapshot_id": x.snapshot_id,
+            })
+        })
+        .collect();
+    serde_json::json!({"images": images, "image_sha256": r.image_sha256})
+}
+
+/// One line per region: region, AMI id, snapshot id, state.
+fn table(r: &PublishReport) -> String {
+    let rows: Vec<[String; 4]> = r
+        .regions
+        .iter()
+        .map(|x| {
+            let state = match x.outcome {
+                Outcome::Created => format!("{} (new)", x.state),
+                Outcome::Reused => format!("{} (existing)", x.state),
+                Outcome::Failed if x.image_id.is_some() => {
+                    format!("{}, not fully published", x.state)
+                }
+                Outcome::Failed => "failed, nothing left".to_string(),
+            };
+            [
+                x.region.clone(),
+                x.image_id.clone().unwrap_or_else(|| "-".into()),
+                x.snapshot_id.clone().unwrap_or_else(|| "-".into()),
+                state,
+            ]
+        })
+        .collect();
+    super::images::columns(&["REGION", "IMAGE", "SNAPSHOT", "STATE"], &rows)
+}

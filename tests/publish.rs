@@ -1,0 +1,631 @@
+//! `kiln publish` against moto on 127.0.0.1, through the recording proxy: two regions, shares on
+//! image and snapshots, tags everywhere, the deprecation request, an idempotent re-publish that
+//! uploads nothing, `public = true` refused without `--allow-public`, and one region failing
+//! while the others succeed.
+//!
+//! moto keeps launch permissions, create-volume permissions and tags, so those are read back
+//! from moto itself. What moto lacks (EnableImageDeprecation, CopyImage's TagSpecifications) is
+//! asserted on the requests the proxy captured.
+
+mod common;
+
+use common::moto::{is_mutating, pairs, Ec2, Moto, Proxy};
+use common::ok;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const ACCOUNT: &str = "111122223333";
+const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abcdefghij";
+const OU: &str = "arn:aws:organizations::111122223333:ou/o-abcdefghij/ou-abcd-12345678";
+
+fn recipe(version: &str, regions: &[&str], extra: &str) -> String {
+    let regions: Vec<String> = regions.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        r#"
+[image]
+name = "web"
+version = "{version}"
+arch = "x86_64"
+size = "64MiB"
+source_date_epoch = 1700000000
+
+[[partition]]
+label = "root"
+type = "root"
+size = "rest"
+filesystem = "ext4"
+mount = "/"
+
+[[file]]
+path = "/etc/motd"
+content = "web {version}\n"
+
+[ami]
+name = "{{name}}-{{version}}-{{arch}}"
+description = "web server"
+regions = [{regions}]
+{extra}
+
+[ami.tags]
+team = "platform"
+"#,
+        regions = regions.join(", ")
+    )
+}
+
+const SHARES: &str = r#"share_accounts = ["111122223333"]
+share_organizations = ["arn:aws:organizations::111122223333:organization/o-abcdefghij"]
+share_organizational_units = ["arn:aws:organizations::111122223333:ou/o-abcdefghij/ou-abcd-12345678"]
+deprecate_after = "365d""#;
+
+fn write_recipe(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("web.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn publish(proxy: &Proxy, dir: &Path, args: &[&str]) -> Output {
+    proxy
+        .kiln()
+        .current_dir(dir)
+        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// region → (image id, snapshot id) from `--json`.
+fn images(j: &Value) -> Vec<(String, String, String)> {
+    j["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["region"].as_str().unwrap().to_string(),
+                i["image_id"].as_str().unwrap().to_string(),
+                i["snapshot_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The tags of TagSpecification `n` in a captured EC2 request.
+fn tag_spec(p: &Value, n: usize) -> Vec<(String, String)> {
+    (1..40)
+        .filter_map(|i| {
+            let k = p[format!("TagSpecification.{n}.Tag.{i}.Key")].as_str()?;
+            let v = p[format!("TagSpecification.{n}.Tag.{i}.Value")].as_str()?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn has_all(tags: &[(String, String)], sha: &str) {
+    for (k, v) in [
+        ("kiln:name", "web"),
+        ("kiln:version", "1.0.0"),
+        ("kiln:image-sha256", sha),
+        ("kiln:kiln-version", env!("CARGO_PKG_VERSION")),
+        ("team", "platform"),
+    ] {
+        assert!(
+            tags.contains(&(k.to_string(), v.to_string())),
+            "{k}={v} missing from {tags:?}"
+        );
+    }
+}
+
+#[test]
+fn publishes_to_two_regions_then_again_without_uploading() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, &recipe("1.0.0", &["us-east-1", "eu-west-1"], SHARES));
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+
+    let out = ok(&publish(&proxy, d, &["--json"]));
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let sha = common::sha256_file(&d.join("web.raw"));
+    assert_eq!(j["image_sha256"], sha.as_str());
+    let got = images(&j);
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["us-east-1", "eu-west-1"]
+    );
+    assert_eq!(j.as_object().unwrap().len(), 2, "{j}");
+    let (east, west) = (&got[0], &got[1]);
+
+    // One upload and one registration, in the first region; the registration names the snapshot
+    // the JSON reports.
+    assert_eq!(proxy.ops("StartSnapshot").len(), 1);
+    let reg = proxy.ops("RegisterImage");
+    assert_eq!(reg.len(), 1);
+    assert_eq!(reg[0]["region"], "us-east-1");
+    assert_eq!(
+        reg[0]["params"]["BlockDeviceMapping.1.Ebs.SnapshotId"],
+        east.2.as_str()
+    );
+    assert_eq!(reg[0]["params"]["Name"], "web-1.0.0-x86_64");
+
+    // The copy: from the first region, tagged on creation (moto ignores the tags; kiln re-applies
+    // them with CreateTags, checked below), with a ClientToken.
+    let copies = proxy.ops("CopyImage");
+    assert_eq!(copies.len(), 1);
+    let c = &copies[0];
+    assert_eq!(c["region"], "eu-west-1");
+    assert_eq!(c["params"]["SourceRegion"], "us-east-1");
+    assert_eq!(c["params"]["SourceImageId"], east.1.as_str());
+    assert_eq!(c["params"]["Name"], "web-1.0.0-x86_64");
+    assert_eq!(c["params"]["ClientToken"].as_str().unwrap().len(), 64);
+    assert_eq!(c["params"]["TagSpecification.1.ResourceType"], "image");
+    assert_eq!(c["params"]["TagSpecification.2.ResourceType"], "snapshot");
+    has_all(&tag_spec(&c["params"], 1), &sha);
+    has_all(&tag_spec(&c["params"], 2), &sha);
+
+    // What moto holds, region by region: tags on image and snapshot, launch permissions for the
+    // account, the organization and the OU, create-volume permission for the account only.
+    for (region, image, snap) in [east, west] {
+        let ec2 = Ec2::new(&moto, region);
+        let imgs = ec2.kiln_images();
+        assert_eq!(imgs.len(), 1, "{region}");
+        assert_eq!(imgs[0].image_id(), Some(image.as_str()));
+        has_all(&pairs(imgs[0].tags()), &sha);
+        has_all(&ec2.snapshot_tags(snap).expect("the snapshot exists"), &sha);
+        let mut lp = ec2.launch_permissions(image);
+        lp.sort();
+        let want = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            lp,
+            [want("org", ORG), want("ou", OU), want("user", ACCOUNT)],
+            "{region}"
+        );
+        assert_eq!(ec2.volume_permissions(snap), [ACCOUNT], "{region}");
+    }
+    // ModifySnapshotAttribute takes no organization or OU: none was sent.
+    for m in proxy.ops("ModifySnapshotAttribute") {
+        let p = m["params"].to_string();
+        assert!(!p.contains("organization"), "{p}");
+    }
+
+    // Deprecation: 365 days after the source image's creation, in whole minutes, in both regions.
+    let created = Ec2::new(&moto, "us-east-1")
+        .kiln_images()
+        .first()
+        .and_then(|i| i.creation_date().map(str::to_string))
+        .unwrap();
+    let t = kiln::recipe::parse_utc(&created).unwrap() + 365 * 86_400;
+    let want = kiln::recipe::format_utc(t - t % 60);
+    let dep = proxy.ops("EnableImageDeprecation");
+    let mut dep_images: Vec<(&str, &str, &str)> = dep
+        .iter()
+        .map(|d| {
+            (
+                d["region"].as_str().unwrap(),
+                d["params"]["ImageId"].as_str().unwrap(),
+                d["params"]["DeprecateAt"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    dep_images.sort();
+    assert_eq!(
+        dep_images,
+        [
+            ("eu-west-1", west.1.as_str(), want.as_str()),
+            ("us-east-1", east.1.as_str(), want.as_str())
+        ]
+    );
+
+    // Again: everything is found by its tags; nothing is uploaded, registered, copied, shared,
+    // tagged or deprecated a second time.
+    let before = proxy.requests().len();
+    let again = ok(&publish(&proxy, d, &["--json"]));
+    assert_eq!(serde_json::from_str::<Value>(again.trim()).unwrap(), j);
+    let second: Vec<String> = proxy.requests()[before..]
+        .iter()
+        .map(|r| r["op"].as_str().unwrap().to_string())
+        .collect();
+    assert!(second.iter().any(|o| o == "DescribeImages"), "{second:?}");
+    let changed: Vec<&String> = second.iter().filter(|o| is_mutating(o)).collect();
+    assert!(changed.is_empty(), "the second publish changed {changed:?}");
+    assert_eq!(proxy.ops("StartSnapshot").len(), 1);
+
+    // The table names both regions as existing.
+    let table = ok(&publish(&proxy, d, &[]));
+    for (region, image, snap) in [east, west] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(region.as_str()))
+            .unwrap();
+        assert!(
+            line.contains(image.as_str()) && line.contains(snap.as_str()),
+            "{table}"
+        );
+        assert!(line.contains("available (existing)"), "{table}");
+    }
+}
+
+#[test]
+fn public_needs_allow_public_and_nothing_is_uploaded_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = recipe("1.0.0", &["us-east-1"], "public = true");
+    write_recipe(d, &text);
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+
+    let o = publish(&proxy, d, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = text.lines().position(|l| l == "public = true").unwrap() + 1;
+    let want = format!(
+        "web.toml:{line}:10: public = true makes the AMI launchable by every AWS account; expected --allow-public"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    assert!(!d.join("web.raw").exists(), "nothing is even built");
+
+    // Confirmed: the image is public; its snapshot is not.
+    let out = ok(&publish(&proxy, d, &["--allow-public", "--json"]));
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let (_, image, snap) = images(&j).remove(0);
+    let ec2 = Ec2::new(&moto, "us-east-1");
+    assert_eq!(
+        ec2.launch_permissions(&image),
+        [("group".to_string(), "all".to_string())]
+    );
+    assert!(ec2.volume_permissions(&snap).is_empty());
+}
+
+#[test]
+fn one_region_failing_leaves_nothing_there_and_the_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let regions = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+    write_recipe(d, &recipe("1.0.0", &regions, SHARES));
+    let moto = Moto::start();
+    let before: Vec<_> = regions[1..]
+        .iter()
+        .map(|r| Ec2::new(&moto, r).snapshot_ids())
+        .collect();
+    // eu-west-1: the copy is made and becomes available, then sharing it fails.
+    // ap-southeast-2: every request fails.
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &[
+            "--fail-region",
+            "eu-west-1:ModifyImageAttribute",
+            "--fail-region",
+            "ap-southeast-2",
+        ],
+    );
+    let o = publish(&proxy, d, &["--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let j: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let got = images(&j);
+    assert_eq!(got.len(), 1, "{j}");
+    assert_eq!(got[0].0, "us-east-1");
+
+    // Each failure is reported with its cause, and the cleanup is named.
+    assert!(
+        proxy
+            .ops("CopyImage")
+            .iter()
+            .any(|c| c["region"] == "eu-west-1" && c["status"] == 200),
+        "the copy into eu-west-1 was made"
+    );
+    let west_line = err
+        .lines()
+        .find(|l| l.starts_with("eu-west-1: ModifyImageAttribute"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(west_line.contains("injected failure"), "{west_line}");
+    assert!(west_line.contains("deregistered ami-"), "{west_line}");
+    assert!(
+        west_line.contains("deleted snapshot(s) snap-"),
+        "{west_line}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ap-southeast-2: DescribeImages")
+                && l.contains("injected failure")),
+        "{err}"
+    );
+    assert!(
+        err.contains("published to 1 of 3 region(s); failed: eu-west-1, ap-southeast-2"),
+        "{err}"
+    );
+
+    // Nothing is left in the failed regions: no image, no new snapshot.
+    for (r, snaps) in regions[1..].iter().zip(&before) {
+        let ec2 = Ec2::new(&moto, r);
+        assert!(ec2.kiln_images().is_empty(), "{r}");
+        assert_eq!(&ec2.snapshot_ids(), snaps, "{r}");
+    }
+    let dereg = proxy.ops("DeregisterImage");
+    assert_eq!(dereg.len(), 1);
+    assert_eq!(dereg[0]["region"], "eu-west-1");
+
+    // The source region is complete: shared and tagged.
+    let east = Ec2::new(&moto, "us-east-1");
+    assert_eq!(east.kiln_images().len(), 1);
+    assert_eq!(east.launch_permissions(&got[0].1).len(), 3);
+
+    // Without the faults, a re-publish fills in the two missing regions and uploads nothing.
+    let proxy2 = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
+    let out = ok(&publish(&proxy2, d, &["--json"]));
+    let j2: Value = serde_json::from_str(out.trim()).unwrap();
+    let got2 = images(&j2);
+    assert_eq!(
+        got2.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        regions
+    );
+    assert_eq!(got2[0], got[0], "the source image is reused");
+    assert!(proxy2.ops("StartSnapshot").is_empty());
+    assert!(proxy2.ops("RegisterImage").is_empty());
+    assert_eq!(proxy2.ops("CopyImage").len(), 2);
+    for r in &regions[1..] {
+        assert_eq!(Ec2::new(&moto, r).kiln_images().len(), 1, "{r}");
+    }
+}
+
+fn boot_inputs() -> PathBuf {
+    let dir = std::env::var_os("KILN_BOOT_INPUTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-inputs"));
+    for f in ["vmlinuz", "busybox", "systemd-bootx64.efi"] {
+        assert!(
+            dir.join(f).is_file(),
+            "{} has no {f}: run scripts/lib/boot-inputs.sh (scripts/test does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A recipe that boots under OVMF to a busybox init printing kiln test's marker (the layout
+/// tests/qemu_test.rs uses), with an [ami] for one region. The loader entry names the root's
+/// PARTUUID, which derives from the seed alone: a first `kiln build` reads it from the manifest.
+fn bootable_recipe(dir: &Path) -> String {
+    let inp = boot_inputs();
+    std::fs::write(
+        dir.join("init"),
+        "#!/bin/busybox sh\necho KILN-BOOT-OK\n/bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    let text = |partuuid: &str| {
+        format!(
+            r#"
+[image]
+name = "web"
+version = "1.0.0"
+arch = "x86_64"
+size = "160MiB"
+[[partition]]
+label = "esp"
+type = "esp"
+size = "48MiB"
+filesystem = "vfat"
+mount = "/boot/efi"
+[[partition]]
+label = "root"
+type = "root"
+size = "rest"
+filesystem = "ext4"
+mount = "/"
+[[file]]
+path = "/boot/efi/EFI/BOOT/BOOTX64.EFI"
+source = "{efi}"
+[[file]]
+path = "/boot/efi/loader/loader.conf"
+content = "timeout 0\ndefault kiln.conf\n"
+[[file]]
+path = "/boot/efi/loader/entries/kiln.conf"
+content = "title kiln\nlinux /vmlinuz\noptions root=PARTUUID={partuuid} rw console=ttyS0 panic=-1\n"
+[[file]]
+path = "/boot/efi/vmlinuz"
+source = "{kernel}"
+[[file]]
+path = "/bin/busybox"
+source = "{busybox}"
+mode = "0755"
+[[file]]
+path = "/sbin/init"
+source = "init"
+mode = "0755"
+[ami]
+name = "{{name}}-{{version}}-{{arch}}"
+regions = ["us-east-1"]
+"#,
+            efi = inp.join("systemd-bootx64.efi").display(),
+            kernel = inp.join("vmlinuz").display(),
+            busybox = inp.join("busybox").display(),
+        )
+    };
+    write_recipe(dir, &text("00000000-0000-0000-0000-000000000000"));
+    common::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(dir)
+            .args(["build", "web.toml", "-o", "probe.raw"]),
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("probe.manifest.json")).unwrap())
+            .unwrap();
+    let root = m["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == "root")
+        .unwrap();
+    text(&root["unique_guid"].as_str().unwrap().to_lowercase())
+}
+
+#[test]
+fn the_boot_test_gates_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+
+    // No bootloader on the disk: the firmware gives up, and nothing reaches AWS.
+    write_recipe(d, &recipe("1.0.0", &["us-east-1"], ""));
+    let o = proxy
+        .kiln()
+        .current_dir(d)
+        .args([
+            "publish",
+            "web.toml",
+            "-o",
+            "web.raw",
+            "--test-timeout",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "the boot test failed, so nothing was published: the firmware found no bootloader"
+        ),
+        "{err}"
+    );
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+
+    // A disk that boots to the marker is published.
+    write_recipe(d, &bootable_recipe(d));
+    let o = proxy
+        .kiln()
+        .current_dir(d)
+        .args(["publish", "web.toml", "-o", "web.raw", "--json"])
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("boot test passed"), "{err}");
+    assert!(d.join("web.console.log").is_file());
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(images(&j).len(), 1);
+    assert_eq!(
+        j["image_sha256"],
+        common::sha256_file(&d.join("web.raw")).as_str()
+    );
+    assert_eq!(proxy.ops("StartSnapshot").len(), 1);
+    assert_eq!(proxy.ops("RegisterImage").len(), 1);
+}
+
+#[test]
+fn sharing_and_deprecation_mistakes_point_into_the_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases = [
+        (
+            r#"share_accounts = ["11112222333"]"#,
+            r#":19: "11112222333" in share_accounts is malformed; expected 12-digit AWS account ids"#,
+        ),
+        (
+            r#"share_organizations = ["arn:aws:organizations::111122223333:organization/o-x"]"#,
+            r#":24: "arn:aws:organizations::111122223333:organization/o-x" in share_organizations is malformed; expected ARNs like"#,
+        ),
+        (
+            r#"share_organizational_units = ["arn:aws:organizations::111122223333:ou/o-abcdefghij"]"#,
+            r#":31: "arn:aws:organizations::111122223333:ou/o-abcdefghij" in share_organizational_units is malformed"#,
+        ),
+        (
+            "deprecate_after = \"365d\"\ndeprecate_at = \"2030-01-01T00:00:00Z\"",
+            ":16: deprecate_at and deprecate_after are both set; expected only one of them",
+        ),
+        (
+            r#"deprecate_after = "1y""#,
+            r#":19: "1y" has no unit; expected a duration like "365d""#,
+        ),
+        (
+            r#"deprecate_at = "2030-01-01 00:00""#,
+            r#":16: "2030-01-01 00:00" is not a UTC time like "2027-12-31T00:00:00Z"; expected an RFC 3339 UTC time"#,
+        ),
+        (
+            "public = true\ndeprecate_after = \"800d\"",
+            r#":19: a public AMI may be deprecated at most 2 years after its creation; expected at most "730d""#,
+        ),
+        (
+            "encrypted = true\npublic = true",
+            ":10: an encrypted AMI cannot be made public; expected public = false",
+        ),
+    ];
+    for (extra, want) in cases {
+        let text = recipe("1.0.0", &["us-east-1"], extra);
+        write_recipe(d, &text);
+        let o = common::moto::endpoint_kiln(9)
+            .current_dir(d)
+            .args(["publish", "web.toml", "--skip-test", "--allow-public"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        // Each mistake is on the extra's last line.
+        let last = extra.lines().last().unwrap();
+        let line = text.lines().position(|l| l == last).unwrap() + 1;
+        let want = format!("web.toml:{line}{want}");
+        assert!(err.contains(&want), "{extra}:\n{err}\nwanted {want}");
+        assert!(!d.join("web.raw").exists());
+    }
+}
+
+#[test]
+fn ctrl_c_while_the_image_becomes_available_removes_image_and_snapshot() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, &recipe("1.0.0", &["us-east-1"], ""));
+    let moto = Moto::start();
+    // Every DescribeImages takes 2 s: the wait after RegisterImage is long enough to interrupt.
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-op", "DescribeImages:2000"],
+    );
+    let mut child = proxy
+        .kiln()
+        .current_dir(d)
+        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let (image, snap) = loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "kiln ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("us-east-1: registered ") {
+            let (i, s) = rest.split_once(" from ").unwrap();
+            break (i.to_string(), s.to_string());
+        }
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains(&format!(
+            "done: deregister {image} and delete snapshot {snap} in us-east-1"
+        )),
+        "{seen}{rest}"
+    );
+    let ec2 = Ec2::new(&moto, "us-east-1");
+    assert!(ec2.snapshot_tags(&snap).is_none(), "the snapshot is gone");
+    let out = ec2
+        .block_on(ec2.client.describe_images().owners("self").send())
+        .unwrap();
+    assert!(out
+        .images()
+        .iter()
+        .all(|i| i.image_id() != Some(image.as_str())));
+}
