@@ -162,7 +162,8 @@ pub fn prepare_with(
             packages::fetch_packages(&recipe, &chosen, &fetcher, popts)
         })?;
         base = step("install_packages", || {
-            packages::install_packages(&recipe, &chosen, &debs, &store)
+            let keep = fetcher.cache_dir().join("data-tar");
+            packages::install_packages(&recipe, &chosen, &debs, Some(&keep), &store)
         })?;
         installed_packages = packages::package_infos(&chosen);
     }

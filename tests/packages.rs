@@ -557,3 +557,63 @@ fn resolution_is_cached_per_index_digest() {
     assert_eq!(version(&other, "libfoo").as_deref(), Some("2.2-1"));
     assert_eq!(entries(), 3);
 }
+
+/// An xz-compressed data.tar is kept decompressed (zstd) in the cache, named by the .deb's
+/// sha256, and later builds read it instead: the same image, byte for byte. A damaged copy fails
+/// the build naming the package, is removed, and the next build decodes the .deb again.
+#[test]
+fn xz_package_data_is_kept_decompressed_and_reused() {
+    let blob: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let big = DebSpec {
+        data_xz: true,
+        ..DebSpec::new("bigpkg", "1")
+    }
+    .member(Member::File("./usr/lib/big.bin", blob, 0o644))
+    .member(Member::Symlink("./usr/lib/big.link", "big.bin"));
+    let s = setup(std::slice::from_ref(&big));
+    let r = write_recipe(&s, &s.repo.file_uri(), &["bigpkg"], &[]);
+    let build = |name: &str| {
+        let out = s.dir.path().join(name);
+        pipeline::build(
+            &r,
+            pipeline::BuildOptions {
+                output: Some(out.clone()),
+                packages: Some(opts(&s)),
+                ..Default::default()
+            },
+        )
+        .map(|o| o.manifest.image.sha256)
+    };
+    let deb = s.repo.deb_path(&big);
+    let kept = s.cache.join("data-tar").join(format!(
+        "{}.tar.zst",
+        common::debrepo::sha256(&std::fs::read(&deb).unwrap())
+    ));
+    let first = build("a.raw").unwrap();
+    assert!(kept.is_file());
+    // The kept copy is the package's data.tar exactly, as dpkg-deb and zstd read them.
+    let want = common::run_ok(std::process::Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --fsys-tarfile {} | sha256sum",
+        deb.display()
+    )));
+    let got = common::run_ok(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -dc {} | sha256sum", kept.display())),
+    );
+    assert_eq!(got, want);
+    assert_eq!(build("b.raw").unwrap(), first);
+
+    // Cut short: the build fails naming the package and the copy, and removes it.
+    let bytes = std::fs::read(&kept).unwrap();
+    std::fs::write(&kept, &bytes[..bytes.len() / 2]).unwrap();
+    let e = build("c.raw").err().unwrap().to_string();
+    assert!(e.contains("bigpkg") && e.contains("is damaged"), "{e}");
+    assert!(e.contains(&kept.display().to_string()), "{e}");
+    assert!(!kept.exists(), "{e}");
+    assert!(!s.dir.path().join("c.raw").exists());
+    assert_eq!(build("d.raw").unwrap(), first);
+    assert!(kept.is_file());
+}

@@ -153,13 +153,12 @@ pub fn install(
         .unwrap_or_else(|| "/boot/efi".into());
     let esp = esp.trim_end_matches('/').to_string();
     let stored = |data: &[u8]| -> Result<Content, BootError> {
-        let (path, len) = store
+        store
             .write(&mut &data[..])
             .map_err(|source| BootError::Read {
                 path: "<content store>".into(),
                 source,
-            })?;
-        Ok(Content::Host { path, len })
+            })
     };
     let removable = format!("{esp}/EFI/BOOT/BOOT{}.EFI", efi_arch(arch).to_uppercase());
     let efi_dir = "/usr/lib/systemd/boot/efi";

@@ -352,10 +352,13 @@ pub fn fetch_packages(
 }
 
 /// A tree with the merged-/usr layout, every package unpacked (by name) and dpkg's database.
+/// `keep_dir`: where xz-compressed package data is kept decompressed for later builds (see
+/// [`deb::unpack`]); normally `data-tar/` in the cache.
 pub fn install_packages(
     recipe: &Recipe,
     chosen: &[Chosen],
     debs: &[PathBuf],
+    keep_dir: Option<&Path>,
     store: &ContentStore,
 ) -> Result<Tree> {
     let sde = Time::from_secs(recipe.image.source_date_epoch);
@@ -365,7 +368,16 @@ pub fn install_packages(
     order.sort_by(|&a, &b| chosen[a].name.cmp(&chosen[b].name));
     let mut unpacked = Vec::with_capacity(chosen.len());
     for i in order {
-        let u = deb::unpack(&debs[i], &chosen[i].name, &mut tree, sde, store)?;
+        // Named by the verified sha256 of the .deb it came from (see deb::unpack).
+        let keep = keep_dir.map(|d| d.join(format!("{}.tar.zst", chosen[i].sha256)));
+        let u = deb::unpack(
+            &debs[i],
+            &chosen[i].name,
+            keep.as_deref(),
+            &mut tree,
+            sde,
+            store,
+        )?;
         unpacked.push(u);
     }
     let refs: Vec<&deb::Unpacked> = unpacked.iter().collect();

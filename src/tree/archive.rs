@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::build::{Builder, InputDigest};
 use super::error::{ArchiveError, TreeError};
-use super::node::{Content, Kind, Meta, Node, Time, Tree};
+use super::node::{Kind, Meta, Node, Time, Tree};
 use super::path::{components, ResolveError};
 use super::ContentStore;
 use crate::recipe::Pos;
@@ -317,8 +317,7 @@ fn member_into<R: Read>(
     meta.xattrs = xattrs;
     let kind = match et {
         tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-            let (path, len) = store.write(e)?;
-            Kind::File(Content::Host { path, len })
+            Kind::File(store.write(e)?)
         }
         tar::EntryType::Directory => Kind::Dir(BTreeMap::new()),
         tar::EntryType::Symlink => {

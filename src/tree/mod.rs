@@ -17,6 +17,7 @@ pub use build::{
 };
 pub use error::{ArchiveError, TreeError};
 pub use node::{
-    seek_data_ranges, Content, ContentReader, Kind, Meta, Node, NodeId, Time, Tree, HOLE_GRANULE,
+    seek_data_ranges, Content, ContentReader, Kind, Meta, Node, NodeId, Stored, Time, Tree,
+    HOLE_GRANULE,
 };
 pub use store::ContentStore;

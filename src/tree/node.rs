@@ -62,9 +62,30 @@ impl Meta {
 pub enum Content {
     /// Bytes given inline (recipe `content = ...`, generated files such as `/etc/passwd`).
     Bytes(Arc<[u8]>),
-    /// A file on the host or in kiln's own content store, `len` bytes long when the tree was built.
+    /// A file on the host, `len` bytes long when the tree was built.
     Host { path: PathBuf, len: u64 },
+    /// A member of kiln's own content store ([`super::ContentStore`]).
+    Stored(Stored),
 }
+
+/// `len` bytes at `offset` of the content store's pack file, whose data ranges (relative to
+/// the member) were recorded as it was written.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub(super) file: Arc<File>,
+    pub path: Arc<std::path::Path>,
+    pub offset: u64,
+    pub len: u64,
+    pub(super) ranges: Arc<[Range<u64>]>,
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.path, self.offset, self.len) == (&o.path, o.offset, o.len)
+    }
+}
+
+impl Eq for Stored {}
 
 /// Granularity at which holes are reported: ext4's block size.
 pub const HOLE_GRANULE: u64 = 4096;
@@ -78,6 +99,7 @@ impl Content {
         match self {
             Content::Bytes(b) => b.len() as u64,
             Content::Host { len, .. } => *len,
+            Content::Stored(s) => s.len,
         }
     }
 
@@ -97,6 +119,7 @@ impl Content {
                 let f = File::open(path)?;
                 seek_data_ranges(&f, *len)
             }
+            Content::Stored(s) => Ok(s.ranges.to_vec()),
         }
     }
 
@@ -118,6 +141,10 @@ impl Content {
                 }
                 Ok(ContentReader::File(f))
             }
+            Content::Stored(s) => Ok(ContentReader::Stored {
+                member: s.clone(),
+                pos: 0,
+            }),
         }
     }
 }
@@ -126,6 +153,11 @@ impl Content {
 pub enum ContentReader {
     Bytes(io::Cursor<Arc<[u8]>>),
     File(File),
+    /// Positional reads within the member; `pos` is relative to its start.
+    Stored {
+        member: Stored,
+        pos: u64,
+    },
 }
 
 impl Read for ContentReader {
@@ -133,6 +165,27 @@ impl Read for ContentReader {
         match self {
             ContentReader::Bytes(c) => c.read(buf),
             ContentReader::File(f) => f.read(buf),
+            ContentReader::Stored { member, pos } => {
+                use std::os::unix::fs::FileExt;
+                let left = member.len.saturating_sub(*pos);
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = member
+                    .file
+                    .read_at(&mut buf[..want], member.offset + *pos)?;
+                // The pack always extends to the member's end (the store sets its length), so
+                // an early end of file means it was cut short behind kiln's back.
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} was truncated during the build", member.path.display()),
+                    ));
+                }
+                *pos += n as u64;
+                Ok(n)
+            }
         }
     }
 }
@@ -142,6 +195,17 @@ impl Seek for ContentReader {
         match self {
             ContentReader::Bytes(c) => c.seek(pos),
             ContentReader::File(f) => f.seek(pos),
+            ContentReader::Stored { member, pos: at } => {
+                let new = match pos {
+                    SeekFrom::Start(n) => Some(n),
+                    SeekFrom::Current(d) => at.checked_add_signed(d),
+                    SeekFrom::End(d) => member.len.checked_add_signed(d),
+                };
+                *at = new.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "seek before the start")
+                })?;
+                Ok(*at)
+            }
         }
     }
 }

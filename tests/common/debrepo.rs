@@ -35,6 +35,8 @@ pub struct DebSpec {
     /// Extra control fields (`Depends`, `Provides`, ...).
     pub fields: Vec<(&'static str, &'static str)>,
     pub members: Vec<Member>,
+    /// `data.tar.xz` (as Debian's own packages) instead of `data.tar.gz`.
+    pub data_xz: bool,
 }
 
 impl DebSpec {
@@ -49,6 +51,7 @@ impl DebSpec {
                 format!("{name} {version}\n").into_bytes(),
                 0o644,
             )],
+            data_xz: false,
         }
     }
     pub fn field(mut self, k: &'static str, v: &'static str) -> Self {
@@ -86,6 +89,15 @@ fn header(path: &[u8], size: u64, mode: u32, kind: tar::EntryType) -> tar::Heade
     h.set_entry_type(kind);
     h.set_cksum();
     h
+}
+
+fn tarxz(members: &[(tar::Header, Vec<u8>)]) -> Vec<u8> {
+    let xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+    let mut b = tar::Builder::new(xz);
+    for (h, data) in members {
+        b.append(h, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
 }
 
 fn targz(members: &[(tar::Header, Vec<u8>)]) -> Vec<u8> {
@@ -144,14 +156,17 @@ pub fn build_deb(spec: &DebSpec) -> Vec<u8> {
             }
         });
     }
-    let data = targz(&data);
+    let (data_name, data) = match spec.data_xz {
+        true => ("data.tar.xz", tarxz(&data)),
+        false => ("data.tar.gz", targz(&data)),
+    };
     let mut out = Vec::new();
     {
         let mut a = ar::Builder::new(&mut out);
         for (name, body) in [
             ("debian-binary", b"2.0\n".to_vec()),
             ("control.tar.gz", ctl),
-            ("data.tar.gz", data),
+            (data_name, data),
         ] {
             let h = ar::Header::new(name.as_bytes().to_vec(), body.len() as u64);
             a.append(&h, &body[..]).unwrap();

@@ -698,6 +698,7 @@ fn too_small(size: u64) -> Ext4Error {
 fn content_err(path: &[u8], content: &Content, source: std::io::Error) -> Ext4Error {
     let from = match content {
         Content::Host { path, .. } => Some(path.clone()),
+        Content::Stored(s) => Some(s.path.to_path_buf()),
         Content::Bytes(_) => None,
     };
     Ext4Error::Content {
