@@ -18,7 +18,7 @@
 use super::distribute::{self, DistributeError, Grant};
 use super::images::{self, AmiInfo, Query};
 use super::retry::Retrier;
-use super::snapshot::{client_token, SnapshotSpec, DEFAULT_TIMEOUT_MINUTES};
+use super::snapshot::SnapshotSpec;
 use super::upload::{self, UploadOptions};
 use super::{connect, kiln_tags, register, AwsOptions, Clients, ConnectError, ImageIdentity};
 use crate::pipeline::{self, BuildError, BuildOptions, BuildOutput};
@@ -292,17 +292,12 @@ async fn connect_to(aws: &AwsOptions, region: &str) -> Result<Clients, ConnectEr
 
 /// What the snapshot of `target` is started with (the same as `kiln upload`'s).
 pub fn snapshot_spec(target: &Target) -> SnapshotSpec {
-    let id = &target.identity;
-    let encrypted = target.ami.encrypted;
-    SnapshotSpec {
-        size: target.size,
-        description: format!("kiln: {} {} (sha256 {})", id.name, id.version, id.sha256),
-        tags: kiln_tags(id),
-        client_token: client_token(&id.sha256, encrypted, target.ami.kms_key_arn.as_deref()),
-        encrypted,
-        kms_key_arn: target.ami.kms_key_arn.clone(),
-        timeout_minutes: DEFAULT_TIMEOUT_MINUTES,
-    }
+    SnapshotSpec::for_image(
+        &target.identity,
+        target.size,
+        target.ami.encrypted,
+        target.ami.kms_key_arn.clone(),
+    )
 }
 
 /// The image in the first region: found by its tags, or uploaded and registered. Returns it

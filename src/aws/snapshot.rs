@@ -66,6 +66,28 @@ pub struct SnapshotSpec {
     pub timeout_minutes: i32,
 }
 
+impl SnapshotSpec {
+    /// The snapshot of the image `id` (a `size`-byte disk): kiln's tags, a description naming
+    /// it, and the ClientToken from its hash.
+    pub fn for_image(
+        id: &super::ImageIdentity,
+        size: u64,
+        encrypted: bool,
+        kms_key_arn: Option<String>,
+    ) -> Self {
+        let encrypted = encrypted || kms_key_arn.is_some();
+        SnapshotSpec {
+            size,
+            description: format!("kiln: {} {} (sha256 {})", id.name, id.version, id.sha256),
+            tags: super::kiln_tags(id),
+            client_token: client_token(&id.sha256, encrypted, kms_key_arn.as_deref()),
+            encrypted,
+            kms_key_arn,
+            timeout_minutes: DEFAULT_TIMEOUT_MINUTES,
+        }
+    }
+}
+
 /// The ClientToken for a snapshot of an image whose SHA-256 (hex) is `sha256`: the hash itself
 /// (64 characters, the API's limit) when unencrypted; for encrypted snapshots the hash of the
 /// hash with the encryption settings, so that an encrypted upload of the same image is not

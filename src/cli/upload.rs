@@ -2,9 +2,9 @@
 
 use super::aws_common::{self, AwsArgs, UploadArgs, Watcher};
 use kiln::aws::retry::Retrier;
-use kiln::aws::snapshot::{client_token, SnapshotSpec, DEFAULT_TIMEOUT_MINUTES};
+use kiln::aws::snapshot::SnapshotSpec;
 use kiln::aws::upload::{self, UploadOptions};
-use kiln::aws::{kiln_tags, ImageIdentity};
+use kiln::aws::ImageIdentity;
 use kiln::sink::HashSink;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,16 +95,7 @@ fn stem_identity(image: &std::path::Path, sha256: String) -> ImageIdentity {
 }
 
 pub fn spec(id: &ImageIdentity, size: u64, u: &UploadArgs) -> SnapshotSpec {
-    let encrypted = u.encrypted || u.kms_key_arn.is_some();
-    SnapshotSpec {
-        size,
-        description: format!("kiln: {} {} (sha256 {})", id.name, id.version, id.sha256),
-        tags: kiln_tags(id),
-        client_token: client_token(&id.sha256, encrypted, u.kms_key_arn.as_deref()),
-        encrypted,
-        kms_key_arn: u.kms_key_arn.clone(),
-        timeout_minutes: DEFAULT_TIMEOUT_MINUTES,
-    }
+    SnapshotSpec::for_image(id, size, u.encrypted, u.kms_key_arn.clone())
 }
 
 /// Runs one upload with progress.
