@@ -176,3 +176,35 @@ fn ami_errors_point_into_the_recipe() {
         "{err}"
     );
 }
+
+/// Registered, but the image never shows as available (DescribeImages fails): kiln deregisters
+/// it and deletes the snapshot, rather than leaving an image whose snapshot cannot be deleted.
+#[test]
+fn an_image_that_never_becomes_available_is_removed_with_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--fail-op", "DescribeImages"],
+    );
+    let (recipe, snap) = setup(&proxy, dir.path());
+    let o = proxy
+        .kiln()
+        .args(["register", &snap, "--wait-timeout", "5", "--recipe"])
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    let registered = proxy.ops("RegisterImage");
+    assert_eq!(registered.len(), 1, "{err}");
+    let deregistered = proxy.ops("DeregisterImage");
+    assert_eq!(deregistered.len(), 1, "{err}");
+    let image = deregistered[0]["params"]["ImageId"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("deregistered {image} and deleted snapshot {snap}")),
+        "{err}"
+    );
+    assert_eq!(snapshot_state(&moto, &snap), None);
+}

@@ -346,18 +346,40 @@ fn source(
         |sink| upload::write_file(&target.image, sink),
     )
     .map_err(|e| e.to_string())?;
-    let snap = report.snapshot_id.clone();
-    let ami = &target.ami;
-    // Ctrl-C from here until the image is available removes what this run made.
-    let guard = interrupt_guard(handle, clients, retrier, None, &snap);
-    let registered = handle.block_on(register::register(
+    let info = register_snapshot(
+        handle,
         clients,
         retrier,
-        ami,
+        &target.ami,
         target.arch,
-        &snap,
+        &report.snapshot_id,
         tags,
-    ));
+        opts.wait_timeout,
+        &progress,
+    )?;
+    Ok((info, true, Some(report)))
+}
+
+/// Registers an AMI from the completed snapshot `snap`, tags it and waits until it is
+/// `available`. Nothing is left half made: if registration fails the snapshot is deleted; if
+/// the image never becomes available it is deregistered and the snapshot deleted; Ctrl-C at any
+/// point in between does the same. The error says what was removed (or what to remove by hand).
+#[allow(clippy::too_many_arguments)]
+pub fn register_snapshot(
+    handle: &Handle,
+    clients: &Clients,
+    retrier: &Retrier,
+    ami: &crate::recipe::Ami,
+    arch: crate::recipe::Arch,
+    snap: &str,
+    tags: &[(String, String)],
+    wait_timeout: std::time::Duration,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<AmiInfo, String> {
+    let snap = snap.to_string();
+    // Ctrl-C from here until the image is available removes what this run made.
+    let guard = interrupt_guard(handle, clients, retrier, None, &snap);
+    let registered = handle.block_on(register::register(clients, retrier, ami, arch, &snap, tags));
     let (image_id, guard) = match registered {
         Ok(id) => {
             // The new guard is in place before the old one goes: no moment without one.
@@ -376,18 +398,18 @@ fn source(
             });
         }
     };
-    say(&format!("registered {image_id} from {snap}"));
+    progress(&format!("registered {image_id} from {snap}"));
     let ready = handle.block_on(async {
         // Tagged at once, so that a re-run finds it even if this run stops here (not every
         // endpoint applies RegisterImage's TagSpecifications; AWS does, and then this sends
         // nothing).
         let info = images::describe_fresh(clients, retrier, &image_id).await?;
         distribute::ensure_tags(clients, retrier, &info, tags).await?;
-        distribute::wait_available(clients, retrier, &image_id, opts.wait_timeout, &progress).await
+        distribute::wait_available(clients, retrier, &image_id, wait_timeout, progress).await
     });
     crate::cleanup::unregister_action(guard);
     match ready {
-        Ok(info) => Ok((info, true, Some(report))),
+        Ok(info) => Ok(info),
         Err(e) => {
             let cleaned = handle.block_on(images::remove(
                 clients,

@@ -1,9 +1,10 @@
 //! `kiln register SNAPSHOT_ID --recipe RECIPE [--json]`: an AMI from a snapshot, as `[ami]` says.
-//! If registration fails, the snapshot is deleted (and the error says so).
+//! If registration fails the snapshot is deleted; if the image never becomes available it is
+//! deregistered and the snapshot deleted (the error says which).
 
 use super::aws_common::{self, AwsArgs};
+use kiln::aws::register;
 use kiln::aws::retry::Retrier;
-use kiln::aws::{register, snapshot};
 use kiln::recipe::Recipe;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,47 +41,37 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
     let clients = a.aws.connect(&rt)?;
     let retrier = Retrier::default();
     let id = a.snapshot_id.clone();
-    let result = rt.block_on(async {
-        // The kiln tags the snapshot carries (its image sha256 above all), then [ami.tags].
-        let mut tags: Vec<(String, String)> = register::snapshot_tags(&clients, &retrier, &id)
-            .await?
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("kiln:"))
-            .collect();
-        for (k, v) in kiln::aws::kiln_tags(&kiln::aws::ImageIdentity {
-            name: recipe.image.name.clone(),
-            version: recipe.image.version.clone(),
-            sha256: String::new(),
-        }) {
-            if !tags.iter().any(|(t, _)| *t == k) && !v.is_empty() {
-                tags.push((k, v));
-            }
+    // The kiln tags the snapshot carries (its image sha256 above all), then [ami.tags].
+    let mut tags: Vec<(String, String)> = rt
+        .block_on(register::snapshot_tags(&clients, &retrier, &id))?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("kiln:"))
+        .collect();
+    for (k, v) in kiln::aws::kiln_tags(&kiln::aws::ImageIdentity {
+        name: recipe.image.name.clone(),
+        version: recipe.image.version.clone(),
+        sha256: String::new(),
+    }) {
+        if !tags.iter().any(|(t, _)| *t == k) && !v.is_empty() {
+            tags.push((k, v));
         }
-        tags.extend(ami.tags.iter().cloned());
-        let image =
-            register::register(&clients, &retrier, &ami, recipe.image.arch, &id, &tags).await?;
-        register::wait_available(
-            &clients,
-            &retrier,
-            &image,
-            Duration::from_secs(a.wait_timeout),
-        )
-        .await?;
-        Ok::<_, anyhow::Error>(image)
-    });
-    let image = match result {
-        Ok(i) => i,
-        Err(e) => {
-            let deleted = rt.block_on(snapshot::delete(&clients, &retrier, &id));
-            match deleted {
-                Ok(()) => anyhow::bail!("{e:#}; deleted snapshot {id} in {}", clients.region),
-                Err(d) => anyhow::bail!(
-                    "{e:#}; snapshot {id} in {} could not be deleted ({d}); delete it by hand",
-                    clients.region
-                ),
-            }
-        }
-    };
+    }
+    tags.extend(ami.tags.iter().cloned());
+    // Registration failing deletes the snapshot; the image never becoming available
+    // deregisters it and deletes the snapshot (and the error says so).
+    let info = kiln::aws::publish::register_snapshot(
+        rt.handle(),
+        &clients,
+        &retrier,
+        &ami,
+        recipe.image.arch,
+        &id,
+        &tags,
+        Duration::from_secs(a.wait_timeout),
+        &|m| tracing::info!("{m}"),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let image = info.image_id;
     if a.json {
         let v = serde_json::json!({"image_id": image, "snapshot_id": id, "region": clients.region});
         println!("{v}");
