@@ -54,7 +54,7 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     let mut buf = vec![0u8; 1 << 20];
     let zeros = vec![0u8; 1 << 20];
     let mut at = 0u64;
-    let mut zero_fill = |h: &mut Sha256, mut n: u64| {
+    let zero_fill = |h: &mut Sha256, mut n: u64| {
         while n > 0 {
             let k = n.min(zeros.len() as u64) as usize;
             h.update(&zeros[..k]);
