@@ -128,15 +128,7 @@ fn boot_needs_the_partitions_it_uses() {
 }
 
 fn inputs() -> PathBuf {
-    let dir = std::env::var_os("KILN_BOOT_INPUTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-inputs"));
-    assert!(
-        dir.join("root/boot").is_dir(),
-        "{} has no root/: run scripts/lib/boot-inputs.sh (scripts/test does)",
-        dir.display()
-    );
-    dir
+    common::boot::inputs(&["root/boot"])
 }
 
 /// Builds `HEAD + body` in `dir`; the kiln binary's stderr on failure.

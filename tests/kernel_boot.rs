@@ -11,15 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn inputs() -> PathBuf {
-    let dir = std::env::var_os("KILN_BOOT_INPUTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-inputs"));
-    assert!(
-        dir.join("vmlinuz").is_file() && dir.join("busybox").is_file(),
-        "{} has no vmlinuz/busybox: run scripts/lib/boot-inputs.sh (scripts/test does)",
-        dir.display()
-    );
-    dir
+    common::boot::inputs(&["vmlinuz", "busybox"])
 }
 
 const INIT: &str = r#"#!/bin/busybox sh

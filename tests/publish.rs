@@ -371,95 +371,33 @@ fn one_region_failing_leaves_nothing_there_and_the_others_carry_on() {
     }
 }
 
-fn boot_inputs() -> PathBuf {
-    let dir = std::env::var_os("KILN_BOOT_INPUTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-inputs"));
-    for f in ["vmlinuz", "busybox", "systemd-bootx64.efi"] {
-        assert!(
-            dir.join(f).is_file(),
-            "{} has no {f}: run scripts/lib/boot-inputs.sh (scripts/test does)",
-            dir.display()
-        );
-    }
-    dir
-}
-
 /// A recipe that boots under OVMF to a busybox init printing kiln test's marker (the layout
 /// tests/qemu_test.rs uses), with an [ami] for one region. The loader entry names the root's
 /// PARTUUID, which derives from the seed alone: a first `kiln build` reads it from the manifest.
 fn bootable_recipe(dir: &Path) -> String {
-    let inp = boot_inputs();
     std::fs::write(
         dir.join("init"),
         "#!/bin/busybox sh\necho KILN-BOOT-OK\n/bin/busybox poweroff -f\n",
     )
     .unwrap();
-    let text = |partuuid: &str| {
-        format!(
-            r#"
-[image]
-name = "web"
-version = "1.0.0"
-arch = "x86_64"
-size = "160MiB"
-[[partition]]
-label = "esp"
-type = "esp"
-size = "48MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-[[file]]
-path = "/boot/efi/EFI/BOOT/BOOTX64.EFI"
-source = "{efi}"
-[[file]]
-path = "/boot/efi/loader/loader.conf"
-content = "timeout 0\ndefault kiln.conf\n"
-[[file]]
-path = "/boot/efi/loader/entries/kiln.conf"
-content = "title kiln\nlinux /vmlinuz\noptions root=PARTUUID={partuuid} rw console=ttyS0 panic=-1\n"
-[[file]]
-path = "/boot/efi/vmlinuz"
-source = "{kernel}"
-[[file]]
-path = "/bin/busybox"
-source = "{busybox}"
-mode = "0755"
-[[file]]
-path = "/sbin/init"
-source = "init"
-mode = "0755"
-[ami]
-name = "{{name}}-{{version}}-{{arch}}"
-regions = ["us-east-1"]
-"#,
-            efi = inp.join("systemd-bootx64.efi").display(),
-            kernel = inp.join("vmlinuz").display(),
-            busybox = inp.join("busybox").display(),
-        )
+    let hand = common::boot::HandMade {
+        name: "web",
+        version: "1.0.0",
+        seed: None,
+        init: "init",
+        bootloader: true,
     };
+    let ami = "[ami]\nname = \"{name}-{version}-{arch}\"\nregions = [\"us-east-1\"]\n";
+    let text = |partuuid: &str| format!("{}{ami}", hand.recipe(partuuid));
     write_recipe(dir, &text("00000000-0000-0000-0000-000000000000"));
     common::run_ok(
         std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
             .current_dir(dir)
             .args(["build", "web.toml", "-o", "probe.raw"]),
     );
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("probe.manifest.json")).unwrap())
-            .unwrap();
-    let root = m["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["label"] == "root")
-        .unwrap();
-    text(&root["unique_guid"].as_str().unwrap().to_lowercase())
+    text(&common::boot::root_partuuid(
+        &dir.join("probe.manifest.json"),
+    ))
 }
 
 #[test]

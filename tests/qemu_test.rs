@@ -5,25 +5,12 @@
 
 mod common;
 
+use common::boot::{root_partuuid, HandMade};
 use common::run_ok;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const MARKER: &str = "KILN-BOOT-OK";
-
-fn inputs() -> PathBuf {
-    let dir = std::env::var_os("KILN_BOOT_INPUTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/boot-inputs"));
-    for f in ["vmlinuz", "busybox", "systemd-bootx64.efi"] {
-        assert!(
-            dir.join(f).is_file(),
-            "{} has no {f}: run scripts/lib/boot-inputs.sh (scripts/test does)",
-            dir.display()
-        );
-    }
-    dir
-}
 
 /// What the root's /sbin/init does.
 enum Init {
@@ -36,7 +23,6 @@ enum Init {
 /// entry needs the root partition's GUID, which derives from the seed alone: a first build with
 /// a placeholder entry gives it (from the manifest), the second build is the image.
 fn build_image(dir: &Path, name: &str, init: Init, bootloader: bool) -> PathBuf {
-    let inp = inputs();
     let init_text = match init {
         Init::PrintsMarker => {
             format!("#!/bin/busybox sh\necho {MARKER}\n/bin/busybox poweroff -f\n")
@@ -45,56 +31,18 @@ fn build_image(dir: &Path, name: &str, init: Init, bootloader: bool) -> PathBuf 
     };
     std::fs::write(dir.join(format!("{name}.init")), init_text).unwrap();
     let img = dir.join(format!("{name}.raw"));
+    let init = format!("{name}.init");
+    let seed = format!("qemu-test-{name}");
+    let hand = HandMade {
+        name,
+        version: "1",
+        seed: Some(&seed),
+        init: &init,
+        bootloader,
+    };
     let write_recipe = |partuuid: &str| {
-        let mut text = format!(
-            r#"
-[image]
-name = "{name}"
-version = "1"
-arch = "x86_64"
-size = "160MiB"
-seed = "qemu-test-{name}"
-[[partition]]
-label = "esp"
-type = "esp"
-size = "48MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-[[file]]
-path = "/boot/efi/loader/loader.conf"
-content = "timeout 0\ndefault kiln.conf\n"
-[[file]]
-path = "/boot/efi/loader/entries/kiln.conf"
-content = "title kiln\nlinux /vmlinuz\noptions root=PARTUUID={partuuid} rw console=ttyS0 panic=-1\n"
-[[file]]
-path = "/boot/efi/vmlinuz"
-source = "{kernel}"
-[[file]]
-path = "/bin/busybox"
-source = "{busybox}"
-mode = "0755"
-[[file]]
-path = "/sbin/init"
-source = "{name}.init"
-mode = "0755"
-"#,
-            kernel = inp.join("vmlinuz").display(),
-            busybox = inp.join("busybox").display(),
-        );
-        if bootloader {
-            text.push_str(&format!(
-                "[[file]]\npath = \"/boot/efi/EFI/BOOT/BOOTX64.EFI\"\nsource = \"{}\"\n",
-                inp.join("systemd-bootx64.efi").display()
-            ));
-        }
         let recipe = dir.join(format!("{name}.toml"));
-        std::fs::write(&recipe, text).unwrap();
+        std::fs::write(&recipe, hand.recipe(partuuid)).unwrap();
         run_ok(
             Command::new(env!("CARGO_BIN_EXE_kiln"))
                 .arg("build")
@@ -102,17 +50,7 @@ mode = "0755"
                 .arg("-o")
                 .arg(&img),
         );
-        let m: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join(format!("{name}.manifest.json"))).unwrap(),
-        )
-        .unwrap();
-        let root = m["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["label"] == "root")
-            .unwrap();
-        root["unique_guid"].as_str().unwrap().to_lowercase()
+        root_partuuid(&dir.join(format!("{name}.manifest.json")))
     };
     let partuuid = write_recipe("00000000-0000-0000-0000-000000000000");
     assert_eq!(
@@ -392,7 +330,11 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
         text(&o)
     );
     assert_no_qemu_for(&img);
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}\n{}", text(&o));
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -104,6 +104,11 @@ impl VarsCopy {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The private directory holding the copy (removed with it, and on Ctrl-C).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
 }
 
 impl Drop for VarsCopy {

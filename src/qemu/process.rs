@@ -8,6 +8,7 @@
 use crate::cleanup::{self, ActionId};
 use std::ffi::OsString;
 use std::io;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,9 +30,11 @@ pub enum Stdio3 {
 }
 
 impl Qemu {
-    pub fn spawn(program: &str, args: &[OsString], stdio: Stdio3) -> io::Result<Qemu> {
+    /// `tmp`: QEMU's TMPDIR, a directory kiln removes on every path. QEMU makes the image's
+    /// `snapshot=on` overlay there; killed before it unlinks that file, it would leave it behind.
+    pub fn spawn(program: &str, args: &[OsString], stdio: Stdio3, tmp: &Path) -> io::Result<Qemu> {
         let mut cmd = Command::new(program);
-        cmd.args(args);
+        cmd.args(args).env("TMPDIR", tmp);
         match stdio {
             Stdio3::Captured => {
                 cmd.stdin(Stdio::null())
@@ -190,7 +193,13 @@ mod tests {
 
     #[test]
     fn dropping_the_guard_kills_and_reaps() {
-        let mut q = Qemu::spawn("sleep", &["30".into()], Stdio3::Captured).unwrap();
+        let mut q = Qemu::spawn(
+            "sleep",
+            &["30".into()],
+            Stdio3::Captured,
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         let pid = q.child.id() as libc::pid_t;
         assert!(alive(pid));
         assert!(q.try_wait().unwrap().is_none());
@@ -204,7 +213,13 @@ mod tests {
 
     #[test]
     fn the_interrupt_action_stops_the_child() {
-        let q = Qemu::spawn("sleep", &["30".into()], Stdio3::Captured).unwrap();
+        let q = Qemu::spawn(
+            "sleep",
+            &["30".into()],
+            Stdio3::Captured,
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         let pid = q.child.id() as libc::pid_t;
         let got = stop_from_signal_thread(&q.live).unwrap();
         assert!(got.contains("stopped"), "{got}");
@@ -215,7 +230,27 @@ mod tests {
 
     #[test]
     fn wait_returns_the_exit_status() {
-        let mut q = Qemu::spawn("sh", &["-c".into(), "exit 3".into()], Stdio3::Captured).unwrap();
+        let mut q = Qemu::spawn(
+            "sh",
+            &["-c".into(), "exit 3".into()],
+            Stdio3::Captured,
+            &std::env::temp_dir(),
+        )
+        .unwrap();
         assert_eq!(q.wait().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn qemu_gets_kilns_private_tmpdir() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = format!("test \"$TMPDIR\" = '{}'", dir.path().display());
+        let mut q = Qemu::spawn(
+            "sh",
+            &["-c".into(), check.into()],
+            Stdio3::Captured,
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(q.wait().unwrap().code(), Some(0));
     }
 }

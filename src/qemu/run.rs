@@ -32,7 +32,7 @@ pub fn test_image(image: &Path, opts: &TestOptions) -> Result<Outcome, QemuError
     tracing::info!("{}", machine::display(machine::program(setup.arch), &args));
 
     let start = Instant::now();
-    let mut qemu = setup.spawn(&args, Stdio3::Captured)?;
+    let mut qemu = setup.spawn(&args, Stdio3::Captured, vars.dir())?;
     let (chunks, stderr) = read_output(&mut qemu);
     let mut watcher = Watcher::new(&opts.expect);
     let deadline = start + opts.timeout;
@@ -121,7 +121,7 @@ pub fn boot_interactive(
     let vars = VarsCopy::new(&setup.firmware.vars)?;
     let args = setup.argv(image, vars.path(), opts);
     on_start(&machine::display(machine::program(setup.arch), &args));
-    let mut qemu = setup.spawn(&args, Stdio3::Inherited)?;
+    let mut qemu = setup.spawn(&args, Stdio3::Inherited, vars.dir())?;
     let status = qemu.wait().map_err(|source| QemuError::Io {
         what: "wait for QEMU",
         path: image.to_path_buf(),
@@ -180,9 +180,9 @@ impl Setup {
         })
     }
 
-    fn spawn(&self, args: &[OsString], stdio: Stdio3) -> Result<Qemu, QemuError> {
+    fn spawn(&self, args: &[OsString], stdio: Stdio3, tmp: &Path) -> Result<Qemu, QemuError> {
         let program = machine::program(self.arch);
-        Qemu::spawn(program, args, stdio).map_err(|source| match source.kind() {
+        Qemu::spawn(program, args, stdio, tmp).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => QemuError::QemuMissing {
                 program,
                 package: machine::debian_package(self.arch),

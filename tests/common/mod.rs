@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: running the real tools that serve as oracles.
 #![allow(dead_code)]
 
+pub mod boot;
 pub mod debrepo;
 pub mod ext4_check;
 pub mod moto;
