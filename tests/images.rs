@@ -12,36 +12,6 @@ use std::process::Output;
 
 const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abcdefghij";
 
-fn recipe(version: &str, regions: &[&str]) -> String {
-    let regions: Vec<String> = regions.iter().map(|r| format!("{r:?}")).collect();
-    format!(
-        r#"
-[image]
-name = "web"
-version = "{version}"
-arch = "x86_64"
-size = "64MiB"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
-path = "/etc/motd"
-content = "web {version}\n"
-
-[ami]
-name = "{{name}}-{{version}}-{{arch}}"
-regions = [{regions}]
-"#,
-        regions = regions.join(", ")
-    )
-}
-
 /// Publishes `version`; returns (region, image id, snapshot id) per region.
 fn publish(
     proxy: &Proxy,
@@ -49,7 +19,11 @@ fn publish(
     version: &str,
     regions: &[&str],
 ) -> Vec<(String, String, String)> {
-    std::fs::write(dir.join("web.toml"), recipe(version, regions)).unwrap();
+    std::fs::write(
+        dir.join("web.toml"),
+        common::moto::web_recipe(version, regions, ""),
+    )
+    .unwrap();
     let out = ok(&proxy
         .kiln()
         .current_dir(dir)

@@ -19,39 +19,11 @@ const ACCOUNT: &str = "111122223333";
 const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abcdefghij";
 const OU: &str = "arn:aws:organizations::111122223333:ou/o-abcdefghij/ou-abcd-12345678";
 
+/// The shared "web" recipe with a description, `extra` in `[ami]` (on the same line as before
+/// the recipe was shared, so error positions hold) and an `[ami.tags]` table.
 fn recipe(version: &str, regions: &[&str], extra: &str) -> String {
-    let regions: Vec<String> = regions.iter().map(|r| format!("{r:?}")).collect();
-    format!(
-        r#"
-[image]
-name = "web"
-version = "{version}"
-arch = "x86_64"
-size = "64MiB"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
-path = "/etc/motd"
-content = "web {version}\n"
-
-[ami]
-name = "{{name}}-{{version}}-{{arch}}"
-description = "web server"
-regions = [{regions}]
-{extra}
-
-[ami.tags]
-team = "platform"
-"#,
-        regions = regions.join(", ")
-    )
+    let ami = format!("description = \"web server\"\n{extra}\n\n[ami.tags]\nteam = \"platform\"");
+    common::moto::web_recipe(version, regions, &ami)
 }
 
 const SHARES: &str = r#"share_accounts = ["111122223333"]

@@ -8,11 +8,11 @@
 
 use super::images::{self, AmiInfo, ImagesError, TAG_KILN_VERSION};
 use super::retry::{CallError, Retrier};
-use super::Clients;
+use super::{create_tags, ec2_tags, Clients};
 use crate::recipe::Shares;
 use aws_sdk_ec2::types::{
     LaunchPermission, LaunchPermissionModifications, OperationType, PermissionGroup, ResourceType,
-    Tag, TagSpecification,
+    TagSpecification,
 };
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -279,12 +279,6 @@ pub async fn set_grants(
     Ok(changes)
 }
 
-fn ec2_tags(tags: &[(String, String)]) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
 /// The tags of `wanted` that `have` lacks or holds with another value. `kiln:kiln-version` is
 /// only added, never rewritten: it records which kiln made the image.
 pub fn missing_tags(
@@ -341,26 +335,6 @@ pub async fn ensure_tags(
         }
     }
     Ok(tagged)
-}
-
-async fn create_tags(
-    clients: &Clients,
-    retrier: &Retrier,
-    id: &str,
-    tags: &[(String, String)],
-) -> Result<(), CallError> {
-    let tags = ec2_tags(tags);
-    retrier
-        .call("CreateTags", || {
-            clients
-                .ec2
-                .create_tags()
-                .resources(id)
-                .set_tags(Some(tags.clone()))
-                .send()
-        })
-        .await?;
-    Ok(())
 }
 
 /// Sets the image's deprecation time (seconds since 1970, whole minutes) or, with `None`,

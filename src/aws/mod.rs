@@ -96,3 +96,31 @@ pub fn kiln_tags(id: &ImageIdentity) -> Vec<(String, String)> {
         ),
     ]
 }
+
+/// EC2 tags from key/value pairs.
+pub fn ec2_tags(tags: &[(String, String)]) -> Vec<aws_sdk_ec2::types::Tag> {
+    tags.iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// EC2 CreateTags on any resource (image or snapshot), retried.
+pub async fn create_tags(
+    clients: &Clients,
+    retrier: &retry::Retrier,
+    id: &str,
+    tags: &[(String, String)],
+) -> Result<(), retry::CallError> {
+    let tags = ec2_tags(tags);
+    retrier
+        .call("CreateTags", || {
+            clients
+                .ec2
+                .create_tags()
+                .resources(id)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await?;
+    Ok(())
+}

@@ -286,31 +286,6 @@ impl Snapshot {
     }
 }
 
-/// Adds tags with EC2 CreateTags (for tags known only after the upload, like the sha256 of a
-/// streamed build).
-pub async fn add_tags(
-    clients: &Clients,
-    retrier: &Retrier,
-    id: &str,
-    tags: &[(String, String)],
-) -> Result<(), SnapshotError> {
-    let tags: Vec<_> = tags
-        .iter()
-        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
-        .collect();
-    retrier
-        .call("CreateTags", || {
-            clients
-                .ec2
-                .create_tags()
-                .resources(id)
-                .set_tags(Some(tags.clone()))
-                .send()
-        })
-        .await?;
-    Ok(())
-}
-
 /// DeleteSnapshot (EC2).
 pub async fn delete(clients: &Clients, retrier: &Retrier, id: &str) -> Result<(), SnapshotError> {
     retrier

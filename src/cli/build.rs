@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     use super::aws_common;
     use kiln::aws::retry::Retrier;
-    use kiln::aws::{kiln_tags, snapshot, ImageIdentity};
+    use kiln::aws::{kiln_tags, ImageIdentity};
     use kiln::manifest;
 
     let popts = kiln::packages::Options {
@@ -143,7 +143,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
                 .into_iter()
                 .filter(|(k, _)| k == "kiln:image-sha256")
                 .collect();
-            rt.block_on(snapshot::add_tags(
+            rt.block_on(kiln::aws::create_tags(
                 &clients,
                 &retrier,
                 &sink.snapshot().id,

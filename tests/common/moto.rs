@@ -376,3 +376,36 @@ pub fn pairs(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
 pub fn is_mutating(op: &str) -> bool {
     !(op.starts_with("Describe") || op.starts_with("List") || op.starts_with("Get"))
 }
+
+/// A tiny recipe, image "web" at `version`, with an `[ami]` for `regions`; `ami_extra` is added
+/// to `[ami]` (it starts on the line after `regions`).
+pub fn web_recipe(version: &str, regions: &[&str], ami_extra: &str) -> String {
+    let regions: Vec<String> = regions.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        r#"
+[image]
+name = "web"
+version = "{version}"
+arch = "x86_64"
+size = "64MiB"
+source_date_epoch = 1700000000
+
+[[partition]]
+label = "root"
+type = "root"
+size = "rest"
+filesystem = "ext4"
+mount = "/"
+
+[[file]]
+path = "/etc/motd"
+content = "web {version}\n"
+
+[ami]
+name = "{{name}}-{{version}}-{{arch}}"
+regions = [{regions}]
+{ami_extra}
+"#,
+        regions = regions.join(", ")
+    )
+}
