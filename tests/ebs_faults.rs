@@ -102,11 +102,8 @@ fn failed_upload_deletes_its_snapshot_and_says_so() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    let deletes = proxy.ops("DeleteSnapshot");
-    assert_eq!(deletes.len(), 1, "{err}");
-    let id = deletes[0]["params"]["SnapshotId"].as_str().unwrap();
+    let id = common::moto::one_deleted_snapshot(&proxy, &moto, &err);
     assert!(err.contains("InvalidParameterValue"), "{err}");
     assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
-    assert_eq!(common::moto::snapshot_state(&moto, id), None);
     assert!(proxy.ops("CompleteSnapshot").is_empty());
 }

@@ -5,7 +5,9 @@ mod common;
 
 use common::ok;
 
-use common::moto::{b64, make_image, nonzero_blocks, snapshot_state, Moto, Proxy};
+use common::moto::{
+    b64, make_image, nonzero_blocks, one_deleted_snapshot, snapshot_state, Moto, Proxy,
+};
 use common::sha256_file;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -358,11 +360,8 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("but its manifest says"), "{err}");
-    let deletes = proxy.ops("DeleteSnapshot");
-    assert_eq!(deletes.len(), 1, "{err}");
-    let id = deletes[0]["params"]["SnapshotId"].as_str().unwrap();
+    let id = one_deleted_snapshot(&proxy, &moto, &err);
     assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
-    assert_eq!(snapshot_state(&moto, id), None);
     assert_eq!(
         proxy.ops("CompleteSnapshot").len(),
         1,
@@ -393,10 +392,7 @@ fn build_upload_never_leaves_an_untagged_snapshot() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("tagging the snapshot"), "{err}");
-    let deletes = proxy.ops("DeleteSnapshot");
-    assert_eq!(deletes.len(), 1, "{err}");
-    let id = deletes[0]["params"]["SnapshotId"].as_str().unwrap();
-    assert_eq!(snapshot_state(&moto, id), None);
+    one_deleted_snapshot(&proxy, &moto, &err);
     assert!(proxy.ops("CompleteSnapshot").is_empty());
     assert!(!dir.path().join("disk.manifest.json").exists());
 }

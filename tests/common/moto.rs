@@ -409,3 +409,16 @@ regions = [{regions}]
         regions = regions.join(", ")
     )
 }
+
+/// The one snapshot a failed command deleted: exactly one DeleteSnapshot went out, and moto no
+/// longer has that snapshot. `err` (the command's stderr) is shown when it is not so.
+pub fn one_deleted_snapshot(proxy: &Proxy, moto: &Moto, err: &str) -> String {
+    let deletes = proxy.ops("DeleteSnapshot");
+    assert_eq!(deletes.len(), 1, "{err}");
+    let id = deletes[0]["params"]["SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(snapshot_state(moto, &id), None, "{err}");
+    id
+}
