@@ -58,6 +58,10 @@ pub struct ImageInfo {
     pub file: String,
     pub size: u64,
     pub sha256: String,
+    /// The non-zero 512 KiB blocks' digest (see `sink::blocks`), with which `kiln upload` checks
+    /// the image against this manifest without hashing the whole disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<crate::sink::blocks::BlockMapInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -143,6 +147,7 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
                 .unwrap_or_default(),
             size: plan.size,
             sha256,
+            blocks: None,
         },
         disk_guid: uuid_string(&plan.disk_guid).to_uppercase(),
         source_date_epoch: recipe.image.source_date_epoch,

@@ -18,7 +18,7 @@ use crate::fs::ext4;
 use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
 use crate::packages::{self, PackageError};
 use crate::recipe::{Filesystem, Recipe, RecipeError};
-use crate::sink::{BlockSink, FileSink, HashSink};
+use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
 };
@@ -212,13 +212,15 @@ pub fn prepare_with(
     })
 }
 
-/// Streams the whole disk into `sink`; returns the disk's SHA-256.
+/// Streams the whole disk into `sink`; returns the disk's SHA-256, and its block map if
+/// `block_map` (an EBS sink computes its own from the blocks it sends).
 pub fn write_disk(
     p: &Prepared,
     sink: &mut dyn BlockSink,
     progress: Option<&dyn Progress>,
-) -> Result<String, BuildError> {
-    write_disk_then(p, sink, progress, &mut || Ok(()))
+    block_map: bool,
+) -> Result<DiskDigest, BuildError> {
+    write_disk_then(p, sink, progress, block_map, &mut || Ok(()))
 }
 
 /// [`write_disk`], calling `after_write` once the last byte is written, while the disk's hash
@@ -227,13 +229,17 @@ pub fn write_disk_then(
     p: &Prepared,
     sink: &mut dyn BlockSink,
     progress: Option<&dyn Progress>,
+    block_map: bool,
     after_write: &mut dyn FnMut() -> io::Result<()>,
-) -> Result<String, BuildError> {
+) -> Result<DiskDigest, BuildError> {
     let time = Time::from_secs(p.recipe.image.source_date_epoch);
-    let mut hashed = HashSink::new(ProgressSink {
-        inner: sink,
-        progress,
-    });
+    let mut hashed = HashSink::new(
+        ProgressSink {
+            inner: sink,
+            progress,
+        },
+        block_map,
+    );
     if let Some(pr) = progress {
         pr.start(p.plan.size);
     }
@@ -248,7 +254,7 @@ pub fn write_disk_then(
         path: PathBuf::from("<disk>"),
         source,
     })?;
-    let (_, sha) = hashed
+    let (_, digest) = hashed
         .finish(p.plan.size)
         .map_err(|source| BuildError::Output {
             path: PathBuf::from("<disk>"),
@@ -257,7 +263,7 @@ pub fn write_disk_then(
     if let Some(pr) = progress {
         pr.finish();
     }
-    Ok(sha)
+    Ok(digest)
 }
 
 /// `kiln build`: the recipe to an image file and its manifest.
@@ -274,11 +280,17 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
     let mut file = FileSink::create(&image, prepared.plan.size).map_err(out_err)?;
     let syncer = file.sync_handle().map_err(out_err)?;
     let mut sync = || syncer.sync_all();
-    let sha = step("write_disk", || {
-        write_disk_then(&prepared, &mut file, opts.progress.as_deref(), &mut sync)
+    let digest = step("write_disk", || {
+        write_disk_then(
+            &prepared,
+            &mut file,
+            opts.progress.as_deref(),
+            true,
+            &mut sync,
+        )
     })?;
     step("finalize_image", || file.persist()).map_err(out_err)?;
-    let (manifest_path, m) = write_records(&prepared, &image, sha, None)?;
+    let (manifest_path, m) = write_records(&prepared, &image, digest, None)?;
     Ok(BuildOutput {
         image,
         manifest_path,
@@ -286,16 +298,17 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
     })
 }
 
-/// Writes the manifest (and the SBOM when packages are installed) for a disk whose sha256 is
-/// `sha`, named as if it were the image file `image`; shared by file builds and `--upload`.
+/// Writes the manifest (and the SBOM when packages are installed) for a disk with `digest`,
+/// named as if it were the image file `image`; shared by file builds and `--upload`.
 pub fn write_records(
     prepared: &Prepared,
     image: &Path,
-    sha: String,
+    digest: DiskDigest,
     snapshot: Option<manifest::SnapshotInfo>,
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest::manifest_path(image);
-    let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, sha);
+    let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, digest.sha256);
+    m.image.blocks = digest.blocks;
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
     m.snapshot = snapshot;

@@ -6,7 +6,8 @@ mod common;
 use common::ok;
 
 use common::moto::{
-    b64, make_image, nonzero_blocks, one_deleted_snapshot, snapshot_state, Moto, Proxy,
+    b64, block_map, make_image, nonzero_blocks, nth_deleted_snapshot, one_deleted_snapshot,
+    snapshot_state, Moto, Proxy,
 };
 use common::sha256_file;
 use serde_json::Value;
@@ -208,6 +209,10 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
     assert_eq!(streamed_m["snapshot"]["region"], "us-east-1");
 
     let data = std::fs::read(&file).unwrap();
+    // The streamed build's block map comes from the blocks it sent, the file build's from the
+    // disk it wrote; both are the disk's.
+    assert_eq!(streamed_m["image"]["blocks"], block_map(&data));
+    assert_eq!(file_m["image"]["blocks"], block_map(&data));
     assert_eq!(j["blocks_sent"], nonzero_blocks(&data).len() as u64);
     assert_eq!(
         proxy.ops("PutSnapshotBlock").len(),
@@ -317,8 +322,9 @@ fn encrypted_upload_writes_every_block_of_the_volume() {
     assert_eq!(complete[0]["headers"]["x-amz-changedblockscount"], "2048");
 }
 
-/// A manifest beside the image names its hash, so `kiln upload` reads the image once, hashing
-/// as it streams; if the bytes are not the manifest's, the snapshot is deleted.
+/// A manifest beside the image names its hash, so `kiln upload` reads the image once: the blocks
+/// it sends must be the ones the manifest's block map records, or the snapshot is deleted. An
+/// older manifest without a block map has the whole image hashed as it streams instead.
 #[test]
 fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     let dir = tempfile::tempdir().unwrap();
@@ -335,12 +341,23 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
         .output()
         .unwrap());
     let sha = sha256_file(&img);
+    let manifest_path = dir.path().join("disk.manifest.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    assert_eq!(
+        manifest["image"]["blocks"],
+        block_map(&std::fs::read(&img).unwrap())
+    );
     let out = ok(&proxy.kiln().arg("upload").arg(&img).output().unwrap());
     let start = proxy.ops("StartSnapshot");
     let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["ClientToken"], sha.as_str());
     let tags = body["Tags"].as_array().unwrap();
-    for (k, v) in [("kiln:name", "ebs-e2e"), ("kiln:version", "2.0")] {
+    for (k, v) in [
+        ("kiln:name", "ebs-e2e"),
+        ("kiln:version", "2.0"),
+        ("kiln:image-sha256", sha.as_str()),
+    ] {
         assert!(
             tags.iter().any(|t| t["Key"] == k && t["Value"] == v),
             "{k}={v} in {tags:?}"
@@ -350,18 +367,52 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
         snapshot_state(&moto, out.trim()).as_deref(),
         Some("completed")
     );
+    ok(&proxy
+        .kiln()
+        .args(["verify", out.trim()])
+        .arg(&img)
+        .output()
+        .unwrap());
 
-    // Same size, one byte changed in the root filesystem's data: the manifest no longer holds.
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
-    f.write_all_at(b"X", 60 << 20).unwrap();
-    drop(f);
-    let o = proxy.kiln().arg("upload").arg(&img).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("but its manifest says"), "{err}");
-    let id = one_deleted_snapshot(&proxy, &moto, &err);
-    assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let stale = |want: &str, n: usize| {
+        let o = proxy.kiln().arg("upload").arg(&img).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+        let id = nth_deleted_snapshot(&proxy, &moto, &err, n);
+        assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
+    };
+    // Same size, one byte changed in the root filesystem's data.
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, 60 << 20).unwrap();
+    f.write_all_at(&[byte[0] ^ 0xff], 60 << 20).unwrap();
+    stale("are not the ones its manifest records", 1);
+    f.write_all_at(&byte, 60 << 20).unwrap();
+    // A byte where the disk was all zeros: one block more than the manifest knows.
+    let data = std::fs::read(&img).unwrap();
+    let zero_block = (0u64..)
+        .find(|i| {
+            let at = (*i * (512 << 10)) as usize;
+            data[at..at + (512 << 10)].iter().all(|&b| b == 0)
+        })
+        .unwrap();
+    f.write_all_at(b"X", zero_block * (512 << 10) + 100)
+        .unwrap();
+    stale("are not the ones its manifest records", 2);
+    // A manifest from before block maps: the whole image is hashed as it streams.
+    manifest["image"]
+        .as_object_mut()
+        .unwrap()
+        .remove("blocks")
+        .unwrap();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    stale("but its manifest says", 3);
     assert_eq!(
         proxy.ops("CompleteSnapshot").len(),
         1,

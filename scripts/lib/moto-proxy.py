@@ -279,11 +279,8 @@ def main():
                 self.end_headers()
                 self.wfile.write(data)
                 return
-            conn = http.client.HTTPConnection(args.upstream, timeout=120)
             fwd = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
-            conn.request(self.command, self.path, body=body, headers=fwd)
-            resp = conn.getresponse()
-            data = resp.read()
+            resp, data = self.forward(body, fwd)
             if op == "StartSnapshot" and args.rewrite_block_size and resp.status in (200, 201):
                 j = json.loads(data)
                 j["BlockSize"] = 524288
@@ -306,7 +303,33 @@ def main():
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            conn.close()
+
+        def forward(self, body, headers):
+            """Sends the request to moto on this client connection's own upstream connection
+            (kept open, as the client keeps its own), reconnecting once if moto closed it."""
+            for attempt in (0, 1):
+                conn = getattr(self, "upstream", None)
+                if conn is None:
+                    conn = self.upstream = http.client.HTTPConnection(args.upstream, timeout=120)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except (http.client.HTTPException, ConnectionError):
+                    conn.close()
+                    self.upstream = None
+                    if attempt:
+                        raise
+                    continue
+                if resp.getheader("connection", "").lower() == "close":
+                    conn.close()
+                    self.upstream = None
+                return resp, data
+
+        def finish(self):
+            super().finish()
+            if getattr(self, "upstream", None) is not None:
+                self.upstream.close()
 
         def answer_fault(self, fault, service, entry):
             if fault == "throttle":

@@ -13,8 +13,7 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The EBS direct API block size.
-pub const BLOCK_SIZE: u64 = 512 * 1024;
+pub use crate::sink::blocks::BLOCK_SIZE;
 const GIB: u64 = 1 << 30;
 
 /// StartSnapshot's Timeout (minutes) unless told otherwise: the API's default.
@@ -46,6 +45,17 @@ pub enum SnapshotError {
         index: u64,
         got: String,
         want: String,
+    },
+    #[error(
+        "the image's non-zero blocks ({got} of them, block map sha256 {got_sha256}) are not the \
+         ones its manifest records ({want}, {want_sha256}): it changed after it was built; \
+         rebuild it or remove the stale manifest"
+    )]
+    NotTheManifests {
+        got: u64,
+        got_sha256: String,
+        want: u64,
+        want_sha256: String,
     },
     #[error("the disk is {size} bytes; EBS snapshots hold 1 to 65536 GiB")]
     BadSize { size: u64 },
@@ -117,13 +127,24 @@ pub fn b64(digest: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-/// The LINEAR aggregate: SHA-256 over the block digests in ascending block order.
-pub fn linear_checksum<'a>(digests: impl IntoIterator<Item = &'a [u8; 32]>) -> String {
-    let mut h = Sha256::new();
-    for d in digests {
-        h.update(d);
+/// The LINEAR aggregate, folded as blocks are sent: SHA-256 over the block digests in ascending
+/// block order, and how many there were (CompleteSnapshot's ChangedBlocksCount).
+#[derive(Default)]
+pub struct LinearChecksum {
+    h: Sha256,
+    count: u64,
+}
+
+impl LinearChecksum {
+    pub fn add(&mut self, digest: &[u8; 32]) {
+        self.h.update(digest);
+        self.count += 1;
     }
-    b64(&h.finalize())
+
+    /// (ChangedBlocksCount, Checksum in base64).
+    pub fn finish(self) -> (u64, String) {
+        (self.count, b64(&self.h.finalize()))
+    }
 }
 
 /// One snapshot being written, in one region.
@@ -407,7 +428,10 @@ mod tests {
         let b = [2u8; 32];
         let mut cat = a.to_vec();
         cat.extend_from_slice(&b);
-        assert_eq!(linear_checksum([&a, &b]), b64(&Sha256::digest(&cat)));
+        let mut l = LinearChecksum::default();
+        l.add(&a);
+        l.add(&b);
+        assert_eq!(l.finish(), (2, b64(&Sha256::digest(&cat))));
     }
 
     #[test]

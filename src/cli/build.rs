@@ -137,7 +137,9 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     // if tagging fails, the upload fails and the snapshot is deleted, never left untagged.
     let report =
         super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
-            let s = pipeline::write_disk(&prepared, sink, None).map_err(|e| e.to_string())?;
+            let s = pipeline::write_disk(&prepared, sink, None, false)
+                .map_err(|e| e.to_string())?
+                .sha256;
             identity.sha256 = s.clone();
             let tag: Vec<_> = kiln_tags(&identity)
                 .into_iter()
@@ -153,13 +155,17 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
             sha = Some(s);
             Ok(())
         })?;
-    let sha = sha.unwrap_or_default();
+    let digest = kiln::sink::DiskDigest {
+        sha256: sha.unwrap_or_default(),
+        // The blocks the upload sent are the disk's: no second pass over them.
+        blocks: Some(report.blocks.clone()),
+    };
     aws_common::summary(&report);
     let snapshot = manifest::SnapshotInfo {
         snapshot_id: report.snapshot_id.clone(),
         region: report.region.clone(),
     };
-    let (manifest_path, _) = pipeline::write_records(&prepared, &image, sha, Some(snapshot))?;
+    let (manifest_path, _) = pipeline::write_records(&prepared, &image, digest, Some(snapshot))?;
     if args.json {
         println!("{}", aws_common::upload_json(&report));
     } else {

@@ -5,6 +5,7 @@ use kiln::aws::retry::Retrier;
 use kiln::aws::snapshot::SnapshotSpec;
 use kiln::aws::upload::{self, UploadOptions};
 use kiln::aws::ImageIdentity;
+use kiln::sink::blocks::BlockMapInfo;
 use kiln::sink::HashSink;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,12 +30,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
     // The ClientToken and the tags need the image's hash before the first block. A manifest
-    // beside the image names it, so the image is read once: hashed while it streams, and the
-    // upload fails (deleting the snapshot) if the bytes sent are not the manifest's. Without a
-    // manifest the image is hashed first, then read again to upload.
-    let claimed = manifest_identity(&a.image, size);
+    // beside the image names it, so the image is read once: the upload fails (deleting the
+    // snapshot) unless the bytes sent are the manifest's. With the manifest's block map, the
+    // blocks sent (hashed anyway for their checksums) are checked against it; an older manifest
+    // without one has the whole disk hashed as it streams. Without a manifest the image is
+    // hashed first, then read again to upload.
+    let claimed = manifest_claim(&a.image, size);
     let identity = match &claimed {
-        Some(id) => id.clone(),
+        Some((id, _)) => id.clone(),
         None => {
             let sha256 = kiln::util::sha256_file(&a.image)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
@@ -45,23 +48,35 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let clients = a.aws.connect(&rt)?;
     let retrier = Retrier::default();
     let spec = spec(&identity, size, &a.upload);
-    let report = run_upload(&rt, &clients, &retrier, &spec, &a.upload, |sink| {
-        if claimed.is_none() {
-            return upload::write_file(&a.image, sink);
-        }
-        let mut hashed = HashSink::new(sink);
-        upload::write_file(&a.image, &mut hashed)?;
-        let (_, sent) = hashed.finish(size).map_err(|e| e.to_string())?;
-        if sent != identity.sha256 {
-            return Err(format!(
-                "{}: its sha256 is {sent}, but its manifest says {}; rebuild the image or \
-                 remove the stale manifest",
-                a.image.display(),
-                identity.sha256
-            ));
-        }
-        Ok(())
-    })?;
+    let report = run_upload(
+        &rt,
+        &clients,
+        &retrier,
+        &spec,
+        &a.upload,
+        |sink| match claimed {
+            None => upload::write_file(&a.image, sink),
+            Some((_, Some(blocks))) => {
+                sink.expect_blocks(blocks);
+                upload::write_file(&a.image, sink)
+            }
+            Some((_, None)) => {
+                let mut hashed = HashSink::new(sink, false);
+                upload::write_file(&a.image, &mut hashed)?;
+                let (_, sent) = hashed.finish(size).map_err(|e| e.to_string())?;
+                if sent.sha256 != identity.sha256 {
+                    return Err(format!(
+                        "{}: its sha256 is {}, but its manifest says {}; rebuild the image or \
+                         remove the stale manifest",
+                        a.image.display(),
+                        sent.sha256,
+                        identity.sha256
+                    ));
+                }
+                Ok(())
+            }
+        },
+    )?;
     aws_common::summary(&report);
     if a.json {
         println!("{}", aws_common::upload_json(&report));
@@ -72,14 +87,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Name, version and sha256 from the manifest beside the image, if it describes a disk of
-/// this size (the sha256 is checked as the image streams).
-fn manifest_identity(image: &std::path::Path, size: u64) -> Option<ImageIdentity> {
+/// this size, and its block map if it records one (the claim is checked as the image streams).
+fn manifest_claim(
+    image: &std::path::Path,
+    size: u64,
+) -> Option<(ImageIdentity, Option<BlockMapInfo>)> {
     let m = kiln::manifest::read(&kiln::manifest::manifest_path(image)).ok()?;
-    (m.image.size == size && m.image.sha256.len() == 64).then_some(ImageIdentity {
+    let id = ImageIdentity {
         name: m.name,
         version: m.version,
         sha256: m.image.sha256,
-    })
+    };
+    (m.image.size == size && id.sha256.len() == 64).then_some((id, m.image.blocks))
 }
 
 /// Without a manifest: the file's stem names the image.

@@ -9,8 +9,9 @@
 //! the gaps writers skip, which are zeros by the [`BlockSink`] contract) are not sent. An encrypted
 //! snapshot reads unwritten blocks as garbage, so there every block of the volume is written.
 
+use super::blocks::{is_zero, Block, BlockMap, BlockMapInfo, Chunker};
 use super::{check_order, BlockSink};
-use crate::aws::snapshot::{linear_checksum, Snapshot, SnapshotError, BLOCK_SIZE};
+use crate::aws::snapshot::{LinearChecksum, Snapshot, SnapshotError, BLOCK_SIZE};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::io;
@@ -50,25 +51,33 @@ pub struct UploadReport {
     pub bytes_sent: u64,
     pub retries: u64,
     pub elapsed: Duration,
+    /// The block map of the disk sent (its non-zero blocks), as the manifest records it.
+    pub blocks: BlockMapInfo,
 }
 
 /// A [`BlockSink`] that uploads into a started snapshot; [`EbsSink::finish`] completes it.
 pub struct EbsSink {
-    handle: Handle,
-    snapshot: Arc<Snapshot>,
+    chunker: Chunker,
+    up: Uploader,
     size: u64,
     volume_bytes: u64,
+    expect: Option<BlockMapInfo>,
+    started: Instant,
+}
+
+/// Everything but the chunking: what happens to each whole block.
+struct Uploader {
+    handle: Handle,
+    snapshot: Arc<Snapshot>,
     encrypted: bool,
     sem: Arc<Semaphore>,
-    /// Bytes of the current block written so far (from the block's start to `pos`).
-    buf: Vec<u8>,
-    pos: u64,
-    /// (block index, SHA-256) of every block sent, ascending.
-    digests: Vec<(u64, [u8; 32])>,
+    /// Over every block sent (CompleteSnapshot's aggregate).
+    linear: LinearChecksum,
+    /// Over the non-zero blocks (the manifest's block map).
+    map: BlockMap,
     failure: Arc<Mutex<Option<SnapshotError>>>,
     tasks: JoinSet<()>,
     stats: Arc<UploadStats>,
-    started: Instant,
 }
 
 impl EbsSink {
@@ -82,7 +91,7 @@ impl EbsSink {
         encrypted: bool,
         workers: usize,
     ) -> Self {
-        let workers = workers.clamp(1, 1024) as u32;
+        let workers = workers.clamp(1, 1024);
         let volume_bytes = volume_gib as u64 * (1 << 30);
         let stats = UploadStats::default();
         let considered = if encrypted { volume_bytes } else { size };
@@ -90,30 +99,108 @@ impl EbsSink {
             .total_blocks
             .store(considered.div_ceil(B), Ordering::Relaxed);
         EbsSink {
-            handle,
-            snapshot: Arc::new(snapshot),
+            chunker: Chunker::default(),
+            up: Uploader {
+                handle,
+                snapshot: Arc::new(snapshot),
+                encrypted,
+                sem: Arc::new(Semaphore::new(workers)),
+                linear: LinearChecksum::default(),
+                map: BlockMap::default(),
+                failure: Arc::default(),
+                tasks: JoinSet::new(),
+                stats: Arc::new(stats),
+            },
             size,
             volume_bytes,
-            encrypted,
-            sem: Arc::new(Semaphore::new(workers as usize)),
-            buf: Vec::with_capacity(B as usize),
-            pos: 0,
-            digests: Vec::new(),
-            failure: Arc::default(),
-            tasks: JoinSet::new(),
-            stats: Arc::new(stats),
+            expect: None,
             started: Instant::now(),
         }
     }
 
     pub fn stats(&self) -> Arc<UploadStats> {
-        self.stats.clone()
+        self.up.stats.clone()
     }
 
     pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
+        &self.up.snapshot
     }
 
+    /// Fails the upload before CompleteSnapshot (so the snapshot is deleted) unless the disk's
+    /// non-zero blocks are exactly those `map` describes: how `kiln upload` holds an image to
+    /// its manifest without hashing the whole disk again.
+    pub fn expect_blocks(&mut self, map: BlockMapInfo) {
+        self.expect = Some(map);
+    }
+
+    /// Stops: cancels the blocks in flight and waits until no task is left (before the snapshot
+    /// is deleted, so that no PutSnapshotBlock races the deletion).
+    pub fn abort(self) {
+        self.up.abort();
+    }
+
+    /// Waits for every block, then CompleteSnapshot and waits for `completed`.
+    pub fn finish(mut self, wait_timeout: Duration) -> Result<UploadReport, SnapshotError> {
+        let io_err = |e: io::Error| SnapshotError::Call(call_error(e));
+        // An encrypted snapshot reads unwritten blocks as garbage: write the volume's every
+        // block. A disk that ends mid-block: the rest of the block is zeros.
+        let end = if self.up.encrypted {
+            self.volume_bytes
+        } else {
+            self.size
+        };
+        let up = &mut self.up;
+        if let Err(e) = self.chunker.finish(end, &mut |i, b| up.block(i, b)) {
+            self.up.abort();
+            return Err(io_err(e));
+        }
+        let mut up = self.up;
+        let map = std::mem::take(&mut up.map).finish();
+        if let Some(want) = self.expect.filter(|w| *w != map) {
+            up.abort();
+            return Err(SnapshotError::NotTheManifests {
+                got: map.blocks,
+                got_sha256: map.sha256,
+                want: want.blocks,
+                want_sha256: want.sha256,
+            });
+        }
+        // Wait for every block; the first failure cancels the rest.
+        let mut tasks = std::mem::take(&mut up.tasks);
+        let failure = up.failure.clone();
+        let failed = move || failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        up.handle.block_on(async {
+            while tasks.join_next().await.is_some() {
+                if failed() {
+                    tasks.abort_all();
+                }
+            }
+        });
+        if let Some(e) = up.failure.lock().ok().and_then(|mut f| f.take()) {
+            return Err(e);
+        }
+        let (count, checksum) = up.linear.finish();
+        let snap = up.snapshot.clone();
+        up.handle.block_on(async {
+            snap.complete(count, &checksum).await?;
+            snap.wait_completed(wait_timeout).await
+        })?;
+        let s = &up.stats;
+        Ok(UploadReport {
+            snapshot_id: snap.id.clone(),
+            region: snap.clients.region.clone(),
+            volume_size_gib: (self.volume_bytes >> 30) as i64,
+            blocks_sent: s.blocks_sent.load(Ordering::Relaxed),
+            zero_blocks_skipped: s.zero_blocks_skipped.load(Ordering::Relaxed),
+            bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
+            retries: snap.retrier.retries(),
+            elapsed: self.started.elapsed(),
+            blocks: map,
+        })
+    }
+}
+
+impl Uploader {
     fn check_failed(&self) -> io::Result<()> {
         match self.failure.lock() {
             Ok(f) => match f.as_ref() {
@@ -124,53 +211,28 @@ impl EbsSink {
         }
     }
 
-    /// Moves `pos` forward to `to` over zeros.
-    fn zeros_to(&mut self, to: u64) -> io::Result<()> {
-        while self.pos < to {
-            let index = self.pos / B;
-            let block_end = (index + 1) * B;
-            if self.pos % B == 0 && to >= block_end {
-                self.zero_block(index)?;
-                self.pos = block_end;
-                continue;
+    /// One whole block: sent, or skipped when it is zeros and the snapshot is not encrypted.
+    fn block(&mut self, index: u64, block: Block) -> io::Result<()> {
+        match block {
+            Block::Data(d) if !is_zero(d) => {
+                let digest: [u8; 32] = Sha256::digest(d).into();
+                self.map.add(index, &digest);
+                self.send(index, Bytes::copy_from_slice(d), digest)
             }
-            let n = (to.min(block_end) - self.pos) as usize;
-            self.buf.resize(self.buf.len() + n, 0);
-            self.pos += n as u64;
-            if self.pos == block_end {
-                self.flush(index)?;
+            _ if self.encrypted => {
+                // Hash once: every zero block has the same digest.
+                static ZERO_DIGEST: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+                let digest = *ZERO_DIGEST.get_or_init(|| Sha256::digest(ZERO_BLOCK).into());
+                self.send(index, Bytes::from_static(&ZERO_BLOCK), digest)
+            }
+            _ => {
+                self.stats
+                    .zero_blocks_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                self.stats.blocks_done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
         }
-        Ok(())
-    }
-
-    fn zero_block(&mut self, index: u64) -> io::Result<()> {
-        if self.encrypted {
-            // Hash once: every zero block has the same digest.
-            static ZERO_DIGEST: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-            let digest = *ZERO_DIGEST.get_or_init(|| Sha256::digest(ZERO_BLOCK).into());
-            self.send(index, Bytes::from_static(&ZERO_BLOCK), digest)
-        } else {
-            self.stats
-                .zero_blocks_skipped
-                .fetch_add(1, Ordering::Relaxed);
-            self.stats.blocks_done.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }
-    }
-
-    /// Sends (or skips) the full block in `buf`.
-    fn flush(&mut self, index: u64) -> io::Result<()> {
-        self.buf.resize(B as usize, 0);
-        let r = if is_zero(&self.buf) {
-            self.zero_block(index)
-        } else {
-            let digest: [u8; 32] = Sha256::digest(&self.buf).into();
-            let data = Bytes::copy_from_slice(&self.buf);
-            self.send(index, data, digest)
-        };
-        self.buf.clear();
-        r
     }
 
     fn send(&mut self, index: u64, data: Bytes, digest: [u8; 32]) -> io::Result<()> {
@@ -180,7 +242,7 @@ impl EbsSink {
                 "block index {index} is too large"
             )));
         }
-        self.digests.push((index, digest));
+        self.linear.add(&digest);
         let permit = self
             .handle
             .block_on(self.sem.clone().acquire_owned())
@@ -216,72 +278,11 @@ impl EbsSink {
         Ok(())
     }
 
-    /// Stops: cancels the blocks in flight and waits until no task is left (before the snapshot
-    /// is deleted, so that no PutSnapshotBlock races the deletion).
-    pub fn abort(mut self) {
+    fn abort(mut self) {
         self.tasks.abort_all();
         let mut tasks = std::mem::take(&mut self.tasks);
         self.handle
             .block_on(async move { while tasks.join_next().await.is_some() {} });
-    }
-
-    /// Waits for every block, then CompleteSnapshot and waits for `completed`.
-    pub fn finish(mut self, wait_timeout: Duration) -> Result<UploadReport, SnapshotError> {
-        let io_err = |e: io::Error| SnapshotError::Call(call_error(e));
-        if self.pos > self.size {
-            return Err(io_err(io::Error::other(format!(
-                "the disk overran its {} bytes",
-                self.size
-            ))));
-        }
-        let end = if self.encrypted {
-            self.volume_bytes
-        } else {
-            self.size
-        };
-        let r = self.zeros_to(end).and_then(|()| {
-            // A disk that ends mid-block: the rest of the block is zeros.
-            if !self.buf.is_empty() {
-                self.flush(self.pos / B)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = r {
-            self.abort();
-            return Err(io_err(e));
-        }
-        // Wait for every block; the first failure cancels the rest.
-        let mut tasks = std::mem::take(&mut self.tasks);
-        let failure = self.failure.clone();
-        let failed = move || failure.lock().map(|f| f.is_some()).unwrap_or(true);
-        self.handle.block_on(async {
-            while tasks.join_next().await.is_some() {
-                if failed() {
-                    tasks.abort_all();
-                }
-            }
-        });
-        if let Some(e) = self.failure.lock().ok().and_then(|mut f| f.take()) {
-            return Err(e);
-        }
-        let count = self.digests.len() as u64;
-        let checksum = linear_checksum(self.digests.iter().map(|(_, d)| d));
-        let snap = self.snapshot.clone();
-        self.handle.block_on(async {
-            snap.complete(count, &checksum).await?;
-            snap.wait_completed(wait_timeout).await
-        })?;
-        let s = &self.stats;
-        Ok(UploadReport {
-            snapshot_id: snap.id.clone(),
-            region: snap.clients.region.clone(),
-            volume_size_gib: (self.volume_bytes >> 30) as i64,
-            blocks_sent: s.blocks_sent.load(Ordering::Relaxed),
-            zero_blocks_skipped: s.zero_blocks_skipped.load(Ordering::Relaxed),
-            bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
-            retries: snap.retrier.retries(),
-            elapsed: self.started.elapsed(),
-        })
     }
 }
 
@@ -295,8 +296,8 @@ fn call_error(e: io::Error) -> crate::aws::retry::CallError {
 }
 
 impl BlockSink for EbsSink {
-    fn write_at(&mut self, offset: u64, mut data: &[u8]) -> io::Result<()> {
-        let end = check_order(self.pos, offset, data.len())?;
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = check_order(self.chunker.pos(), offset, data.len())?;
         if end > self.size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -306,24 +307,7 @@ impl BlockSink for EbsSink {
                 ),
             ));
         }
-        self.zeros_to(offset)?;
-        while !data.is_empty() {
-            let index = self.pos / B;
-            let room = ((index + 1) * B - self.pos) as usize;
-            let n = room.min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            self.pos += n as u64;
-            data = &data[n..];
-            if n == room {
-                self.flush(index)?;
-            }
-        }
-        Ok(())
+        let up = &mut self.up;
+        self.chunker.write(offset, data, &mut |i, b| up.block(i, b))
     }
-}
-
-fn is_zero(b: &[u8]) -> bool {
-    // Compare in u64 words; the compiler vectorises this.
-    let (pre, mid, post) = unsafe { b.align_to::<u64>() };
-    pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
 }

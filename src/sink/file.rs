@@ -1,5 +1,6 @@
 //! A sparse image file, written to a temporary file beside the target and renamed on success.
 
+use super::blocks::is_zero;
 use super::{check_order, BlockSink};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -147,12 +148,6 @@ impl BlockSink for FileSink {
         }
         Ok(())
     }
-}
-
-fn is_zero(b: &[u8]) -> bool {
-    // Compare in u64 words; the compiler vectorises this.
-    let (pre, mid, post) = unsafe { b.align_to::<u64>() };
-    pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
 }
 
 #[cfg(test)]

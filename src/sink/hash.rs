@@ -1,96 +1,154 @@
-//! A pass-through sink that computes the SHA-256 of the whole disk as it streams by.
+//! A pass-through sink that computes the SHA-256 of the whole disk as it streams by, and, when
+//! asked, its block map (see [`super::blocks`]).
 //!
 //! Hashing a disk means hashing every byte, zeros included: about 1 GB/s on one core with the
 //! SHA extensions, which for a mostly empty 4 GiB disk is more work than writing it. So the
-//! hashing runs on its own thread, fed through a bounded channel, and overlaps with the writers.
+//! hashing runs on its own thread, fed through a bounded channel, and overlaps with the writers;
+//! the block map (which hashes only the non-zero blocks) runs on another.
 
+use super::blocks::{BlockMapInfo, BlockMapper};
 use super::{check_order, BlockSink};
 use sha2::{Digest, Sha256};
 use std::io;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-enum Msg {
-    Zeros(u64),
-    Data(Vec<u8>),
+/// Data written at an offset; shared by the workers without a copy.
+type Msg = (u64, Arc<Vec<u8>>);
+
+/// At most this many writes wait for a worker (bounded memory: writes are at most a few MiB).
+const QUEUE: usize = 32;
+
+/// What a [`HashSink`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskDigest {
+    /// Hex SHA-256 of every byte of the disk.
+    pub sha256: String,
+    /// The block map, if it was asked for.
+    pub blocks: Option<BlockMapInfo>,
+}
+
+/// A thread fed with the writes, giving a `T` for the whole disk once told its length.
+struct Worker<T> {
+    tx: SyncSender<Msg>,
+    len: SyncSender<u64>,
+    thread: JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    fn spawn(f: impl FnOnce(Receiver<Msg>, Receiver<u64>) -> T + Send + 'static) -> Self {
+        let (tx, rx) = sync_channel::<Msg>(QUEUE);
+        let (len, len_rx) = sync_channel::<u64>(1);
+        let thread = std::thread::spawn(move || f(rx, len_rx));
+        Worker { tx, len, thread }
+    }
+
+    fn send(&self, msg: Msg) -> io::Result<()> {
+        self.tx
+            .send(msg)
+            .map_err(|_| io::Error::other("a disk hasher stopped"))
+    }
+
+    fn finish(self, len: u64) -> io::Result<T> {
+        let Worker {
+            tx,
+            len: len_tx,
+            thread,
+        } = self;
+        drop(tx);
+        // The thread reads the length once every write is in; it may already have stopped.
+        let _ = len_tx.send(len);
+        thread
+            .join()
+            .map_err(|_| io::Error::other("a disk hasher panicked"))
+    }
 }
 
 /// Hashes every byte written, and the zeros of every gap, then forwards the write.
 pub struct HashSink<S> {
     inner: S,
-    tx: Option<SyncSender<Msg>>,
-    worker: Option<JoinHandle<[u8; 32]>>,
+    hasher: Worker<[u8; 32]>,
+    mapper: Option<Worker<BlockMapInfo>>,
     pos: u64,
 }
 
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
-/// At most this many writes wait for the hasher (bounded memory: writes are at most a few MiB).
-const QUEUE: usize = 32;
+fn hash_zeros(h: &mut Sha256, mut n: u64) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
 
 impl<S: BlockSink> HashSink<S> {
-    pub fn new(inner: S) -> Self {
-        let (tx, rx) = sync_channel::<Msg>(QUEUE);
-        let worker = std::thread::spawn(move || {
+    /// Hashes the disk; with `block_map`, maps its non-zero blocks too.
+    pub fn new(inner: S, block_map: bool) -> Self {
+        let hasher = Worker::spawn(|rx, len| {
             let mut h = Sha256::new();
-            for msg in rx {
-                match msg {
-                    Msg::Zeros(mut n) => {
-                        while n > 0 {
-                            let k = n.min(ZEROS.len() as u64) as usize;
-                            h.update(&ZEROS[..k]);
-                            n -= k as u64;
-                        }
-                    }
-                    Msg::Data(d) => h.update(&d),
-                }
+            let mut pos = 0;
+            for (offset, data) in rx {
+                hash_zeros(&mut h, offset - pos);
+                h.update(&data[..]);
+                pos = offset + data.len() as u64;
             }
+            // A missing length means the sink was dropped: the digest is thrown away.
+            hash_zeros(&mut h, len.recv().unwrap_or(pos).saturating_sub(pos));
             h.finalize().into()
+        });
+        let mapper = block_map.then(|| {
+            Worker::spawn(|rx, len| {
+                let mut m = BlockMapper::default();
+                let mut pos = 0;
+                for (offset, data) in rx {
+                    m.write(offset, &data);
+                    pos = offset + data.len() as u64;
+                }
+                m.finish(len.recv().unwrap_or(pos).max(pos))
+            })
         });
         HashSink {
             inner,
-            tx: Some(tx),
-            worker: Some(worker),
+            hasher,
+            mapper,
             pos: 0,
         }
     }
 
-    fn send(&mut self, msg: Msg) -> io::Result<()> {
-        match &self.tx {
-            Some(tx) => tx
-                .send(msg)
-                .map_err(|_| io::Error::other("the disk hasher stopped")),
-            None => Err(io::Error::other("the disk hasher is finished")),
-        }
-    }
-
-    /// Hashes the zeros up to `total_len` and returns the inner sink with the hex digest.
-    pub fn finish(mut self, total_len: u64) -> io::Result<(S, String)> {
+    /// Returns the inner sink with the digest of the `total_len`-byte disk (zeros after the
+    /// last write).
+    pub fn finish(self, total_len: u64) -> io::Result<(S, DiskDigest)> {
         if total_len < self.pos {
             return Err(io::Error::other(format!(
                 "disk overran its size: {} > {total_len}",
                 self.pos
             )));
         }
-        self.send(Msg::Zeros(total_len - self.pos))?;
-        self.tx = None;
-        let digest = self
-            .worker
-            .take()
-            .ok_or_else(|| io::Error::other("the disk hasher is finished"))?
-            .join()
-            .map_err(|_| io::Error::other("the disk hasher panicked"))?;
-        Ok((self.inner, crate::util::hex(&digest)))
+        let digest = self.hasher.finish(total_len)?;
+        let blocks = match self.mapper {
+            Some(m) => Some(m.finish(total_len)?),
+            None => None,
+        };
+        Ok((
+            self.inner,
+            DiskDigest {
+                sha256: crate::util::hex(&digest),
+                blocks,
+            },
+        ))
     }
 }
 
 impl<S: BlockSink> BlockSink for HashSink<S> {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = check_order(self.pos, offset, data.len())?;
-        if offset > self.pos {
-            self.send(Msg::Zeros(offset - self.pos))?;
+        let shared = Arc::new(data.to_vec());
+        if let Some(m) = &self.mapper {
+            m.send((offset, shared.clone()))?;
         }
-        self.send(Msg::Data(data.to_vec()))?;
+        self.hasher.send((offset, shared))?;
         self.pos = end;
         self.inner.write_at(offset, data)
     }
@@ -103,15 +161,19 @@ mod tests {
 
     #[test]
     fn hash_covers_gaps_and_tail() {
-        let mut h = HashSink::new(VecSink::default());
+        let mut h = HashSink::new(VecSink::default(), true);
         h.write_at(3, b"abc").unwrap();
-        h.write_at(100_000, b"z").unwrap();
+        h.write_at(600_000, b"z").unwrap();
         assert!(h.write_at(5, b"back").is_err());
-        let (inner, digest) = h.finish(200_000).unwrap();
-        let mut want = vec![0u8; 200_000];
+        let (inner, digest) = h.finish(2_000_000).unwrap();
+        let mut want = vec![0u8; 2_000_000];
         want[3..6].copy_from_slice(b"abc");
-        want[100_000] = b'z';
-        assert_eq!(digest, crate::util::hex(&Sha256::digest(&want)));
-        assert_eq!(inner.data, want[..100_001]);
+        want[600_000] = b'z';
+        assert_eq!(digest.sha256, crate::util::hex(&Sha256::digest(&want)));
+        assert_eq!(inner.data, want[..600_001]);
+        let mut m = BlockMapper::default();
+        m.write(0, &want);
+        assert_eq!(digest.blocks, Some(m.finish(2_000_000)));
+        assert_eq!(digest.blocks.unwrap().blocks, 2);
     }
 }

@@ -1,12 +1,13 @@
 //! Where disk bytes go. Every writer (GPT, FAT, ext4) targets [`BlockSink`], never a `File`, so the
 //! same code writes a sparse image file or streams blocks to an EBS snapshot.
 
+pub mod blocks;
 pub mod ebs;
 mod file;
 mod hash;
 
 pub use file::FileSink;
-pub use hash::HashSink;
+pub use hash::{DiskDigest, HashSink};
 
 use std::io;
 

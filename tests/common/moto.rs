@@ -229,6 +229,23 @@ pub fn nonzero_blocks(data: &[u8]) -> Vec<(u64, [u8; 32])> {
         .collect()
 }
 
+/// The manifest's `image.blocks` for a disk, by its definition: SHA-256 over each non-zero
+/// block's index (u64, big-endian) and digest, in order.
+pub fn block_map(data: &[u8]) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let blocks = nonzero_blocks(data);
+    let mut h = Sha256::new();
+    for (i, d) in &blocks {
+        h.update(i.to_be_bytes());
+        h.update(d);
+    }
+    serde_json::json!({
+        "block_size": 512 * 1024,
+        "blocks": blocks.len(),
+        "sha256": format!("{:x}", h.finalize()),
+    })
+}
+
 pub fn b64(d: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(d)
@@ -413,9 +430,14 @@ regions = [{regions}]
 /// The one snapshot a failed command deleted: exactly one DeleteSnapshot went out, and moto no
 /// longer has that snapshot. `err` (the command's stderr) is shown when it is not so.
 pub fn one_deleted_snapshot(proxy: &Proxy, moto: &Moto, err: &str) -> String {
+    nth_deleted_snapshot(proxy, moto, err, 1)
+}
+
+/// [`one_deleted_snapshot`] for the `n`th failure a test provokes: the `n`th DeleteSnapshot.
+pub fn nth_deleted_snapshot(proxy: &Proxy, moto: &Moto, err: &str, n: usize) -> String {
     let deletes = proxy.ops("DeleteSnapshot");
-    assert_eq!(deletes.len(), 1, "{err}");
-    let id = deletes[0]["params"]["SnapshotId"]
+    assert_eq!(deletes.len(), n, "{err}");
+    let id = deletes[n - 1]["params"]["SnapshotId"]
         .as_str()
         .unwrap()
         .to_string();
