@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,27 +40,60 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = free_port();
-        let child = Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        // The port is free when picked, but another test's server (or an outgoing connection)
+        // may take it before moto binds it; then this moto exits and a connect would reach
+        // someone else. So the listener must be this child's own; otherwise try another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(moto_server())
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts");
+            let t0 = Instant::now();
+            loop {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if listens(child.id(), port) {
+                    return Moto {
+                        child,
+                        port,
+                        state: tempfile::tempdir().unwrap(),
+                    };
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "moto_server did not listen on {port}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        Moto {
-            child,
-            port,
-            state: tempfile::tempdir().unwrap(),
-        }
+        panic!("moto_server could not bind a port in 5 attempts");
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let Some(inode) = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| f[9].to_string())
+    }) else {
+        return false;
+    };
+    let socket = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == socket.as_str())
+            })
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for Moto {
