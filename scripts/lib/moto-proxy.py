@@ -366,6 +366,9 @@ def main():
 
     class Server(http.server.ThreadingHTTPServer):
         daemon_threads = True
+        # Clients open up to 64 connections at once; socketserver's default backlog of 5
+        # overflows, and the kernel then resets connections the client already writes to.
+        request_queue_size = 256
 
         def handle_error(self, request, client_address):
             # Clients that go away mid-request (an interrupted kiln) are expected.
