@@ -10,12 +10,16 @@ use super::blocks::{BlockMapInfo, BlockMapper};
 use super::{check_order, BlockSink};
 use sha2::{Digest, Sha256};
 use std::io;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Data written at an offset; shared by the workers without a copy.
-type Msg = (u64, Arc<Vec<u8>>);
+enum Msg {
+    /// Data written at an offset; shared by the workers without a copy.
+    Write(u64, Arc<Vec<u8>>),
+    /// The disk's length: zeros up to it, then the result.
+    End(u64),
+}
 
 /// At most this many writes wait for a worker (bounded memory: writes are at most a few MiB).
 const QUEUE: usize = 32;
@@ -29,19 +33,31 @@ pub struct DiskDigest {
     pub blocks: Option<BlockMapInfo>,
 }
 
-/// A thread fed with the writes, giving a `T` for the whole disk once told its length.
+/// A thread fed with the writes in order, giving a `T` for the whole disk at [`Msg::End`].
 struct Worker<T> {
     tx: SyncSender<Msg>,
-    len: SyncSender<u64>,
-    thread: JoinHandle<T>,
+    thread: JoinHandle<Option<T>>,
 }
 
 impl<T: Send + 'static> Worker<T> {
-    fn spawn(f: impl FnOnce(Receiver<Msg>, Receiver<u64>) -> T + Send + 'static) -> Self {
+    /// `write` sees each write; `end` the disk's length. A sink dropped without `finish` stops
+    /// the thread with no result.
+    fn spawn<S: Send + 'static>(
+        mut state: S,
+        mut write: impl FnMut(&mut S, u64, &[u8]) + Send + 'static,
+        end: impl FnOnce(S, u64) -> T + Send + 'static,
+    ) -> Self {
         let (tx, rx) = sync_channel::<Msg>(QUEUE);
-        let (len, len_rx) = sync_channel::<u64>(1);
-        let thread = std::thread::spawn(move || f(rx, len_rx));
-        Worker { tx, len, thread }
+        let thread = std::thread::spawn(move || {
+            for msg in rx {
+                match msg {
+                    Msg::Write(offset, data) => write(&mut state, offset, &data),
+                    Msg::End(len) => return Some(end(state, len)),
+                }
+            }
+            None
+        });
+        Worker { tx, thread }
     }
 
     fn send(&self, msg: Msg) -> io::Result<()> {
@@ -51,17 +67,12 @@ impl<T: Send + 'static> Worker<T> {
     }
 
     fn finish(self, len: u64) -> io::Result<T> {
-        let Worker {
-            tx,
-            len: len_tx,
-            thread,
-        } = self;
-        drop(tx);
-        // The thread reads the length once every write is in; it may already have stopped.
-        let _ = len_tx.send(len);
-        thread
+        self.send(Msg::End(len))?;
+        self.thread
             .join()
-            .map_err(|_| io::Error::other("a disk hasher panicked"))
+            .ok()
+            .flatten()
+            .ok_or_else(|| io::Error::other("a disk hasher panicked"))
     }
 }
 
@@ -86,28 +97,25 @@ fn hash_zeros(h: &mut Sha256, mut n: u64) {
 impl<S: BlockSink> HashSink<S> {
     /// Hashes the disk; with `block_map`, maps its non-zero blocks too.
     pub fn new(inner: S, block_map: bool) -> Self {
-        let hasher = Worker::spawn(|rx, len| {
-            let mut h = Sha256::new();
-            let mut pos = 0;
-            for (offset, data) in rx {
-                hash_zeros(&mut h, offset - pos);
-                h.update(&data[..]);
-                pos = offset + data.len() as u64;
-            }
-            // A missing length means the sink was dropped: the digest is thrown away.
-            hash_zeros(&mut h, len.recv().unwrap_or(pos).saturating_sub(pos));
-            h.finalize().into()
-        });
+        // The hasher's state: the hash so far and the position it has reached.
+        let hasher = Worker::spawn(
+            (Sha256::new(), 0u64),
+            |(h, pos), offset, data| {
+                hash_zeros(h, offset - *pos);
+                h.update(data);
+                *pos = offset + data.len() as u64;
+            },
+            |(mut h, pos), len| {
+                hash_zeros(&mut h, len - pos);
+                h.finalize().into()
+            },
+        );
         let mapper = block_map.then(|| {
-            Worker::spawn(|rx, len| {
-                let mut m = BlockMapper::default();
-                let mut pos = 0;
-                for (offset, data) in rx {
-                    m.write(offset, &data);
-                    pos = offset + data.len() as u64;
-                }
-                m.finish(len.recv().unwrap_or(pos).max(pos))
-            })
+            Worker::spawn(
+                BlockMapper::default(),
+                |m, offset, data| m.write(offset, data),
+                |m, len| m.finish(len),
+            )
         });
         HashSink {
             inner,
@@ -146,9 +154,9 @@ impl<S: BlockSink> BlockSink for HashSink<S> {
         let end = check_order(self.pos, offset, data.len())?;
         let shared = Arc::new(data.to_vec());
         if let Some(m) = &self.mapper {
-            m.send((offset, shared.clone()))?;
+            m.send(Msg::Write(offset, shared.clone()))?;
         }
-        self.hasher.send((offset, shared))?;
+        self.hasher.send(Msg::Write(offset, shared))?;
         self.pos = end;
         self.inner.write_at(offset, data)
     }
