@@ -23,6 +23,9 @@ pub const DEFAULT_TIMEOUT_MINUTES: i32 = 60;
 pub enum SnapshotError {
     #[error(transparent)]
     Call(#[from] CallError),
+    /// The upload stopped on this side (a block failed earlier, or the disk was not as declared).
+    #[error("upload: {0}")]
+    Upload(std::io::Error),
     #[error("StartSnapshot answered without a snapshot id")]
     NoSnapshotId,
     #[error("snapshot {id} went into state {state:?}: {message}")]

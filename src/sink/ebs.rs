@@ -141,7 +141,6 @@ impl EbsSink {
 
     /// Waits for every block, then CompleteSnapshot and waits for `completed`.
     pub fn finish(mut self, wait_timeout: Duration) -> Result<UploadReport, SnapshotError> {
-        let io_err = |e: io::Error| SnapshotError::Call(call_error(e));
         // An encrypted snapshot reads unwritten blocks as garbage: write the volume's every
         // block. A disk that ends mid-block: the rest of the block is zeros.
         let end = if self.up.encrypted {
@@ -152,7 +151,7 @@ impl EbsSink {
         let up = &mut self.up;
         if let Err(e) = self.chunker.finish(end, &mut |i, b| up.block(i, b)) {
             self.up.abort();
-            return Err(io_err(e));
+            return Err(SnapshotError::Upload(e));
         }
         let mut up = self.up;
         let map = std::mem::take(&mut up.map).finish();
@@ -283,15 +282,6 @@ impl Uploader {
         let mut tasks = std::mem::take(&mut self.tasks);
         self.handle
             .block_on(async move { while tasks.join_next().await.is_some() {} });
-    }
-}
-
-fn call_error(e: io::Error) -> crate::aws::retry::CallError {
-    crate::aws::retry::CallError {
-        op: "upload".into(),
-        message: e.to_string(),
-        cause: crate::aws::retry::Cause::Fatal,
-        attempts: 1,
     }
 }
 
