@@ -18,7 +18,7 @@ use crate::fs::ext4;
 use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
 use crate::packages::{self, PackageError};
 use crate::recipe::{Filesystem, Recipe, RecipeError};
-use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink};
+use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink, PendingDigest};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
 };
@@ -212,26 +212,48 @@ pub fn prepare_with(
     })
 }
 
-/// Streams the whole disk into `sink`; returns the disk's SHA-256, and its block map if
-/// `block_map` (an EBS sink computes its own from the blocks it sends).
-pub fn write_disk(
-    p: &Prepared,
-    sink: &mut dyn BlockSink,
-    progress: Option<&dyn Progress>,
-    block_map: bool,
-) -> Result<DiskDigest, BuildError> {
-    write_disk_then(p, sink, progress, block_map, &mut || Ok(()))
+/// Streams the whole disk into `sink` (an EBS sink, which computes the block map from the blocks
+/// it sends) and returns once the last byte is written; the disk's SHA-256 is still being
+/// finished on its own thread: the zeros after the last write, most of a sparse disk.
+pub fn write_disk(p: &Prepared, sink: &mut dyn BlockSink) -> Result<PendingDigest, BuildError> {
+    let hashed = write_hashed(p, sink, None, false)?;
+    hashed
+        .finish_later(p.plan.size)
+        .map(|(_, d)| d)
+        .map_err(disk_error)
 }
 
-/// [`write_disk`], calling `after_write` once the last byte is written, while the disk's hash
-/// is still being finished on its own thread (the file build syncs the image there).
+/// [`write_disk`] with the block map, calling `after_write` once the last byte is written while
+/// the hashes are finished (the file build syncs the image there), then waiting for them.
 pub fn write_disk_then(
     p: &Prepared,
     sink: &mut dyn BlockSink,
     progress: Option<&dyn Progress>,
-    block_map: bool,
     after_write: &mut dyn FnMut() -> io::Result<()>,
 ) -> Result<DiskDigest, BuildError> {
+    let hashed = write_hashed(p, sink, progress, true)?;
+    after_write().map_err(disk_error)?;
+    let (_, digest) = hashed.finish(p.plan.size).map_err(disk_error)?;
+    if let Some(pr) = progress {
+        pr.finish();
+    }
+    Ok(digest)
+}
+
+fn disk_error(source: io::Error) -> BuildError {
+    BuildError::Output {
+        path: PathBuf::from("<disk>"),
+        source,
+    }
+}
+
+/// Writes every byte of the disk through a [`HashSink`] and returns it, unfinished.
+fn write_hashed<'a>(
+    p: &Prepared,
+    sink: &'a mut dyn BlockSink,
+    progress: Option<&'a dyn Progress>,
+    block_map: bool,
+) -> Result<HashSink<ProgressSink<'a>>, BuildError> {
     let time = Time::from_secs(p.recipe.image.source_date_epoch);
     let mut hashed = HashSink::new(
         ProgressSink {
@@ -250,20 +272,7 @@ pub fn write_disk_then(
         time,
         &mut hashed,
     )?;
-    after_write().map_err(|source| BuildError::Output {
-        path: PathBuf::from("<disk>"),
-        source,
-    })?;
-    let (_, digest) = hashed
-        .finish(p.plan.size)
-        .map_err(|source| BuildError::Output {
-            path: PathBuf::from("<disk>"),
-            source,
-        })?;
-    if let Some(pr) = progress {
-        pr.finish();
-    }
-    Ok(digest)
+    Ok(hashed)
 }
 
 /// `kiln build`: the recipe to an image file and its manifest.
@@ -281,13 +290,7 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
     let syncer = file.sync_handle().map_err(out_err)?;
     let mut sync = || syncer.sync_all();
     let digest = step("write_disk", || {
-        write_disk_then(
-            &prepared,
-            &mut file,
-            opts.progress.as_deref(),
-            true,
-            &mut sync,
-        )
+        write_disk_then(&prepared, &mut file, opts.progress.as_deref(), &mut sync)
     })?;
     step("finalize_image", || file.persist()).map_err(out_err)?;
     let (manifest_path, m) = write_records(&prepared, &image, digest, None)?;

@@ -207,6 +207,25 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
     assert_eq!(streamed_m["image"]["sha256"], sha256_file(&file).as_str());
     assert_eq!(streamed_m["snapshot"]["snapshot_id"], id);
     assert_eq!(streamed_m["snapshot"]["region"], "us-east-1");
+    // The disk's hash, known only at the end, is tagged after CompleteSnapshot and before the
+    // wait for `completed`.
+    let tags = proxy.ops("CreateTags");
+    assert_eq!(tags.len(), 1);
+    let p = &tags[0]["params"];
+    assert_eq!(p["ResourceId.1"], id);
+    assert_eq!(p["Tag.1.Key"], "kiln:image-sha256");
+    assert_eq!(p["Tag.1.Value"], sha256_file(&file).as_str());
+    let order: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|e| e["op"].as_str().unwrap_or("").to_string())
+        .filter(|op| ["CompleteSnapshot", "CreateTags", "DescribeSnapshots"].contains(&op.as_str()))
+        .collect();
+    assert_eq!(order[..2], ["CompleteSnapshot", "CreateTags"]);
+    assert!(
+        order[2..].iter().all(|op| op == "DescribeSnapshots"),
+        "{order:?}"
+    );
 
     let data = std::fs::read(&file).unwrap();
     // The streamed build's block map comes from the blocks it sent, the file build's from the
@@ -444,6 +463,23 @@ fn build_upload_never_leaves_an_untagged_snapshot() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("tagging the snapshot"), "{err}");
     one_deleted_snapshot(&proxy, &moto, &err);
-    assert!(proxy.ops("CompleteSnapshot").is_empty());
     assert!(!dir.path().join("disk.manifest.json").exists());
+    // The order: the blocks, CompleteSnapshot, then the tag (the disk's hash finished while the
+    // snapshot was being completed), and no wait for `completed` once tagging failed.
+    let ops: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|e| e["op"].as_str().unwrap_or("").to_string())
+        .filter(|op| op != "PutSnapshotBlock")
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "StartSnapshot",
+            "CompleteSnapshot",
+            "CreateTags",
+            "DeleteSnapshot"
+        ],
+        "{err}"
+    );
 }

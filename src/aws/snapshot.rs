@@ -26,6 +26,9 @@ pub enum SnapshotError {
     /// The upload stopped on this side (a block failed earlier, or the disk was not as declared).
     #[error("upload: {0}")]
     Upload(std::io::Error),
+    /// What the uploader had to do between CompleteSnapshot and `completed` failed.
+    #[error("{0}")]
+    BeforeCompleted(String),
     #[error("StartSnapshot answered without a snapshot id")]
     NoSnapshotId,
     #[error("snapshot {id} went into state {state:?}: {message}")]

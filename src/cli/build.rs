@@ -118,7 +118,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     // The disk's hash is known only at the end: the ClientToken comes from the recipe's hash (the
     // build is reproducible, so the same recipe is the same disk), and the kiln:image-sha256 tag
     // is added once the disk is written.
-    let mut identity = ImageIdentity {
+    let identity = ImageIdentity {
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
         sha256: recipe.sha256.clone(),
@@ -132,29 +132,38 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     let rt = aws_common::runtime()?;
     let clients = args.aws.connect(&rt)?;
     let retrier = Retrier::default();
-    let mut sha = None;
-    // The kiln:image-sha256 tag goes on while the snapshot is still pending, inside the upload:
-    // if tagging fails, the upload fails and the snapshot is deleted, never left untagged.
+    let sha = std::sync::Arc::new(std::sync::Mutex::new(None));
+    // The disk's hash is finished after CompleteSnapshot, while AWS processes the snapshot (the
+    // zeros after the last block are most of a sparse disk's hashing), and the kiln:image-sha256
+    // tag goes on before kiln waits for `completed`: if tagging fails, the upload fails and the
+    // snapshot is deleted, never left untagged.
     let report =
         super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
-            let s = pipeline::write_disk(&prepared, sink, None, false)
-                .map_err(|e| e.to_string())?
-                .sha256;
-            identity.sha256 = s.clone();
-            let tag: Vec<_> = kiln_tags(&identity)
-                .into_iter()
-                .filter(|(k, _)| k == "kiln:image-sha256")
-                .collect();
-            rt.block_on(kiln::aws::create_tags(
-                &clients,
-                &retrier,
-                &sink.snapshot().id,
-                &tag,
-            ))
-            .map_err(|e| format!("tagging the snapshot: {e}"))?;
-            sha = Some(s);
+            let pending = pipeline::write_disk(&prepared, sink).map_err(|e| e.to_string())?;
+            let (handle, clients, retrier) =
+                (rt.handle().clone(), clients.clone(), retrier.clone());
+            let (mut identity, sha) = (identity.clone(), sha.clone());
+            sink.before_completed(Box::new(move |snapshot| {
+                let s = pending.wait().map_err(|e| e.to_string())?.sha256;
+                identity.sha256 = s.clone();
+                let tag: Vec<_> = kiln_tags(&identity)
+                    .into_iter()
+                    .filter(|(k, _)| k == "kiln:image-sha256")
+                    .collect();
+                handle
+                    .block_on(kiln::aws::create_tags(
+                        &clients,
+                        &retrier,
+                        &snapshot.id,
+                        &tag,
+                    ))
+                    .map_err(|e| format!("tagging the snapshot: {e}"))?;
+                *sha.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                Ok(())
+            }));
             Ok(())
         })?;
+    let sha = sha.lock().unwrap_or_else(|e| e.into_inner()).take();
     let digest = kiln::sink::DiskDigest {
         sha256: sha.unwrap_or_default(),
         // The blocks the upload sent are the disk's: no second pass over them.

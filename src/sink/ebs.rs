@@ -62,8 +62,13 @@ pub struct EbsSink {
     size: u64,
     volume_bytes: u64,
     expect: Option<BlockMapInfo>,
+    before_completed: Option<BeforeCompleted>,
     started: Instant,
 }
+
+/// Work to do between CompleteSnapshot and the wait for `completed`; see
+/// [`EbsSink::before_completed`].
+pub type BeforeCompleted = Box<dyn FnOnce(&Snapshot) -> Result<(), String>>;
 
 /// Everything but the chunking: what happens to each whole block.
 struct Uploader {
@@ -114,6 +119,7 @@ impl EbsSink {
             size,
             volume_bytes,
             expect: None,
+            before_completed: None,
             started: Instant::now(),
         }
     }
@@ -131,6 +137,13 @@ impl EbsSink {
     /// its manifest without hashing the whole disk again.
     pub fn expect_blocks(&mut self, map: BlockMapInfo) {
         self.expect = Some(map);
+    }
+
+    /// Runs `f` once CompleteSnapshot is sent, before waiting for `completed`: AWS processes the
+    /// snapshot meanwhile. `build --upload` finishes the disk's hash there and tags the snapshot
+    /// with it; if `f` fails, the upload fails and the snapshot is deleted.
+    pub fn before_completed(&mut self, f: BeforeCompleted) {
+        self.before_completed = Some(f);
     }
 
     /// Stops: cancels the blocks in flight and waits until no task is left (before the snapshot
@@ -180,10 +193,11 @@ impl EbsSink {
         }
         let (count, checksum) = up.linear.finish();
         let snap = up.snapshot.clone();
-        up.handle.block_on(async {
-            snap.complete(count, &checksum).await?;
-            snap.wait_completed(wait_timeout).await
-        })?;
+        up.handle.block_on(snap.complete(count, &checksum))?;
+        if let Some(f) = self.before_completed {
+            f(&snap).map_err(SnapshotError::BeforeCompleted)?;
+        }
+        up.handle.block_on(snap.wait_completed(wait_timeout))?;
         let s = &up.stats;
         Ok(UploadReport {
             snapshot_id: snap.id.clone(),

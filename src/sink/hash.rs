@@ -66,13 +66,35 @@ impl<T: Send + 'static> Worker<T> {
             .map_err(|_| io::Error::other("a disk hasher stopped"))
     }
 
-    fn finish(self, len: u64) -> io::Result<T> {
+    /// Tells the thread the disk's length; its result comes from [`join`].
+    fn end(self, len: u64) -> io::Result<JoinHandle<Option<T>>> {
         self.send(Msg::End(len))?;
-        self.thread
-            .join()
-            .ok()
-            .flatten()
-            .ok_or_else(|| io::Error::other("a disk hasher panicked"))
+        Ok(self.thread)
+    }
+}
+
+fn join<T>(thread: JoinHandle<Option<T>>) -> io::Result<T> {
+    thread
+        .join()
+        .ok()
+        .flatten()
+        .ok_or_else(|| io::Error::other("a disk hasher panicked"))
+}
+
+/// A digest still being computed on its threads, after the last byte was written.
+pub struct PendingDigest {
+    hasher: JoinHandle<Option<[u8; 32]>>,
+    mapper: Option<JoinHandle<Option<BlockMapInfo>>>,
+}
+
+impl PendingDigest {
+    pub fn wait(self) -> io::Result<DiskDigest> {
+        let sha256 = crate::util::hex(&join(self.hasher)?);
+        let blocks = match self.mapper {
+            Some(m) => Some(join(m)?),
+            None => None,
+        };
+        Ok(DiskDigest { sha256, blocks })
     }
 }
 
@@ -128,24 +150,25 @@ impl<S: BlockSink> HashSink<S> {
     /// Returns the inner sink with the digest of the `total_len`-byte disk (zeros after the
     /// last write).
     pub fn finish(self, total_len: u64) -> io::Result<(S, DiskDigest)> {
+        let (inner, pending) = self.finish_later(total_len)?;
+        Ok((inner, pending.wait()?))
+    }
+
+    /// [`HashSink::finish`] without waiting: the hash of the zeros after the last write (most
+    /// of a sparse disk) goes on on its own thread while the caller does something else.
+    pub fn finish_later(self, total_len: u64) -> io::Result<(S, PendingDigest)> {
         if total_len < self.pos {
             return Err(io::Error::other(format!(
                 "disk overran its size: {} > {total_len}",
                 self.pos
             )));
         }
-        let digest = self.hasher.finish(total_len)?;
-        let blocks = match self.mapper {
-            Some(m) => Some(m.finish(total_len)?),
+        let hasher = self.hasher.end(total_len)?;
+        let mapper = match self.mapper {
+            Some(m) => Some(m.end(total_len)?),
             None => None,
         };
-        Ok((
-            self.inner,
-            DiskDigest {
-                sha256: crate::util::hex(&digest),
-                blocks,
-            },
-        ))
+        Ok((self.inner, PendingDigest { hasher, mapper }))
     }
 }
 

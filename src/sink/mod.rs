@@ -7,7 +7,7 @@ mod file;
 mod hash;
 
 pub use file::FileSink;
-pub use hash::{DiskDigest, HashSink};
+pub use hash::{DiskDigest, HashSink, PendingDigest};
 
 use std::io;
 
