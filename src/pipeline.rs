@@ -4,7 +4,8 @@
 //! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
 //!             → configure_etc | configure_fstab → install_tree → install_bootloader
 //!             → split_filesystems → check_fit
-//!             → write_disk (GPT head, each filesystem, GPT tail; hashed as it streams)
+//!             → write_disk (GPT head, each filesystem, GPT tail; hashed and block-mapped as it
+//!               streams)
 //!             → finalize_image → write_manifest → write_sbom
 //! ```
 //!
