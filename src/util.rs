@@ -41,6 +41,17 @@ pub fn uuid_string(u: &[u8; 16]) -> String {
     )
 }
 
+/// Feeds `n` zero bytes to `h` (a disk's holes, which are hashed but never read).
+pub fn sha256_zeros(h: &mut sha2::Sha256, mut n: u64) {
+    use sha2::Digest;
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
 /// SHA-256 (hex) of a file's bytes.
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
@@ -52,17 +63,9 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     let ranges = crate::tree::seek_data_ranges(&f, len)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let zeros = vec![0u8; 1 << 20];
     let mut at = 0u64;
-    let zero_fill = |h: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let k = n.min(zeros.len() as u64) as usize;
-            h.update(&zeros[..k]);
-            n -= k as u64;
-        }
-    };
     for r in ranges {
-        zero_fill(&mut h, r.start - at);
+        sha256_zeros(&mut h, r.start - at);
         let mut pos = r.start;
         while pos < r.end {
             let k = (r.end - pos).min(buf.len() as u64) as usize;
@@ -72,7 +75,7 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         }
         at = r.end;
     }
-    zero_fill(&mut h, len - at);
+    sha256_zeros(&mut h, len - at);
     Ok(hex(&h.finalize()))
 }
 
@@ -85,6 +88,18 @@ pub struct Civil {
     pub hour: u32,
     pub min: u32,
     pub sec: u32,
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`,
+/// the inverse of [`civil`]'s date part).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Seconds since 1970 as a UTC calendar time (Howard Hinnant's `civil_from_days`, proleptic

@@ -8,11 +8,10 @@
 
 use super::images::{self, AmiInfo, ImagesError, TAG_KILN_VERSION};
 use super::retry::{CallError, Retrier};
-use super::{create_tags, ec2_tags, Clients};
+use super::{create_tags, image_and_snapshot_tags, Clients};
 use crate::recipe::Shares;
 use aws_sdk_ec2::types::{
-    LaunchPermission, LaunchPermissionModifications, OperationType, PermissionGroup, ResourceType,
-    TagSpecification,
+    LaunchPermission, LaunchPermissionModifications, OperationType, PermissionGroup,
 };
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -429,7 +428,7 @@ pub async fn copy(
     tags: &[(String, String)],
     token: &str,
 ) -> Result<String, DistributeError> {
-    let tags = ec2_tags(tags);
+    let tags = image_and_snapshot_tags(tags);
     let out = retrier
         .call("CopyImage", || {
             let mut b = clients
@@ -442,15 +441,7 @@ pub async fn copy(
             if let Some(d) = description {
                 b = b.description(d);
             }
-            for rt in [ResourceType::Image, ResourceType::Snapshot] {
-                b = b.tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(rt)
-                        .set_tags(Some(tags.clone()))
-                        .build(),
-                );
-            }
-            b.send()
+            b.set_tag_specifications(Some(tags.clone())).send()
         })
         .await?;
     let id = out.image_id.ok_or_else(|| DistributeError::NoImageId {

@@ -104,6 +104,26 @@ pub fn ec2_tags(tags: &[(String, String)]) -> Vec<aws_sdk_ec2::types::Tag> {
         .collect()
 }
 
+/// TagSpecifications that put `tags` on an image and on its snapshots as they are created
+/// (RegisterImage, CopyImage).
+pub fn image_and_snapshot_tags(
+    tags: &[(String, String)],
+) -> Vec<aws_sdk_ec2::types::TagSpecification> {
+    let tags = ec2_tags(tags);
+    [
+        aws_sdk_ec2::types::ResourceType::Image,
+        aws_sdk_ec2::types::ResourceType::Snapshot,
+    ]
+    .into_iter()
+    .map(|rt| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(rt)
+            .set_tags(Some(tags.clone()))
+            .build()
+    })
+    .collect()
+}
+
 /// EC2 CreateTags on any resource (image or snapshot), retried.
 pub async fn create_tags(
     clients: &Clients,

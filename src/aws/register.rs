@@ -10,7 +10,7 @@ use crate::recipe::{Ami, Arch};
 use aws_sdk_ec2::operation::register_image::builders::RegisterImageFluentBuilder;
 use aws_sdk_ec2::types::{
     ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues,
-    ResourceType, Tag, TagSpecification, TpmSupportValues, VolumeType,
+    TpmSupportValues, VolumeType,
 };
 use std::time::Duration;
 use tokio::time::Instant;
@@ -99,19 +99,7 @@ pub fn request(
     if let Some(u) = &ami.uefi_data {
         b = b.uefi_data(u);
     }
-    let tags: Vec<Tag> = tags
-        .iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    for rt in [ResourceType::Image, ResourceType::Snapshot] {
-        b = b.tag_specifications(
-            TagSpecification::builder()
-                .resource_type(rt)
-                .set_tags(Some(tags.clone()))
-                .build(),
-        );
-    }
-    b
+    b.set_tag_specifications(Some(super::image_and_snapshot_tags(tags)))
 }
 
 /// RegisterImage; returns the image id.

@@ -146,47 +146,18 @@ pub fn register_delete(
 /// SEEK_HOLE): holes are zeros, which the sink skips anyway.
 pub fn write_file(path: &Path, sink: &mut dyn BlockSink) -> Result<(), String> {
     use std::os::unix::fs::FileExt;
-    use std::os::unix::io::AsRawFd;
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     let f = std::fs::File::open(path).map_err(err)?;
     let size = f.metadata().map_err(err)?.len();
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
-    let mut off = 0u64;
-    while off < size {
-        let (start, end) = match data_region(f.as_raw_fd(), off, size) {
-            Some(r) => r,
-            None => break,
-        };
-        let mut at = start;
-        while at < end {
-            let n = (end - at).min(buf.len() as u64) as usize;
+    for r in crate::tree::seek_data_ranges(&f, size).map_err(err)? {
+        let mut at = r.start;
+        while at < r.end {
+            let n = (r.end - at).min(buf.len() as u64) as usize;
             f.read_exact_at(&mut buf[..n], at).map_err(err)?;
             sink.write_at(at, &buf[..n]).map_err(err)?;
             at += n as u64;
         }
-        off = end;
     }
     Ok(())
-}
-
-/// The next data region at or after `off`: `[start, end)`; `None` if only a hole is left. Where
-/// the filesystem cannot tell, the whole rest of the file is data.
-fn data_region(fd: i32, off: u64, size: u64) -> Option<(u64, u64)> {
-    // SAFETY: lseek on an open descriptor; errors are returned, not undefined behaviour.
-    let start = unsafe { libc::lseek(fd, off as libc::off_t, libc::SEEK_DATA) };
-    if start < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENXIO) {
-            None
-        } else {
-            Some((off, size))
-        };
-    }
-    let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
-    let end = if end < 0 {
-        size
-    } else {
-        (end as u64).min(size)
-    };
-    Some((start as u64, end))
 }

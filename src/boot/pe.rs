@@ -152,6 +152,15 @@ pub struct Pe {
 }
 
 impl Pe {
+    /// Where the last section ends in memory (relative virtual address).
+    pub fn sections_end(&self) -> u64 {
+        self.sections
+            .iter()
+            .map(|e| e.virtual_end())
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn parse(b: &[u8]) -> Result<Pe, String> {
         if b.len() < 0x40 || &b[0..2] != b"MZ" {
             return Err("no MS-DOS header (\"MZ\")".into());

@@ -65,13 +65,7 @@ pub fn assemble(stub: &[u8], machine: u16, sections: &[Section]) -> Result<Vec<u
         if p.sections.iter().any(|e| e.name() == s.name) {
             return Err(format!("the stub already has a {} section", s.name));
         }
-        let last_end = p
-            .sections
-            .iter()
-            .map(|e| e.virtual_end())
-            .max()
-            .unwrap_or(0);
-        let virtual_address = round_up(last_end, sa);
+        let virtual_address = round_up(p.sections_end(), sa);
         let raw_at = round_up(out.len() as u64, fa);
         let raw_size = round_up(s.data.len() as u64, fa);
         let mut virtual_size = s.data.len() as u64;
@@ -112,13 +106,7 @@ pub fn assemble(stub: &[u8], machine: u16, sections: &[Section]) -> Result<Vec<u
         });
     }
     p.coff.number_of_sections = p.sections.len() as u16;
-    let last_end = p
-        .sections
-        .iter()
-        .map(|e| e.virtual_end())
-        .max()
-        .unwrap_or(0);
-    p.size_of_image = round_up(last_end, sa) as u32;
+    p.size_of_image = round_up(p.sections_end(), sa) as u32;
     p.write_headers(&mut out);
     Ok(out)
 }

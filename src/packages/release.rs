@@ -150,18 +150,7 @@ pub fn parse_rfc2822(s: &str) -> Option<i64> {
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
     let [hh, mm, ss] = t[..] else { return None };
-    Some(days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    Some(crate::util::days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss)
 }
 
 #[cfg(test)]

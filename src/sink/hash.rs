@@ -106,16 +106,6 @@ pub struct HashSink<S> {
     pos: u64,
 }
 
-static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-
-fn hash_zeros(h: &mut Sha256, mut n: u64) {
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..k]);
-        n -= k as u64;
-    }
-}
-
 impl<S: BlockSink> HashSink<S> {
     /// Hashes the disk; with `block_map`, maps its non-zero blocks too.
     pub fn new(inner: S, block_map: bool) -> Self {
@@ -123,12 +113,12 @@ impl<S: BlockSink> HashSink<S> {
         let hasher = Worker::spawn(
             (Sha256::new(), 0u64),
             |(h, pos), offset, data| {
-                hash_zeros(h, offset - *pos);
+                crate::util::sha256_zeros(h, offset - *pos);
                 h.update(data);
                 *pos = offset + data.len() as u64;
             },
             |(mut h, pos), len| {
-                hash_zeros(&mut h, len - pos);
+                crate::util::sha256_zeros(&mut h, len - pos);
                 h.finalize().into()
             },
         );
