@@ -200,6 +200,7 @@ pub fn snapshot_state(moto: &Moto, id: &str) -> Option<String> {
     rt.block_on(async {
         let conf = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .http_client(kiln::aws::https_client())
             .region(aws_sdk_ec2::config::Region::new("us-east-1"))
             .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
@@ -299,6 +300,7 @@ impl Ec2 {
             .unwrap();
         let conf = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .http_client(kiln::aws::https_client())
             .region(aws_sdk_ec2::config::Region::new(region.to_string()))
             .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
