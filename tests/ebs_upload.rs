@@ -237,12 +237,21 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
         proxy.ops("PutSnapshotBlock").len(),
         nonzero_blocks(&data).len()
     );
-    ok(&proxy
+    let verified = ok(&proxy
         .kiln()
         .args(["verify", id])
         .arg(&file)
         .output()
         .unwrap());
+    // verify names the image by its identity.
+    let blocks = file_m["image"]["blocks"]["sha256"].as_str().unwrap();
+    assert!(
+        verified.contains(&format!(
+            "is identical to {} (blocks sha256 {blocks})",
+            file.display()
+        )),
+        "{verified}"
+    );
 }
 
 #[test]
