@@ -23,6 +23,11 @@ pub const DESC_SIZE: u64 = 64;
 pub const FLEX_GROUPS: u64 = 16;
 /// At most this many flex groups; see [`flex_groups`].
 pub const MAX_FLEXES: u64 = 16;
+/// The largest flex group size: the kernel's online resize (what grows a root filesystem on an
+/// instance's first boot) adds at most `MAX_RESIZE_BG` (16,384) groups at a time; kernels before
+/// that limit (CVE-2023-52622) allocated one array for a whole flex group, which fails above
+/// about 21,845 groups.
+pub const MAX_FLEX_GROUPS: u64 = 16384;
 /// mke2fs's default `inode_ratio`: one inode per 16 KiB.
 pub const INODE_RATIO: u64 = 16384;
 /// One inode bitmap block holds this many inodes.
@@ -79,10 +84,13 @@ pub fn journal_blocks(blocks: u64) -> u64 {
 }
 
 /// Groups per flex group for a filesystem of `groups` groups: a power of two (the superblock
-/// stores its log), at least mke2fs's 16, and large enough for at most [`MAX_FLEXES`] flex groups.
-/// The kernel and e2fsck accept any size up to 2^31 (mke2fs `-G`).
+/// stores its log), at least mke2fs's 16, and large enough for at most [`MAX_FLEXES`] flex groups
+/// up to [`MAX_FLEX_GROUPS`] (filesystems up to 32 TiB). The kernel and e2fsck accept any size up
+/// to 2^31 (mke2fs `-G`).
 pub fn flex_groups(groups: u64) -> u64 {
-    FLEX_GROUPS.max(groups.div_ceil(MAX_FLEXES).next_power_of_two())
+    FLEX_GROUPS
+        .max(groups.div_ceil(MAX_FLEXES).next_power_of_two())
+        .min(MAX_FLEX_GROUPS)
 }
 
 /// Whether group `g` holds a superblock backup under `sparse_super`: 0, 1 and powers of 3, 5, 7.
@@ -354,12 +362,13 @@ mod tests {
         assert_eq!(flex_groups(256), 16);
         assert_eq!(flex_groups(257), 32);
         assert_eq!(flex_groups(8192), 512); // 1 TiB
-        for groups in [1u64, 255, 256, 257, 1000, 8192, 8193, 131_071] {
+        for groups in [1u64, 255, 256, 257, 1000, 8192, 8193, 131_071, 262_144] {
             let f = flex_groups(groups);
             assert!(f.is_power_of_two() && f >= 16);
             assert!(groups.div_ceil(f) <= MAX_FLEXES);
         }
-        // 1 TiB: the metadata of its 16 flex groups, and how many 512 KiB blocks hold any of it.
+        assert_eq!(flex_groups(1 << 20), MAX_FLEX_GROUPS); // 128 TiB: 64 flex groups
+                                                           // 1 TiB: the metadata of its 16 flex groups, and how many 512 KiB blocks hold any of it.
         let g = geometry(1 << 28, 0).unwrap();
         assert_eq!(g.flex_groups, 512);
         let leaders: Vec<u64> = (0..g.groups).step_by(512).collect();
