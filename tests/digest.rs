@@ -245,6 +245,21 @@ fn a_build_is_named_by_its_blocks_digest_and_hashed_whole_only_when_asked() {
     assert_eq!(&m["image"]["blocks"], blocks);
     assert_eq!(by_kiln(std::slice::from_ref(&a), false), sha);
 
+    // A disk of a size that is not a whole number of blocks, whose last (partial) block holds
+    // the backup GPT: the build's streamed map is the script's.
+    let ragged = dir.path().join("ragged.raw");
+    let j = build(&recipe(dir.path(), "98817KiB"), &ragged, &[]);
+    let size = std::fs::metadata(&ragged).unwrap().len();
+    assert_ne!(size % B, 0);
+    let data = std::fs::read(&ragged).unwrap();
+    assert!(data[(size - size % B) as usize..].iter().any(|&b| b != 0));
+    let m = manifest(&j);
+    assert_eq!(m["image"]["blocks"]["blocks"], nonzero_blocks(&ragged));
+    assert_eq!(
+        m["image"]["blocks"]["sha256"],
+        by_script(std::slice::from_ref(&ragged))[0].as_str()
+    );
+
     // The text output names the identity first.
     let o = run_ok(kiln().arg("build").arg(&r).arg("-o").arg(&a));
     assert!(o.contains(&format!("blocks sha256: {}", want[0])), "{o}");
