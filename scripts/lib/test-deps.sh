@@ -23,7 +23,7 @@ set -euo pipefail
 
 # tool → the Debian package that provides it
 declare -A TOOLS=(
-  [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [mke2fs]=e2fsprogs
+  [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [mke2fs]=e2fsprogs [dumpe2fs]=e2fsprogs
   [fsck.fat]=dosfstools [mkfs.vfat]=dosfstools
   [mtype]=mtools [mcopy]=mtools
   [sfdisk]=fdisk [sgdisk]=gdisk

@@ -162,6 +162,11 @@ pub fn build_test_publish(
 ) -> Result<PublishReport, PublishError> {
     let recipe = Recipe::load(recipe_path)?;
     let ami = check_recipe(&recipe, allow_public)?.clone();
+    // The kiln:image-sha256 tag names the image by the whole disk's sha256.
+    let build = BuildOptions {
+        sha256: true,
+        ..build
+    };
     let out = pipeline::build(recipe_path, build)?;
     test(&out).map_err(PublishError::Test)?;
     let m = &out.manifest;
@@ -171,7 +176,7 @@ pub fn build_test_publish(
         identity: ImageIdentity {
             name: m.name.clone(),
             version: m.version.clone(),
-            sha256: m.image.sha256.clone(),
+            sha256: m.image.sha256.clone().unwrap_or_default(),
         },
         image: out.image.clone(),
         size: m.image.size,

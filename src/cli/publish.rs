@@ -104,6 +104,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             progress: std::io::stderr().is_terminal(),
             ..Default::default()
         }),
+        // build_test_publish asks for the whole-disk sha256 itself.
+        ..Default::default()
     };
     let report = publish::build_test_publish(
         rt.handle(),

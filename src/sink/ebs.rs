@@ -111,7 +111,7 @@ impl EbsSink {
                 encrypted,
                 sem: Arc::new(Semaphore::new(workers)),
                 linear: LinearChecksum::default(),
-                map: BlockMap::default(),
+                map: BlockMap::new(size),
                 failure: Arc::default(),
                 tasks: JoinSet::new(),
                 stats: Arc::new(stats),
@@ -167,7 +167,7 @@ impl EbsSink {
             return Err(SnapshotError::Upload(e));
         }
         let mut up = self.up;
-        let map = std::mem::take(&mut up.map).finish();
+        let map = std::mem::replace(&mut up.map, BlockMap::new(0)).finish();
         if let Some(want) = self.expect.filter(|w| *w != map) {
             up.abort();
             return Err(SnapshotError::NotTheManifests {

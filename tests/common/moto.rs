@@ -263,17 +263,23 @@ pub fn nonzero_blocks(data: &[u8]) -> Vec<(u64, [u8; 32])> {
         .collect()
 }
 
-/// The manifest's `image.blocks` for a disk, by its definition: SHA-256 over each non-zero
-/// block's index (u64, big-endian) and digest, in order.
+/// The manifest's `image.blocks` for a whole disk, by its definition: SHA-256 over the block
+/// map's header ("KILNBMAP", version 1, block size, disk size) and each non-zero block's index
+/// (u64, big-endian) and digest, in order.
 pub fn block_map(data: &[u8]) -> serde_json::Value {
     use sha2::{Digest, Sha256};
     let blocks = nonzero_blocks(data);
     let mut h = Sha256::new();
+    h.update(b"KILNBMAP");
+    h.update(1u32.to_be_bytes());
+    h.update((512u32 * 1024).to_be_bytes());
+    h.update((data.len() as u64).to_be_bytes());
     for (i, d) in &blocks {
         h.update(i.to_be_bytes());
         h.update(d);
     }
     serde_json::json!({
+        "version": 1,
         "block_size": 512 * 1024,
         "blocks": blocks.len(),
         "sha256": format!("{:x}", h.finalize()),
