@@ -1,0 +1,7 @@
+//! The effects that packages' maintainer scripts and triggers have on a normal install, applied
+//! by kiln itself, natively for any architecture (kiln never runs a maintainer script).
+//!
+//! Each module is one effect with its own `apply(tree, ...)`:
+//! - [`kmod`]: what `depmod` writes for every kernel in the tree (linux-image's postinst);
+
+pub mod kmod;
