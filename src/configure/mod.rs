@@ -3,5 +3,8 @@
 //!
 //! Each module is one effect with its own `apply(tree, ...)`:
 //! - [`kmod`]: what `depmod` writes for every kernel in the tree (linux-image's postinst);
+//! - [`certs`]: what `update-ca-certificates` makes on a fresh install of ca-certificates.
 
+pub mod certs;
+pub mod files;
 pub mod kmod;

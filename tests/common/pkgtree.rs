@@ -62,7 +62,8 @@ include = [{list}]
 }
 
 /// Copies the directory at `from` in the tree (symlinks followed on the way there) to `to` on
-/// the host: directories, regular files and symlinks, without owners or times.
+/// the host: directories, regular files (with their permission bits) and symlinks, without
+/// owners or times.
 pub fn export(tree: &mut Tree, from: &str, to: &Path) {
     let id =
         kiln::boot::tree_io::lookup(tree, from).unwrap_or_else(|| panic!("{from} not in the tree"));
@@ -87,6 +88,9 @@ pub fn export(tree: &mut Tree, from: &str, to: &Path) {
                     let mut r = c.open().unwrap();
                     let mut f = std::fs::File::create(&p).unwrap();
                     std::io::copy(&mut r, &mut f).unwrap();
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = tree.node(child).meta.mode & 0o7777;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
                 }
                 Kind::Symlink(t) => {
                     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(t), &p).unwrap();
