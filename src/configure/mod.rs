@@ -3,8 +3,10 @@
 //!
 //! Each module is one effect with its own `apply(tree, ...)`:
 //! - [`kmod`]: what `depmod` writes for every kernel in the tree (linux-image's postinst);
-//! - [`certs`]: what `update-ca-certificates` makes on a fresh install of ca-certificates.
+//! - [`certs`]: what `update-ca-certificates` makes on a fresh install of ca-certificates;
+//! - [`ldcache`]: `/etc/ld.so.cache` as libc-bin's trigger (`ldconfig`) writes it.
 
 pub mod certs;
 pub mod files;
 pub mod kmod;
+pub mod ldcache;
