@@ -96,8 +96,14 @@ pub fn register_action(
     ActionId(id)
 }
 
-/// Forgets an action: its work finished or was undone another way.
+/// Forgets an action: its work finished or was undone another way. Once the process is
+/// interrupted, actions are the signal thread's: a main thread finishing its work at that
+/// moment must not take away the cleanup that is about to run (the run is abandoned, and its
+/// result never reported).
 pub fn unregister_action(id: ActionId) {
+    if interrupted() {
+        return;
+    }
     if let Ok(mut v) = ACTIONS.lock() {
         v.retain(|(i, _, _)| *i != id.0);
     }

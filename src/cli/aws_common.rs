@@ -41,6 +41,27 @@ pub struct UploadArgs {
     /// Seconds to wait for the snapshot to become `completed`.
     #[arg(long, default_value_t = 3600)]
     pub wait_timeout: u64,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetryArgs {
+    /// Seconds one request may take before it is abandoned and retried. For blocks this is the
+    /// floor: kiln raises it as it measures the uplink (64 blocks in flight on a slow link
+    /// each take a 64th of it), and doubles it for a block whose last attempt timed out.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub attempt_timeout: u64,
+}
+
+impl RetryArgs {
+    /// The retrier for this run's AWS calls.
+    pub fn retrier(&self) -> kiln::aws::retry::Retrier {
+        kiln::aws::retry::Retrier::new(kiln::aws::retry::RetryPolicy {
+            attempt_timeout: Duration::from_secs(self.attempt_timeout),
+            ..Default::default()
+        })
+    }
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

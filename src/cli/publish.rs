@@ -47,6 +47,8 @@ pub struct Args {
     /// Regions copied into at once.
     #[arg(long, default_value_t = 8)]
     pub copy_concurrency: usize,
+    #[command(flatten)]
+    pub retry: super::aws_common::RetryArgs,
     /// Seconds to wait for the snapshot, the registration or a copy (copies can take well
     /// over ten minutes).
     #[arg(long, default_value_t = 7200)]
@@ -85,6 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         copy_concurrency: a.copy_concurrency,
         wait_timeout: Duration::from_secs(a.wait_timeout),
+        retry: a.retry.retrier().policy,
     };
     let watcher: Mutex<Option<Watcher>> = Mutex::new(None);
     let event = |region: &str, msg: &str| eprintln!("{region}: {msg}");
