@@ -120,7 +120,9 @@ pub fn run_actions() -> Vec<Result<String, String>> {
         .rev()
         .map(|(_, what, f)| {
             tracing::info!("cleanup: {what}");
-            f()
+            // The signal thread must reach its exit whatever an action does.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(format!("could not {what}: the cleanup failed")))
         })
         .collect()
 }

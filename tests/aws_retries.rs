@@ -228,9 +228,9 @@ fn deletions_whose_answers_were_lost_are_done() {
     assert!(Ec2::new(&moto, "us-east-1").kiln_images().is_empty());
 }
 
-/// An uplink of 2 MiB/s shared by 8 blocks in flight: each block needs about 2 s, twice the
-/// 1 s --attempt-timeout. The timeout grows for a block that timed out and then follows the
-/// rate measured, so the upload completes.
+/// An uplink of 256 KiB/s: one 512 KiB block alone needs 2 s, twice the 1 s --attempt-timeout,
+/// and 2 in flight need 4 s. A fixed limit would abandon every attempt; kiln doubles it for a
+/// block that timed out and then follows the rate measured, so the upload completes.
 #[test]
 fn a_slow_uplink_stretches_the_attempt_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,19 +238,19 @@ fn a_slow_uplink_stretches_the_attempt_timeout() {
     let proxy = Proxy::start(
         &moto,
         &dir.path().join("cap.jsonl"),
-        &["--uplink-bps", "2097152"],
+        &["--uplink-bps", "262144"],
     );
     let img = dir.path().join("disk.raw");
-    let data = make_image(&img, 12 << 20, &[(0, 10 << 20)], 5);
+    let data = make_image(&img, 4 << 20, &[(0, 1 << 20)], 5);
     let o = proxy
         .kiln()
-        .args(["upload", "--json", "--workers", "8", "--attempt-timeout", "1"])
+        .args(["upload", "--json", "--workers", "2", "--attempt-timeout", "1"])
         .arg(&img)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    // The first blocks were cut off at the floor before anything was measured.
+    // The first attempts were cut off at the floor, before anything was measured.
     assert!(err.contains("no answer within 1.0s"), "{err}");
     let j: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     assert_eq!(j["blocks_sent"], nonzero_blocks(&data).len() as u64);

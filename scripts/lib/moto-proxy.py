@@ -213,6 +213,7 @@ def main():
     lock = threading.Lock()
     counts = {"n": 0, "faults": 0, "ops": {}, "first_start": None}
     conflicts = {}  # block path -> CONFLICTING_BLOCK_UPDATE answers left
+    tokens_in_flight = {}  # token key -> Event set when its request has been answered
     log = open(args.log, "a", buffering=1)
     fault_ops = set(args.fault_ops.split(","))
     delays, answer_delays = {}, {}
@@ -390,6 +391,15 @@ def main():
                     return self.answer_stored(first, entry)
             key = token_key(op, region, service, params, body)
             if key:
+                # A retry while the first request with its token is still being served waits
+                # for it, then gets its answer: AWS makes one snapshot (or copy) per token.
+                while True:
+                    with lock:
+                        busy = tokens_in_flight.get(key[0])
+                        if busy is None:
+                            tokens_in_flight[key[0]] = self.token_done = threading.Event()
+                            break
+                    busy.wait(120)
                 with lock:
                     stored = st["tokens"].get(key[0])
                 if stored is not None:
@@ -657,7 +667,19 @@ def main():
                 status, code, msg = int(fault), "InternalError", "injected server error"
             self.answer_error(entry, status, code, msg)
 
-        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+        def handle_one(self):
+            self.token_done = None
+            try:
+                self.handle_any()
+            finally:
+                if self.token_done is not None:
+                    with lock:
+                        for k, ev in list(tokens_in_flight.items()):
+                            if ev is self.token_done:
+                                del tokens_in_flight[k]
+                    self.token_done.set()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one
 
     class Server(http.server.ThreadingHTTPServer):
         daemon_threads = True

@@ -64,10 +64,15 @@ impl RetryArgs {
     }
 }
 
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+/// The runtime for the AWS calls. It lives as long as the process: on Ctrl-C the signal thread
+/// undoes this run's work through it (the guards in `kiln::aws::guard`) while the main thread,
+/// its calls failing as interrupted, returns from the subcommand; were the runtime dropped
+/// then, the cleanup's calls would have nothing to run on.
+pub fn runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?)
+        .build()?;
+    Ok(Box::leak(Box::new(rt)))
 }
 
 /// Draws upload progress until dropped: a bar on a terminal, else a log line every few seconds.

@@ -74,6 +74,19 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// The images registered through a proxy in front of this moto. moto gives each a snapshot
+    /// of its own invention (AWS's RegisterImage makes none); the proxy reports the mapping
+    /// RegisterImage asked for instead, so nobody ever sees, uses or deletes that snapshot.
+    pub fn proxy_registered(&self) -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(self.state.path().join("proxy-state.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["registered"].as_object().map(|m| m.keys().cloned().collect()))
+            .unwrap_or_default()
+    }
+}
+
 /// Whether process `pid` holds the socket listening on 127.0.0.1:`port`.
 fn listens(pid: u32, port: u16) -> bool {
     let want = format!("0100007F:{port:04X}");
