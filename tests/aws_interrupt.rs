@@ -135,7 +135,10 @@ fn changes(
 /// Nothing this run made is left in `region`, and nothing that was there is gone.
 fn nothing_left(moto: &Moto, region: &str, before: &(BTreeSet<String>, BTreeSet<String>)) {
     let (new, gone) = changes(moto, region, before);
-    assert!(new.is_empty() && gone.is_empty(), "{region}: left {new:?}, removed {gone:?}");
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "{region}: left {new:?}, removed {gone:?}"
+    );
 }
 
 #[test]
@@ -167,7 +170,10 @@ fn ctrl_c_while_start_snapshot_is_answered_deletes_the_snapshot_it_made() {
     let deleted = proxy.ops("DeleteSnapshot");
     assert_eq!(deleted.len(), 1, "{err}");
     let id = deleted[0]["params"]["SnapshotId"].as_str().unwrap();
-    assert!(err.contains(&format!("deleted snapshot {id} in us-east-1")), "{err}");
+    assert!(
+        err.contains(&format!("deleted snapshot {id} in us-east-1")),
+        "{err}"
+    );
     assert!(proxy.ops("PutSnapshotBlock").is_empty());
     nothing_left(&moto, "us-east-1", &before);
 }
@@ -204,7 +210,10 @@ fn ctrl_c_after_complete_snapshot_deletes_the_snapshot() {
         .nth(2)
         .unwrap()
         .to_string();
-    assert!(err.contains(&format!("deleted snapshot {id} in us-east-1")), "{err}");
+    assert!(
+        err.contains(&format!("deleted snapshot {id} in us-east-1")),
+        "{err}"
+    );
     nothing_left(&moto, "us-east-1", &before);
 }
 
@@ -261,7 +270,8 @@ fn ctrl_c_while_copies_are_made_removes_the_copies_and_keeps_the_source() {
     // Each copy (made at moto, its answer still held) is deregistered with its snapshots.
     for (r, b) in regions[1..].iter().zip(&before[1..]) {
         assert!(
-            err.lines().any(|l| l.contains("deregistered ami-") && l.ends_with(&format!("in {r}"))),
+            err.lines()
+                .any(|l| l.contains("deregistered ami-") && l.ends_with(&format!("in {r}"))),
             "{r}: {err}"
         );
         nothing_left(&moto, r, b);
@@ -270,7 +280,11 @@ fn ctrl_c_while_copies_are_made_removes_the_copies_and_keeps_the_source() {
     // and a re-publish reuses it.
     let (new, gone) = changes(&moto, "us-east-1", &before[0]);
     assert!(gone.is_empty(), "{gone:?}");
-    assert_eq!(new.len(), 2, "the source image and its snapshot: {new:?}\n{err}");
+    assert_eq!(
+        new.len(),
+        2,
+        "the source image and its snapshot: {new:?}\n{err}"
+    );
     let again = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
     let o = spawn_publish(&again, d).wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

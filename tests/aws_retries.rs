@@ -66,11 +66,19 @@ fn each_retryable_code_is_retried() {
     assert!(o.status.success(), "{err}");
     let j: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     let id = j["snapshot_id"].as_str().unwrap();
-    for (op, codes) in [("PutSnapshotBlock", CODES), ("DescribeSnapshots", EC2_CODES)] {
+    for (op, codes) in [
+        ("PutSnapshotBlock", CODES),
+        ("DescribeSnapshots", EC2_CODES),
+    ] {
         let injected: Vec<String> = proxy
             .ops(op)
             .iter()
-            .filter_map(|r| r["fault"].as_str()?.strip_prefix("inject:").map(str::to_string))
+            .filter_map(|r| {
+                r["fault"]
+                    .as_str()?
+                    .strip_prefix("inject:")
+                    .map(str::to_string)
+            })
             .collect();
         assert_eq!(injected, codes, "{op}");
         for code in codes {
@@ -83,7 +91,12 @@ fn each_retryable_code_is_retried() {
     }
     let blocks = nonzero_blocks(&data).len();
     assert_eq!(j["blocks_sent"], blocks as u64);
-    ok(&proxy.kiln().args(["verify", id]).arg(&img).output().unwrap());
+    ok(&proxy
+        .kiln()
+        .args(["verify", id])
+        .arg(&img)
+        .output()
+        .unwrap());
 }
 
 /// "The snapshot does not exist" for the first 14 attempts at the only block: more attempts
@@ -148,7 +161,12 @@ fn a_block_whose_answer_was_lost_is_not_a_failure() {
     );
     let j: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     let id = j["snapshot_id"].as_str().unwrap();
-    ok(&proxy.kiln().args(["verify", id]).arg(&img).output().unwrap());
+    ok(&proxy
+        .kiln()
+        .args(["verify", id])
+        .arg(&img)
+        .output()
+        .unwrap());
 }
 
 /// CONFLICTING_BLOCK_UPDATE on a first attempt is someone else's write: not retried.
@@ -159,7 +177,10 @@ fn a_conflict_without_an_earlier_attempt_fails_the_upload() {
     let proxy = Proxy::start(
         &moto,
         &dir.path().join("cap.jsonl"),
-        &["--inject", "PutSnapshotBlock=ValidationException/CONFLICTING_BLOCK_UPDATE"],
+        &[
+            "--inject",
+            "PutSnapshotBlock=ValidationException/CONFLICTING_BLOCK_UPDATE",
+        ],
     );
     let img = dir.path().join("disk.raw");
     make_image(&img, 4 << 20, &[(0, 4096)], 8);
@@ -212,7 +233,14 @@ fn deletions_whose_answers_were_lost_are_done() {
     let out = ok(&ok_proxy
         .kiln()
         .current_dir(d)
-        .args(["publish", "web.toml", "--skip-test", "--json", "-o", "web.raw"])
+        .args([
+            "publish",
+            "web.toml",
+            "--skip-test",
+            "--json",
+            "-o",
+            "web.raw",
+        ])
         .output()
         .unwrap());
     let j: Value = serde_json::from_str(out.trim()).unwrap();
@@ -244,7 +272,14 @@ fn a_slow_uplink_stretches_the_attempt_timeout() {
     let data = make_image(&img, 4 << 20, &[(0, 1 << 20)], 5);
     let o = proxy
         .kiln()
-        .args(["upload", "--json", "--workers", "2", "--attempt-timeout", "1"])
+        .args([
+            "upload",
+            "--json",
+            "--workers",
+            "2",
+            "--attempt-timeout",
+            "1",
+        ])
         .arg(&img)
         .output()
         .unwrap();

@@ -16,7 +16,14 @@ fn publish(proxy: &Proxy, dir: &Path) -> Output {
     proxy
         .kiln()
         .current_dir(dir)
-        .args(["publish", "web.toml", "--skip-test", "--json", "-o", "web.raw"])
+        .args([
+            "publish",
+            "web.toml",
+            "--skip-test",
+            "--json",
+            "-o",
+            "web.raw",
+        ])
         .output()
         .unwrap()
 }
@@ -52,8 +59,18 @@ fn upload_twice_then_publish_the_same_image() {
         .output()
         .unwrap());
     let sha = common::sha256_file(&d.join("web.raw"));
-    let first = ok(&proxy.kiln().arg("upload").arg(d.join("web.raw")).output().unwrap());
-    let second = ok(&proxy.kiln().arg("upload").arg(d.join("web.raw")).output().unwrap());
+    let first = ok(&proxy
+        .kiln()
+        .arg("upload")
+        .arg(d.join("web.raw"))
+        .output()
+        .unwrap());
+    let second = ok(&proxy
+        .kiln()
+        .arg("upload")
+        .arg(d.join("web.raw"))
+        .output()
+        .unwrap());
     let (first, second) = (first.trim().to_string(), second.trim().to_string());
     assert_ne!(first, second);
     let out = ok(&publish(&proxy, d));
@@ -72,7 +89,11 @@ fn upload_twice_then_publish_the_same_image() {
     assert!(proxy.requests().iter().all(|r| r["fault"].is_null()));
     assert!(proxy.ops("DeleteSnapshot").is_empty());
     for s in [first.as_str(), second.as_str(), published] {
-        assert_eq!(snapshot_state(&moto, s).as_deref(), Some("completed"), "{s}");
+        assert_eq!(
+            snapshot_state(&moto, s).as_deref(),
+            Some("completed"),
+            "{s}"
+        );
     }
 }
 
@@ -203,7 +224,11 @@ fn a_snapshot_this_run_did_not_start_is_left_alone() {
         )),
         "{err}"
     );
-    assert_eq!(proxy.ops("PutSnapshotBlock").len(), puts, "no block was sent");
+    assert_eq!(
+        proxy.ops("PutSnapshotBlock").len(),
+        puts,
+        "no block was sent"
+    );
     assert!(proxy.ops("DeleteSnapshot").is_empty());
     assert_eq!(snapshot_state(&moto, first).as_deref(), Some("completed"));
 }

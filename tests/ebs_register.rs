@@ -207,7 +207,10 @@ fn an_image_that_never_becomes_available_is_removed_and_the_snapshot_kept() {
     let deregistered = proxy.ops("DeregisterImage");
     assert_eq!(deregistered.len(), 1, "{err}");
     let image = deregistered[0]["params"]["ImageId"].as_str().unwrap();
-    assert!(err.contains(&format!("deregistered {image} in us-east-1")), "{err}");
+    assert!(
+        err.contains(&format!("deregistered {image} in us-east-1")),
+        "{err}"
+    );
     assert!(proxy.ops("DeleteSnapshot").is_empty(), "{err}");
     assert_eq!(snapshot_state(&moto, &snap).as_deref(), Some("completed"));
 }

@@ -400,7 +400,10 @@ fn share_public_needs_allow_public() {
     assert!(ops_since(&proxy, from).iter().all(|o| !is_mutating(o)));
     let east = Ec2::new(&moto, "us-east-1");
     assert!(east.launch_permissions(&image).is_empty());
-    ok(&images(&proxy, &["share", &image, "--public", "--allow-public"]));
+    ok(&images(
+        &proxy,
+        &["share", &image, "--public", "--allow-public"],
+    ));
     assert_eq!(
         east.launch_permissions(&image),
         [("group".to_string(), "all".to_string())]
@@ -425,24 +428,39 @@ fn prune_never_keeps_a_failed_image() {
         &d.join("cap2.jsonl"),
         &["--failed-image", "web-2.0.0-x86_64"],
     );
-    let out = ok(&images(&failing, &["prune", "--name", "web", "--keep", "1"]));
-    assert!(out.contains(&format!("us-east-1: keep {} (web 1.0.0)", old.1)), "{out}");
-    assert!(out.contains(&format!("deregister {} in us-east-1", new.1)), "{out}");
+    let out = ok(&images(
+        &failing,
+        &["prune", "--name", "web", "--keep", "1"],
+    ));
+    assert!(
+        out.contains(&format!("us-east-1: keep {} (web 1.0.0)", old.1)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("deregister {} in us-east-1", new.1)),
+        "{out}"
+    );
     let east = Ec2::new(&moto, "us-east-1");
     let left: Vec<_> = east
         .kiln_images()
         .iter()
         .map(|i| i.image_id().unwrap().to_string())
         .collect();
-    assert_eq!(left, [old.1.clone()]);
+    assert_eq!(left, std::slice::from_ref(&old.1));
 
     let from = failing.requests().len();
     let o = images(&failing, &["prune", "--name", "web", "--keep", "0"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("--keep 0 deregisters every image of the name"), "{err}");
+    assert!(
+        err.contains("--keep 0 deregisters every image of the name"),
+        "{err}"
+    );
     assert_eq!(failing.requests().len(), from, "nothing was sent");
-    ok(&images(&failing, &["prune", "--name", "web", "--keep", "0", "--all"]));
+    ok(&images(
+        &failing,
+        &["prune", "--name", "web", "--keep", "0", "--all"],
+    ));
     assert!(east.kiln_images().is_empty());
 }
 
@@ -475,7 +493,10 @@ fn recipe_regions_reach_every_copy() {
     assert_eq!(west.kiln_images().len(), 3);
 
     // --recipe: both regions.
-    ok(&images(&proxy, &["prune", "--recipe", recipe, "--keep", "2"]));
+    ok(&images(
+        &proxy,
+        &["prune", "--recipe", recipe, "--keep", "2"],
+    ));
     assert_eq!(west.kiln_images().len(), 2);
     assert!(!image_exists(&west, &v1[1].1));
 
@@ -493,10 +514,19 @@ fn recipe_regions_reach_every_copy() {
             )
         })
         .collect();
-    assert!(dep.contains(&("us-east-1".into(), v2[0].1.clone())), "{dep:?}");
-    assert!(dep.contains(&("eu-west-1".into(), v2[1].1.clone())), "{dep:?}");
+    assert!(
+        dep.contains(&("us-east-1".into(), v2[0].1.clone())),
+        "{dep:?}"
+    );
+    assert!(
+        dep.contains(&("eu-west-1".into(), v2[1].1.clone())),
+        "{dep:?}"
+    );
 
-    ok(&images(&proxy, &["deregister", &v3[0].1, "--recipe", recipe]));
+    ok(&images(
+        &proxy,
+        &["deregister", &v3[0].1, "--recipe", recipe],
+    ));
     assert!(!image_exists(&east, &v3[0].1) && !image_exists(&west, &v3[1].1));
     assert!(west.snapshot_tags(&v3[1].2).is_none());
     assert_eq!(east.kiln_images().len(), 1);

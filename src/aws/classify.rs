@@ -164,7 +164,9 @@ fn certificate_failure(err: &(dyn std::error::Error + 'static)) -> Option<String
         // io::Error::source() skips its payload (it returns the payload's own source), so the
         // rustls error a TLS stream wraps in an io::Error is reached through get_ref().
         next = match e.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|p| p as &(dyn std::error::Error + 'static)),
+            Some(io) => io
+                .get_ref()
+                .map(|p| p as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
     }
@@ -221,7 +223,12 @@ mod tests {
         assert_eq!(c(503, "", "", ""), Cause::Server(503));
         assert_eq!(c(501, "", "", ""), Cause::Fatal);
         assert!(matches!(
-            c(404, "ResourceNotFoundException", "", "the snapshot does not exist"),
+            c(
+                404,
+                "ResourceNotFoundException",
+                "",
+                "the snapshot does not exist"
+            ),
             Cause::NotFound(_)
         ));
         assert!(matches!(

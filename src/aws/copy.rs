@@ -98,9 +98,8 @@ pub async fn ensure_copy(
     };
     if let Some(found) = images::find_usable(clients, retrier, &query).await? {
         progress(&format!("found {} ({})", found.image_id, found.state));
-        let info =
-            distribute::wait_available(clients, retrier, &found.image_id, timeout, progress)
-                .await?;
+        let info = distribute::wait_available(clients, retrier, &found.image_id, timeout, progress)
+            .await?;
         return Ok((info, None));
     }
     if let Some(h) = register::name_holder(clients, retrier, &source.ami_name).await? {

@@ -106,7 +106,10 @@ pub async fn remove_made(clients: &Clients, retrier: &Retrier, m: &Made) -> Stri
     }
     match snaps.is_empty() {
         true => format!("deregistered {id}"),
-        false => format!("deregistered {id} and deleted snapshot(s) {}", snaps.join(", ")),
+        false => format!(
+            "deregistered {id} and deleted snapshot(s) {}",
+            snaps.join(", ")
+        ),
     }
 }
 

@@ -153,7 +153,12 @@ impl Guard {
 
     /// The snapshot this run made, if it made one.
     pub fn snapshot(&self) -> Option<NewSnapshot> {
-        match &self.state.lock().unwrap_or_else(|e| e.into_inner()).snapshot {
+        match &self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot
+        {
             Track::Made(s) => Some(s.clone()),
             _ => None,
         }

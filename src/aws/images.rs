@@ -553,7 +553,13 @@ mod tests {
         assert_eq!(ids(&p.remove), ["a", "f"]);
         // The failed image is the newest version here, and still never kept.
         let mut newest_failed = images.clone();
-        newest_failed.push(img("g", "9.0.0", "2025-01-01T00:00:00.000Z", "x86_64", "failed"));
+        newest_failed.push(img(
+            "g",
+            "9.0.0",
+            "2025-01-01T00:00:00.000Z",
+            "x86_64",
+            "failed",
+        ));
         let p = prune_plan(&newest_failed, 10);
         assert_eq!(ids(&p.remove), ["f", "g"]);
         assert_eq!(ids(&p.keep), ["a", "b", "c", "d"]);

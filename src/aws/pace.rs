@@ -59,12 +59,7 @@ impl Pace {
 
     /// The limit for attempt `attempt` (1, 2, …) of one block.
     pub fn attempt_timeout(&self, attempt: u32) -> Duration {
-        limit(
-            self.floor,
-            self.in_flight_bytes,
-            self.rate(),
-            attempt,
-        )
+        limit(self.floor, self.in_flight_bytes, self.rate(), attempt)
     }
 }
 

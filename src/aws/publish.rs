@@ -23,9 +23,7 @@ use super::images::{self, AmiInfo, Query};
 use super::retry::{Retrier, RetryPolicy};
 use super::snapshot::SnapshotSpec;
 use super::upload::{self, UploadOptions};
-use super::{
-    connect, copy, kiln_tags, register, AwsOptions, Clients, ConnectError, ImageIdentity,
-};
+use super::{connect, copy, kiln_tags, register, AwsOptions, Clients, ConnectError, ImageIdentity};
 use crate::pipeline::{self, BuildError, BuildOptions, BuildOutput};
 use crate::recipe::{Ami, Arch, Deprecation, Pos, Recipe, RecipeError};
 use crate::sink::ebs::{UploadReport, UploadStats};
@@ -440,7 +438,10 @@ pub fn register_snapshot(
             };
             return Err(undone(e.to_string()));
         }
-        progress(&format!("{} ({}) is registered from {snap} already", h.image_id, h.state));
+        progress(&format!(
+            "{} ({}) is registered from {snap} already",
+            h.image_id, h.state
+        ));
         return handle
             .block_on(distribute::wait_available(
                 clients,
@@ -539,7 +540,10 @@ async fn finalize_or_remove(
                     ..failed(&info.region, why)
                 };
             };
-            let why = format!("{e}; {}", created::remove_made(clients, retrier, &made).await);
+            let why = format!(
+                "{e}; {}",
+                created::remove_made(clients, retrier, &made).await
+            );
             (hooks.event)(&info.region, &format!("failed: {why}"));
             failed(&info.region, why)
         }

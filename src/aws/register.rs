@@ -166,7 +166,12 @@ pub async fn register(
         }
     };
     guard.image_made(&made);
-    tracing::info!("registered {} ({}) in {}", made.id(), ami.name, clients.region);
+    tracing::info!(
+        "registered {} ({}) in {}",
+        made.id(),
+        ami.name,
+        clients.region
+    );
     Ok(made)
 }
 

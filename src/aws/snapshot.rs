@@ -544,7 +544,9 @@ mod tests {
         let old = check_new(Some("pending"), Some(now - Duration::from_secs(3600)), now);
         assert!(old.unwrap_err().contains("started 3600s before"));
         let done = check_new(Some("completed"), Some(now), now);
-        assert!(done.unwrap_err().contains("it is completed, not a new pending snapshot"));
+        assert!(done
+            .unwrap_err()
+            .contains("it is completed, not a new pending snapshot"));
         assert!(check_new(None, Some(now), now).is_err());
     }
 }

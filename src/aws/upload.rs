@@ -41,7 +41,10 @@ impl Default for UploadOptions {
 pub enum UploadError {
     /// StartSnapshot failed, or answered with a snapshot this run did not make.
     #[error("{cause}{undone}")]
-    Start { cause: SnapshotError, undone: String },
+    Start {
+        cause: SnapshotError,
+        undone: String,
+    },
     #[error("{cause}; {undone}")]
     Undone { cause: String, undone: String },
     #[error("{cause}; {left}")]

@@ -129,7 +129,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         identity.name, identity.version, recipe.sha256
     );
     let rt = aws_common::runtime()?;
-    let clients = args.aws.connect(&rt)?;
+    let clients = args.aws.connect(rt)?;
     let retrier = args.upload_args.retry.retrier();
     let sha = std::sync::Arc::new(std::sync::Mutex::new(None));
     // The disk's hash is finished after CompleteSnapshot, while AWS processes the snapshot (the
@@ -137,7 +137,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     // tag goes on before kiln waits for `completed`: if tagging fails, the upload fails and the
     // snapshot is deleted, never left untagged.
     let report =
-        super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
+        super::upload::run_upload(rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
             let pending = pipeline::write_disk(&prepared, sink).map_err(|e| e.to_string())?;
             let (handle, clients, retrier) =
                 (rt.handle().clone(), clients.clone(), retrier.clone());

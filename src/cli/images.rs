@@ -198,13 +198,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let rt = aws_common::runtime()?;
     let retrier = Retrier::default();
     match a.command {
-        Cmd::List(a) => list(&rt, &retrier, a),
-        Cmd::Copy(a) => copy(&rt, &retrier, a),
-        Cmd::Share(a) => share(&rt, &retrier, a, true),
-        Cmd::Unshare(a) => share(&rt, &retrier, a, false),
-        Cmd::Deprecate(a) => deprecate(&rt, &retrier, a),
-        Cmd::Deregister(a) => deregister(&rt, &retrier, a),
-        Cmd::Prune(a) => prune(&rt, &retrier, a),
+        Cmd::List(a) => list(rt, &retrier, a),
+        Cmd::Copy(a) => copy(rt, &retrier, a),
+        Cmd::Share(a) => share(rt, &retrier, a, true),
+        Cmd::Unshare(a) => share(rt, &retrier, a, false),
+        Cmd::Deprecate(a) => deprecate(rt, &retrier, a),
+        Cmd::Deregister(a) => deregister(rt, &retrier, a),
+        Cmd::Prune(a) => prune(rt, &retrier, a),
     }
 }
 
@@ -527,7 +527,10 @@ fn deprecate(rt: &Runtime, retrier: &Retrier, a: DeprecateArgs) -> anyhow::Resul
         let id = &info.image_id;
         let region = &c.region;
         match (at, changed) {
-            (Some(t), _) => println!("{id} in {region} deprecates at {}", kiln::recipe::format_utc(t)),
+            (Some(t), _) => println!(
+                "{id} in {region} deprecates at {}",
+                kiln::recipe::format_utc(t)
+            ),
             (None, true) => println!("{id} in {region}: deprecation cancelled"),
             (None, false) => println!("{id} in {region}: no deprecation was scheduled"),
         }

@@ -42,7 +42,7 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
         a.aws.region = ami.regions.first().cloned();
     }
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
+    let clients = a.aws.connect(rt)?;
     let retrier = a.retry.retrier();
     let id = a.snapshot_id.clone();
     // The kiln tags the snapshot carries (its image sha256 above all), then [ami.tags].

@@ -30,7 +30,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let size = std::fs::metadata(&a.image)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
-    // The ClientToken and the tags need the image's hash before the first block. A manifest
+    // StartSnapshot's tags need the image's hash before the first block. A manifest
     // beside the image names it, so the image is read once: the upload fails (deleting the
     // snapshot) unless the bytes sent are the manifest's. With the manifest's block map, the
     // blocks sent (hashed anyway for their checksums) are checked against it; an older manifest
@@ -46,11 +46,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
+    let clients = a.aws.connect(rt)?;
     let retrier = a.upload.retry.retrier();
     let spec = spec(&identity, size, &a.upload);
     let report = run_upload(
-        &rt,
+        rt,
         &clients,
         &retrier,
         &spec,

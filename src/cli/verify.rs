@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
+    let clients = a.aws.connect(rt)?;
     let retrier = Retrier::default();
     let diff = rt.block_on(kiln::aws::verify::verify(
         &clients,

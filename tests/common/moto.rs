@@ -82,7 +82,11 @@ impl Moto {
         std::fs::read_to_string(self.state.path().join("proxy-state.json"))
             .ok()
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .and_then(|v| v["registered"].as_object().map(|m| m.keys().cloned().collect()))
+            .and_then(|v| {
+                v["registered"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+            })
             .unwrap_or_default()
     }
 }
@@ -484,7 +488,9 @@ regions = [{regions}]
 /// A ClientToken of one run's own: random (`kiln-` and 32 hex digits), never derived from the
 /// image (`sha256`) or anything else a later run would derive again.
 pub fn assert_run_token(token: &Value, sha256: &str) {
-    let t = token.as_str().unwrap_or_else(|| panic!("no ClientToken: {token}"));
+    let t = token
+        .as_str()
+        .unwrap_or_else(|| panic!("no ClientToken: {token}"));
     let hex = t.strip_prefix("kiln-").unwrap_or_else(|| panic!("{t}"));
     assert!(
         hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
