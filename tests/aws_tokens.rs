@@ -232,3 +232,116 @@ fn a_snapshot_this_run_did_not_start_is_left_alone() {
     assert!(proxy.ops("DeleteSnapshot").is_empty());
     assert_eq!(snapshot_state(&moto, first).as_deref(), Some("completed"));
 }
+
+/// StartSnapshot reaches AWS but its answer is lost, and the retry fails outright: the snapshot
+/// the first attempt made is this run's, and is deleted. kiln learns its id by sending the
+/// same request again with the same ClientToken (AWS answers with the original snapshot): the
+/// way the Ctrl-C cleanup finds a snapshot whose StartSnapshot had not answered yet.
+#[test]
+fn a_start_whose_answer_was_lost_is_found_by_its_token_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let before = Ec2::new(&moto, "us-east-1").snapshot_ids();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &[
+            "--lost-answer",
+            "StartSnapshot:1",
+            "--fail-op",
+            "StartSnapshot:1:1",
+        ],
+    );
+    let img = dir.path().join("disk.raw");
+    common::moto::make_image(&img, 4 << 20, &[(0, 4096)], 3);
+    let o = proxy.kiln().arg("upload").arg(&img).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let starts = proxy.ops("StartSnapshot");
+    let faults: Vec<&Value> = starts.iter().map(|r| &r["fault"]).collect();
+    assert_eq!(faults, ["lost-answer", "fail", "replayed"], "{err}");
+    let t = tokens(&proxy);
+    assert!(t[0] == t[1] && t[1] == t[2], "one call, one token: {t:?}");
+    let deleted = common::moto::one_deleted_snapshot(&proxy, &moto, &err);
+    assert!(
+        err.contains(&format!("deleted snapshot {deleted} in us-east-1")),
+        "{err}"
+    );
+    assert_eq!(Ec2::new(&moto, "us-east-1").snapshot_ids(), before);
+}
+
+/// The proxy itself keeps AWS's rule for ClientTokens, which moto ignores: the same token with
+/// the same parameters gets the original answer (the same snapshot, the same copy), with other
+/// parameters an error.
+#[test]
+fn the_proxy_replays_tokens_as_aws_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &dir.path().join("cap.jsonl"), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let creds = aws_sdk_ebs::config::Credentials::new("testing", "testing", None, None, "test");
+    let http = aws_smithy_http_client::Builder::new().build_http();
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let ebs = aws_sdk_ebs::Client::from_conf(
+        aws_sdk_ebs::Config::builder()
+            .behavior_version(aws_sdk_ebs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ebs::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .http_client(http.clone())
+            .credentials_provider(creds.clone())
+            .build(),
+    );
+    let start = |size: i64| {
+        rt.block_on(
+            ebs.start_snapshot()
+                .volume_size(size)
+                .client_token("kiln-test-token")
+                .send(),
+        )
+    };
+    let first = start(1).unwrap().snapshot_id.unwrap();
+    assert_eq!(start(1).unwrap().snapshot_id.unwrap(), first);
+    let other = start(2).unwrap_err();
+    assert_eq!(
+        aws_sdk_ebs::error::ProvideErrorMetadata::code(&other),
+        Some("ConflictException")
+    );
+    let ec2 = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("eu-west-1"))
+            .endpoint_url(&endpoint)
+            .http_client(http)
+            .credentials_provider(creds)
+            .build(),
+    );
+    let source = Ec2::new(&moto, "us-east-1");
+    let image = source
+        .block_on(source.client.register_image().name("src").send())
+        .unwrap()
+        .image_id
+        .unwrap();
+    let copy = |name: &str| {
+        rt.block_on(
+            ec2.copy_image()
+                .source_image_id(&image)
+                .source_region("us-east-1")
+                .name(name)
+                .client_token("kiln-copy-token")
+                .send(),
+        )
+    };
+    let a = copy("one").unwrap().image_id.unwrap();
+    assert_eq!(copy("one").unwrap().image_id.unwrap(), a);
+    let other = copy("two").unwrap_err();
+    assert_eq!(
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(&other),
+        Some("IdempotentParameterMismatch")
+    );
+    let copies = proxy.ops("CopyImage");
+    assert_eq!(copies.len(), 3);
+    assert_eq!(copies[1]["fault"], "replayed");
+}

@@ -33,7 +33,8 @@ Faults (deterministic for a --seed, bounded by --max-faults), on --fault-ops onl
                          throttle (400 ThrottlingException / RequestLimitExceeded), 500, 503,
                          dropped connection, a 1.5 s delay, and "snapshot does not exist"
                          (the race right after StartSnapshot; never on StartSnapshot itself).
-  --fail-op OP[:N]       answer every OP (after the first N) with a non-retryable 400.
+  --fail-op OP[:N[:K]]   answer every OP (after the first N; only K of them, if given) with a
+                         non-retryable 400.
   --delay-op OP:MS       delay every OP by MS milliseconds before it reaches moto.
   --delay-answer OP:MS   forward every OP to moto, log it, then hold the answer for MS
                          milliseconds (the call has happened; the client does not know yet).
@@ -177,10 +178,11 @@ def main():
     for f in args.fail_region:
         region, _, ops = f.partition(":")
         fail_regions[region] = set(ops.split(",")) if ops else None
-    fail_ops = {}
+    fail_ops = {}  # op -> (requests let through first, how many fail then or None: all)
     for f in args.fail_op:
-        op, _, skip = f.partition(":")
-        fail_ops[op] = int(skip or 0)
+        op, _, rest = f.partition(":")
+        skip, _, count = rest.partition(":")
+        fail_ops[op] = (int(skip or 0), int(count) if count else None)
     injections = parse_injections(args.inject)
     lost = {}
     for spec in args.lost_answer:
@@ -389,6 +391,44 @@ def main():
                 if first is not None:
                     entry["fault"] = "replayed"
                     return self.answer_stored(first, entry)
+            with lock:
+                queue = injections.get(op)
+                injected = queue.pop(0) if queue else None
+                left = conflicts.get(url.path, 0) if op == "PutSnapshotBlock" else 0
+                if left:
+                    conflicts[url.path] = left - 1
+            if injected:
+                code, reason = injected
+                entry["fault"] = f"inject:{code}" + (f"/{reason}" if reason else "")
+                status = 404 if code == "ResourceNotFoundException" else 400
+                return self.answer_error(entry, status, code, f"injected {code}", reason)
+            if left:
+                entry["fault"] = "conflict"
+                return self.answer_error(entry, 400, "ValidationException",
+                                         "A write to this block is in progress.",
+                                         "CONFLICTING_BLOCK_UPDATE")
+
+            fault = pick_fault(op)
+            if op in fail_ops:
+                skip, count = fail_ops[op]
+                if nth > skip and (count is None or nth <= skip + count):
+                    fault = "fail"
+            if region in fail_regions and (fail_regions[region] is None or op in fail_regions[region]):
+                fault = "fail"
+            entry["fault"] = fault
+            if op in delays:
+                time.sleep(delays[op])
+            if fault == "delay":
+                time.sleep(1.5)
+            if fault == "drop":
+                entry["status"] = None
+                log.write(json.dumps(entry) + "\n")
+                return self.drop()
+            if fault in ("throttle", "500", "503", "fail", "notfound"):
+                return self.answer_fault(fault, service, entry)
+
+            # Faults stand for answers that come before the service looks at the request; a
+            # request that gets past them is idempotent by its token.
             key = token_key(op, region, service, params, body)
             if key:
                 # A retry while the first request with its token is still being served waits
@@ -414,40 +454,6 @@ def main():
                         entry, 400, "IdempotentParameterMismatch",
                         "Arguments on this idempotent request are inconsistent with arguments "
                         "used in previous request(s).")
-
-            with lock:
-                queue = injections.get(op)
-                injected = queue.pop(0) if queue else None
-                left = conflicts.get(url.path, 0) if op == "PutSnapshotBlock" else 0
-                if left:
-                    conflicts[url.path] = left - 1
-            if injected:
-                code, reason = injected
-                entry["fault"] = f"inject:{code}" + (f"/{reason}" if reason else "")
-                status = 404 if code == "ResourceNotFoundException" else 400
-                return self.answer_error(entry, status, code, f"injected {code}", reason)
-            if left:
-                entry["fault"] = "conflict"
-                return self.answer_error(entry, 400, "ValidationException",
-                                         "A write to this block is in progress.",
-                                         "CONFLICTING_BLOCK_UPDATE")
-
-            fault = pick_fault(op)
-            if op in fail_ops and nth > fail_ops[op]:
-                fault = "fail"
-            if region in fail_regions and (fail_regions[region] is None or op in fail_regions[region]):
-                fault = "fail"
-            entry["fault"] = fault
-            if op in delays:
-                time.sleep(delays[op])
-            if fault == "delay":
-                time.sleep(1.5)
-            if fault == "drop":
-                entry["status"] = None
-                log.write(json.dumps(entry) + "\n")
-                return self.drop()
-            if fault in ("throttle", "500", "503", "fail", "notfound"):
-                return self.answer_fault(fault, service, entry)
 
             # What AWS refuses and moto accepts.
             if op in ("PutSnapshotBlock", "CompleteSnapshot") and snap:
