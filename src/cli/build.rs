@@ -106,7 +106,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `--upload`: prepare, then stream the disk into an EbsSink.
 fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     use super::aws_common;
-    use kiln::aws::retry::Retrier;
     use kiln::aws::{kiln_tags, ImageIdentity};
     use kiln::manifest;
 
@@ -130,9 +129,9 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", recipe.image.name)));
-    // The disk's hash is known only at the end: the ClientToken comes from the recipe's hash (the
-    // build is reproducible, so the same recipe is the same disk), and the kiln:image-sha256 tag
-    // is added once the disk is written.
+    // The disk's hash is known only at the end, so the kiln:image-sha256 tag is added once the
+    // disk is written. (The same recipe text is not the same disk: a [[tree]] or [[file]]
+    // source may have changed. Nothing is named or found by the recipe's hash.)
     let identity = ImageIdentity {
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
@@ -145,15 +144,15 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         identity.name, identity.version, recipe.sha256
     );
     let rt = aws_common::runtime()?;
-    let clients = args.aws.connect(&rt)?;
-    let retrier = Retrier::default();
+    let clients = args.aws.connect(rt)?;
+    let retrier = args.upload_args.retry.retrier();
     let sha = std::sync::Arc::new(std::sync::Mutex::new(None));
     // The disk's hash is finished after CompleteSnapshot, while AWS processes the snapshot (the
     // zeros after the last block are most of a sparse disk's hashing), and the kiln:image-sha256
     // tag goes on before kiln waits for `completed`: if tagging fails, the upload fails and the
     // snapshot is deleted, never left untagged.
     let report =
-        super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
+        super::upload::run_upload(rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
             let pending = pipeline::write_disk(&prepared, sink).map_err(|e| e.to_string())?;
             let (handle, clients, retrier) =
                 (rt.handle().clone(), clients.clone(), retrier.clone());

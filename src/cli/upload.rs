@@ -1,6 +1,7 @@
 //! `kiln upload IMAGE`: an image file to an EBS snapshot.
 
 use super::aws_common::{self, AwsArgs, UploadArgs, Watcher};
+use kiln::aws::guard::Guard;
 use kiln::aws::retry::Retrier;
 use kiln::aws::snapshot::SnapshotSpec;
 use kiln::aws::upload::{self, UploadOptions};
@@ -29,7 +30,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let size = std::fs::metadata(&a.image)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
-    // The ClientToken and the kiln:image-sha256 tag need the image's whole-disk sha256 before
+    // The kiln:image-sha256 tag needs the image's whole-disk sha256 before
     // the first block. A manifest beside the image may name it (`build --sha256`, or an older
     // kiln); otherwise it is computed first, from the data regions alone (the zeros are hashed,
     // never read). Whatever the manifest claims is checked as the image streams, so the upload
@@ -75,11 +76,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         _ => (stem_identity(&a.image, hash_file()?), Check::None),
     };
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
-    let retrier = Retrier::default();
+    let clients = a.aws.connect(rt)?;
+    let retrier = a.upload.retry.retrier();
     let spec = spec(&identity, size, &a.upload);
     let report = run_upload(
-        &rt,
+        rt,
         &clients,
         &retrier,
         &spec,
@@ -163,7 +164,8 @@ pub fn spec(id: &ImageIdentity, size: u64, u: &UploadArgs) -> SnapshotSpec {
     SnapshotSpec::for_image(id, size, u.encrypted, u.kms_key_arn.clone())
 }
 
-/// Runs one upload with progress.
+/// Runs one upload with progress; the snapshot is this run's until it is `completed`: a failure
+/// or Ctrl-C before then deletes it.
 pub fn run_upload<W>(
     rt: &tokio::runtime::Runtime,
     clients: &kiln::aws::Clients,
@@ -180,12 +182,14 @@ where
         workers: u.workers,
         wait_timeout: Duration::from_secs(u.wait_timeout),
     };
+    let guard = Guard::new(rt.handle(), clients, retrier);
     let r = upload::upload_with(
         rt.handle(),
         clients,
         retrier,
         spec,
         &opts,
+        &guard,
         &|id, stats| {
             eprintln!("uploading to snapshot {id} in {}", clients.region);
             *watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(Watcher::start(id, stats));
@@ -193,5 +197,7 @@ where
         write,
     );
     drop(watcher);
-    Ok(r?)
+    let report = r?;
+    guard.finish();
+    Ok(report)
 }

@@ -23,7 +23,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .sha256;
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
+    let clients = a.aws.connect(rt)?;
     let retrier = Retrier::default();
     let diff = rt.block_on(kiln::aws::verify::verify(
         &clients,

@@ -74,6 +74,23 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// The images registered through a proxy in front of this moto. moto gives each a snapshot
+    /// of its own invention (AWS's RegisterImage makes none); the proxy reports the mapping
+    /// RegisterImage asked for instead, so nobody ever sees, uses or deletes that snapshot.
+    pub fn proxy_registered(&self) -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(self.state.path().join("proxy-state.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| {
+                v["registered"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Whether process `pid` holds the socket listening on 127.0.0.1:`port`.
 fn listens(pid: u32, port: u16) -> bool {
     let want = format!("0100007F:{port:04X}");
@@ -191,6 +208,12 @@ pub fn endpoint_kiln(port: u16) -> Command {
     c
 }
 
+/// A plain-HTTP client for moto on 127.0.0.1: the SDK crates are built without their default
+/// HTTPS client (kiln gives its own in `aws::connect`).
+fn plain_http() -> aws_sdk_ec2::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_http()
+}
+
 /// The state of a snapshot as moto's DescribeSnapshots reports it, `None` if it is gone.
 pub fn snapshot_state(moto: &Moto, id: &str) -> Option<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -203,6 +226,7 @@ pub fn snapshot_state(moto: &Moto, id: &str) -> Option<String> {
             .http_client(kiln::aws::https_client())
             .region(aws_sdk_ec2::config::Region::new("us-east-1"))
             .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+            .http_client(plain_http())
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "testing", "testing", None, None, "test",
             ))
@@ -309,6 +333,7 @@ impl Ec2 {
             .http_client(kiln::aws::https_client())
             .region(aws_sdk_ec2::config::Region::new(region.to_string()))
             .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+            .http_client(plain_http())
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "testing", "testing", None, None, "test",
             ))
@@ -466,6 +491,20 @@ regions = [{regions}]
 "#,
         regions = regions.join(", ")
     )
+}
+
+/// A ClientToken of one run's own: random (`kiln-` and 32 hex digits), never derived from the
+/// image (`sha256`) or anything else a later run would derive again.
+pub fn assert_run_token(token: &Value, sha256: &str) {
+    let t = token
+        .as_str()
+        .unwrap_or_else(|| panic!("no ClientToken: {token}"));
+    let hex = t.strip_prefix("kiln-").unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{t}"
+    );
+    assert!(!sha256.contains(hex), "{t} comes from {sha256}");
 }
 
 /// The one snapshot a failed command deleted: exactly one DeleteSnapshot went out, and moto no
