@@ -7,9 +7,11 @@
 
 pub mod aws;
 pub mod boot;
+pub mod checks;
 pub mod cleanup;
 pub mod disk;
 pub mod fs;
+pub mod imds;
 pub mod manifest;
 pub mod packages;
 pub mod pipeline;
