@@ -360,3 +360,82 @@ mount = "/"
         );
     }
 }
+
+/// kiln's qcow2 overlay, checked by qemu-img: a clean qcow2 v3 with the volume's virtual size,
+/// backed by the raw image, reading as the image followed by zeros; writes land in the overlay
+/// and never in the image.
+#[test]
+fn the_overlay_is_a_clean_qcow2_over_the_untouched_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("img,1.raw");
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&raw, &data).unwrap();
+    let before = common::sha256_file(&raw);
+    let ov = dir.path().join("disk.qcow2");
+    kiln::qemu::overlay::create(&ov, &raw, 5 << 30).unwrap();
+    let qemu_img = |args: &[&str]| {
+        let mut c = Command::new("qemu-img");
+        c.args(args).arg(&ov);
+        common::run(&mut c)
+    };
+    let o = qemu_img(&["check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("No errors were found"),
+        "{}",
+        text(&o)
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&qemu_img(&["info", "--output=json"]).stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], 5u64 << 30);
+    assert_eq!(info["cluster-size"], 65536);
+    assert_eq!(info["backing-filename"], raw.to_str().unwrap());
+    assert_eq!(info["backing-filename-format"], "raw");
+    assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
+    // Identical to the image (qemu-img compare allows the larger side to be zeros).
+    let o = common::run(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&ov),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Writes go to the overlay: at the start and beyond the image's end.
+    for (off, pat) in [("0", "0xab"), ("4G", "0xcd")] {
+        let o = common::run(
+            Command::new("qemu-io")
+                .args(["-f", "qcow2", "-c", &format!("write -P {pat} {off} 64k")])
+                .arg(&ov),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = common::run(
+        Command::new("qemu-io")
+            .args([
+                "-f",
+                "qcow2",
+                "-r",
+                "-c",
+                "read -P 0xcd 4G 64k",
+                "-c",
+                "read -P 0 3M 1M",
+            ])
+            .arg(&ov),
+    );
+    assert!(
+        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("mismatch"),
+        "{}",
+        text(&o)
+    );
+    let o = qemu_img(&["check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(common::sha256_file(&raw), before, "the image was written");
+    let o = common::run(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&ov),
+    );
+    assert_eq!(o.status.code(), Some(1), "now they differ: {}", text(&o));
+}

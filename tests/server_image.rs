@@ -40,25 +40,7 @@ fn server_image(v: Variant) -> (PathBuf, String) {
 
 /// What `--recipe` needs to describe the conventional fixture (its layout; nothing is built
 /// from it).
-const FIXTURE_RECIPE: &str = r#"
-[image]
-name = "server-fixture"
-version = "1"
-arch = "x86_64"
-size = "2GiB"
-[[partition]]
-label = "esp"
-type = "esp"
-size = "64MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-"#;
+const FIXTURE_RECIPE: &str = include_str!("../scripts/lib/server-image.toml");
 
 const USER_DATA: &str = "#!/bin/sh\necho 'user-data ran' > /var/tmp/kiln-user-data\n";
 
@@ -114,7 +96,7 @@ timeout = "900s"
 [[test]]
 name = "ssh command fails"
 ssh = { command = "echo checking; exit 1" }
-timeout = "20s"
+timeout = "90s"
 [[test]]
 name = "web answers"
 http = { port = 80 }

@@ -88,9 +88,12 @@ PARTUUID=$ROOT_PARTUUID / ext4 rw,discard,errors=remount-ro,x-systemd.growfs 0 1
 PARTUUID=$ESP_PARTUUID /boot/efi vfat defaults 0 2
 EOF
   mkdir -p "$r/boot/efi"
+  # locale: C.UTF-8 needs no locale-gen (Debian's locale-gen ignores cloud-init's argument, so
+  # the default en_US.UTF-8 makes cloud-config.service fail and the system degraded).
   cat >"$r/etc/cloud/cloud.cfg.d/01_debian_cloud.cfg" <<'EOF'
 apt:
   generate_mirrorlists: true
+locale: C.UTF-8
 system_info:
   default_user:
     name: admin

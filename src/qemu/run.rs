@@ -15,12 +15,15 @@ use std::process::ExitStatus;
 /// What QEMU's own error output keeps for an error message.
 const STDERR_KEEP: usize = 4096;
 
+/// Told the command line and the forwarded (guest, host) ports once QEMU runs.
+pub type OnStart<'a> = &'a dyn Fn(&str, &[(u16, u16)]);
+
 /// Boots `image` with the serial console on this terminal (Ctrl-A X quits QEMU); returns
-/// QEMU's exit status. `on_start` gets the command line and the forwarded ports once QEMU runs.
+/// QEMU's exit status.
 pub fn boot_interactive(
     image: &Path,
     opts: &VmOptions,
-    on_start: &dyn Fn(&str, &[(u16, u16)]),
+    on_start: OnStart,
 ) -> Result<ExitStatus, QemuError> {
     let dir = RunDir::new()?;
     let mut vm = Vm::start_with(image, opts, dir.path(), Stdio3::Inherited)?;
