@@ -25,6 +25,9 @@ enum Attempt {
     Fail(String),
     /// Not yet; the reason if time runs out.
     Again(String),
+    /// Ended by the check's deadline before it learnt anything: an earlier attempt's reason
+    /// says more (a refused port, a command that exited 1), and is kept.
+    CutShort(String),
 }
 
 pub struct Session {
@@ -130,7 +133,7 @@ impl Session {
         timeout: u64,
         attempt: &mut dyn FnMut(&mut Session) -> Attempt,
     ) -> Result<(), String> {
-        let mut last;
+        let mut last: Option<String> = None;
         loop {
             if let Some(down) = self.machine_down() {
                 return Err(down);
@@ -138,14 +141,18 @@ impl Session {
             match attempt(self) {
                 Attempt::Pass => return Ok(()),
                 Attempt::Fail(r) => return Err(r),
-                Attempt::Again(r) => last = r,
+                Attempt::Again(r) => last = Some(r),
+                Attempt::CutShort(r) => {
+                    last.get_or_insert(r);
+                }
             }
+            let why = last.as_deref().unwrap_or("no attempt finished");
             if let Some(down) = self.machine_down() {
-                return Err(format!("{down}; before that: {last}"));
+                return Err(format!("{down}; before that: {why}"));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(format!("{last} (still so after {timeout} s)"));
+                return Err(format!("{why} (still so after {timeout} s)"));
             }
             self.pause(deadline.min(now + INTERVAL));
         }
@@ -187,6 +194,7 @@ impl Session {
                 p.describe(port),
                 self.network_hint()
             ))),
+            Ok(p @ Port::CutShort) => Err(Attempt::CutShort(p.describe(port))),
             Err(e) => Err(Attempt::Again(format!("cannot reach port {port}: {e}"))),
         }
     }
@@ -204,6 +212,7 @@ impl Session {
         }
         let ans = match probe::http_get(&self.vm, h.port, &h.path, deadline) {
             Ok(a) => a,
+            Err(e) if Instant::now() >= deadline => return Attempt::CutShort(e),
             Err(e) => return Attempt::Again(e),
         };
         let url = format!("http://…:{}{}", h.port, h.path);
@@ -238,6 +247,9 @@ impl Session {
         match ssh.run(user, remote, deadline) {
             Ok(r) => Ok(r),
             Err(f @ Failure::HostKeyChanged(_)) => Err(Attempt::Fail(f.to_string())),
+            Err(f @ Failure::TimedOut) if Instant::now() >= deadline => {
+                Err(Attempt::CutShort(f.to_string()))
+            }
             Err(f) => Err(Attempt::Again(f.to_string())),
         }
     }

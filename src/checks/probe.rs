@@ -23,6 +23,8 @@ pub enum Port {
     Refused,
     /// The guest did not answer (not up yet, or no network).
     Silent,
+    /// No answer yet when the check's time ran out: says nothing either way.
+    CutShort,
 }
 
 impl Port {
@@ -35,6 +37,7 @@ impl Port {
             Port::Silent => {
                 format!("the guest does not answer connections to port {port} (no network yet?)")
             }
+            Port::CutShort => format!("no answer yet on port {port} when time ran out"),
         }
     }
 }
@@ -49,14 +52,15 @@ fn established(vm: &mut Vm, host_port: u16) -> std::io::Result<(usize, bool)> {
 }
 
 /// Opens a connection to the guest's `guest_port` and says how the guest answered, waiting at
-/// most until `deadline` (and [`PROBE`]).
+/// most [`PROBE`], and never past `deadline` (then the answer may be [`Port::CutShort`]).
 pub fn tcp(vm: &mut Vm, guest_port: u16, deadline: Instant) -> std::io::Result<Port> {
     let Some(hp) = vm.host_port(guest_port) else {
         return Err(std::io::Error::other(format!(
             "guest port {guest_port} is not forwarded"
         )));
     };
-    let end = deadline.min(Instant::now() + PROBE);
+    let full = Instant::now() + PROBE;
+    let end = deadline.min(full);
     let (before, _) = established(vm, hp)?;
     let s = TcpStream::connect_timeout(&([127, 0, 0, 1], hp).into(), Duration::from_secs(5))?;
     s.set_nonblocking(true)?;
@@ -74,7 +78,11 @@ pub fn tcp(vm: &mut Vm, guest_port: u16, deadline: Instant) -> std::io::Result<P
             break Port::Open;
         }
         if Instant::now() >= end {
-            break Port::Silent;
+            break if end < full {
+                Port::CutShort
+            } else {
+                Port::Silent
+            };
         }
         std::thread::sleep(Duration::from_millis(100));
     };
