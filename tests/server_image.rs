@@ -2,9 +2,10 @@
 //! OpenSSH, amazon-ec2-utils and nginx, booted as an instance of its AMI would boot. Every check
 //! kind passes on a good image (SSH with the key the metadata service served, systemd running,
 //! nginx's page, the user data run by cloud-init, the root grown to the volume by cloud-init's
-//! growpart and resize2fs, `ec2-metadata` unmodified, IMDSv2 enforced, a reboot with the same
-//! host keys), and each fails with its own reason on an image whose nginx configuration is
-//! broken.
+//! growpart and resize2fs, cloud-init's `cloud-id` saying `aws` (ds-identify and the EC2
+//! datasource took the machine for EC2), `ec2-metadata` unmodified, IMDSv2 enforced, a reboot
+//! with the same host keys), and each fails with its own reason on an image whose nginx
+//! configuration is broken.
 //!
 //! The image under test comes from one function, [`server_image`]: today the conventional
 //! build of `scripts/lib/server-image.sh` (mmdebstrap and host tools, as root), described for
@@ -75,6 +76,9 @@ ssh = { command = "cat /var/tmp/kiln-user-data", output = "^user-data ran$" }
 [[test]]
 name = "root grew to the volume"
 ssh = { command = "s=$(df -B1M --output=size / | tail -n 1); echo $s; test $s -gt 3500" }
+[[test]]
+name = "cloud-init took it for AWS"
+ssh = { command = "cloud-id", output = "^aws$" }
 [[test]]
 name = "ec2-metadata works unmodified"
 ssh = { command = "ec2-metadata --instance-id --availability-zone", output = "(?m)^instance-id: i-0[0-9a-f]{16}\n^placement: us-east-1a$" }
@@ -152,7 +156,7 @@ fn every_check_passes_on_a_good_server_image() {
     let (o, j) = run(&img, &recipe, &["--user-data", ud.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}\n{j:#}", text(&o));
     // Every check, then every non-reboot check again after the reboot.
-    assert_eq!(j["results"].as_array().unwrap().len(), 10 + 9, "{j:#}");
+    assert_eq!(j["results"].as_array().unwrap().len(), 11 + 10, "{j:#}");
     assert!(j["results"]
         .as_array()
         .unwrap()

@@ -88,6 +88,8 @@ impl Vm {
             let _ = getrandom::fill(&mut seed);
             let mut id = Identity::new(seed, setup.arch, &e.region, &e.public_key);
             id.root_device_name = e.root_device_name.clone();
+            // The identity document's pendingTime: when this instance was launched, a fact of
+            // the run (as on EC2), not image content.
             id.launch_time = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
