@@ -270,14 +270,16 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
         .unwrap()
         .set_len(64 << 20)
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["test", "--arch", "x86_64"])
-        .arg(&img)
-        .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::boot::KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["test", "--arch", "x86_64"])
+            .arg(&img)
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     // Wait until QEMU runs (the console log's temp file exists, the vars copy is in TMPDIR).
     let started = (0..200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -288,7 +290,7 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
-    let o = child.wait_with_output().unwrap();
+    let o = child.take().wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("qemu (pid"),

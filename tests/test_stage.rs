@@ -488,14 +488,16 @@ ssh = { command = "true" }
 "#;
     let img = probe_image(dir.path(), "probe", true, extra);
     let tmp = tempfile::tempdir().unwrap();
-    let child = kiln()
-        .arg("test")
-        .arg(&img)
-        .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::boot::KillOnDrop(Some(
+        kiln()
+            .arg("test")
+            .arg(&img)
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     // Wait for the guest to have used the metadata service (its console says so), so that
     // relays have run, the key pair exists and the ports are open.
     let needle = tmp.path().to_string_lossy().into_owned();
@@ -554,7 +556,7 @@ ssh = { command = "true" }
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
-    let o = child.wait_with_output().unwrap();
+    let o = child.take().wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     assert_nothing_left(tmp.path());
     for p in ports {

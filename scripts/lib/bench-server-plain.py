@@ -63,11 +63,13 @@ console = bytearray()
 
 
 def read_console():
-    while True:
-        b = qemu.stdout.read1(65536)
-        if not b:
-            return
-        console.extend(b)
+    with open(os.path.join(work, "plain.console.log"), "wb") as log:
+        while True:
+            b = qemu.stdout.read1(65536)
+            if not b:
+                return
+            console.extend(b)
+            log.write(b)
 
 
 threading.Thread(target=read_console, daemon=True).start()

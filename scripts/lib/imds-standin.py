@@ -39,8 +39,14 @@ TOKENS = set()
 
 
 def lookup(parts):
+    if parts == []:
+        return b"dynamic\nmeta-data\nuser-data"
     if parts[:1] == ["user-data"]:
         return UD
+    if parts == ["dynamic"]:
+        return b"instance-identity/"
+    if parts == ["dynamic", "instance-identity"]:
+        return b"document"
     if parts[:3] == ["dynamic", "instance-identity", "document"]:
         return DOC.encode()
     if parts[:1] != ["meta-data"]:

@@ -76,11 +76,11 @@ struct Shared {
 pub struct Server {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    wake: Wake,
+    addr: Addr,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-enum Wake {
+enum Addr {
     Unix(PathBuf),
     Tcp(SocketAddr),
 }
@@ -93,9 +93,9 @@ impl Server {
             stats: Mutex::new(Stats::default()),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let wake = match &listener {
-            Listener::Unix(_, p) => Wake::Unix(p.clone()),
-            Listener::Tcp(l) => Wake::Tcp(l.local_addr()?),
+        let addr = match &listener {
+            Listener::Unix(_, p) => Addr::Unix(p.clone()),
+            Listener::Tcp(l) => Addr::Tcp(l.local_addr()?),
         };
         let (sh, st) = (Arc::clone(&shared), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
@@ -104,16 +104,16 @@ impl Server {
         Ok(Server {
             shared,
             stop,
-            wake,
+            addr,
             thread: Some(thread),
         })
     }
 
     /// The TCP address (for a TCP listener).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        match self.wake {
-            Wake::Tcp(a) => Some(a),
-            Wake::Unix(_) => None,
+        match self.addr {
+            Addr::Tcp(a) => Some(a),
+            Addr::Unix(_) => None,
         }
     }
 
@@ -125,26 +125,44 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        match &self.wake {
-            Wake::Unix(p) => {
-                let _ = UnixStream::connect(p);
-            }
-            Wake::Tcp(a) => {
-                let _ = TcpStream::connect_timeout(a, Duration::from_secs(1));
-            }
-        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Wake::Unix(p) = &self.wake {
+        if let Addr::Unix(p) = &self.addr {
             let _ = std::fs::remove_file(p);
         }
     }
 }
 
+/// How often the accept loop looks at the stop flag.
+const POLL_MS: i32 = 100;
+
+/// Waits up to [`POLL_MS`] for a connection on `fd`.
+fn readable(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, POLL_MS) > 0 }
+}
+
 fn accept_loop(listener: Listener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    use std::os::fd::AsRawFd;
+    let fd = match &listener {
+        Listener::Unix(l, _) => l.as_raw_fd(),
+        Listener::Tcp(l) => l.as_raw_fd(),
+    };
     loop {
+        // Polled, not woken by a connection of our own: the socket file may be gone (its
+        // directory removed under us) and stopping must not depend on reaching it.
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if !readable(fd) {
+            continue;
+        }
         let conn: io::Result<Box<dyn Stream>> = match &listener {
             Listener::Unix(l, _) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Stream>),
             Listener::Tcp(l) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Stream>),

@@ -230,3 +230,25 @@ pub fn assert_nothing_left(tmp: &Path) {
     }
     assert!(procs.is_empty(), "still running: {procs:?}");
 }
+
+/// A child process killed (and reaped) if the test panics before it is taken back.
+pub struct KillOnDrop(pub Option<std::process::Child>);
+
+impl KillOnDrop {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn take(mut self) -> std::process::Child {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
