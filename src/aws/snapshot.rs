@@ -102,7 +102,7 @@ impl SnapshotSpec {
     ) -> Self {
         SnapshotSpec {
             size,
-            description: format!("kiln: {} {} (sha256 {})", id.name, id.version, id.sha256),
+            description: format!("kiln: {} {} ({})", id.name, id.version, id.digests()),
             tags: super::kiln_tags(id),
             client_token: super::created::client_token(),
             encrypted: encrypted || kms_key_arn.is_some(),
