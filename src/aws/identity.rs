@@ -138,11 +138,21 @@ mod tests {
         );
         assert_eq!(
             keys(&id(Some("b"), Some("s"))),
-            [TAG_NAME, TAG_VERSION, TAG_BLOCKS, TAG_SHA256, TAG_KILN_VERSION]
+            [
+                TAG_NAME,
+                TAG_VERSION,
+                TAG_BLOCKS,
+                TAG_SHA256,
+                TAG_KILN_VERSION
+            ]
         );
         let t = kiln_tags(&id(None, Some("s")));
         assert_eq!(ImageIdentity::from_tags(&t), Some(id(None, Some("s"))));
         let bare = kiln_tags(&id(None, None));
-        assert_eq!(ImageIdentity::from_tags(&bare), None, "no digest: not kiln's");
+        assert_eq!(
+            ImageIdentity::from_tags(&bare),
+            None,
+            "no digest: not kiln's"
+        );
     }
 }

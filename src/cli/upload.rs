@@ -2,10 +2,10 @@
 
 use super::aws_common::{self, AwsArgs, UploadArgs, Watcher};
 use kiln::aws::guard::Guard;
+use kiln::aws::identity::TAG_BLOCKS;
 use kiln::aws::retry::Retrier;
 use kiln::aws::snapshot::SnapshotSpec;
 use kiln::aws::upload::{self, UploadOptions};
-use kiln::aws::identity::TAG_BLOCKS;
 use kiln::aws::ImageIdentity;
 use kiln::sink::blocks::BlockMapInfo;
 use kiln::sink::{HashSink, Want};
@@ -85,44 +85,37 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let clients = a.aws.connect(rt)?;
     let retrier = a.upload.retry.retrier();
     let spec = spec(&identity, size, &a.upload);
-    let report = run_upload(
-        rt,
-        &clients,
-        &retrier,
-        &spec,
-        &a.upload,
-        |sink| {
-            if identity.blocks.is_none() {
-                tag_blocks_before_completed(rt.handle(), &clients, &retrier, sink);
+    let report = run_upload(rt, &clients, &retrier, &spec, &a.upload, |sink| {
+        if identity.blocks.is_none() {
+            tag_blocks_before_completed(rt.handle(), &clients, &retrier, sink);
+        }
+        match check {
+            Check::None => upload::write_file(&a.image, sink),
+            Check::Blocks(blocks) => {
+                sink.expect_blocks(blocks);
+                upload::write_file(&a.image, sink)
             }
-            match check {
-                Check::None => upload::write_file(&a.image, sink),
-                Check::Blocks(blocks) => {
-                    sink.expect_blocks(blocks);
-                    upload::write_file(&a.image, sink)
-                }
-                Check::Sha256 => {
-                    let want = Want {
-                        sha256: true,
-                        blocks: false,
-                    };
-                    let mut hashed = HashSink::new(sink, size, want);
-                    upload::write_file(&a.image, &mut hashed)?;
-                    let (_, sent) = hashed.finish().map_err(|e| e.to_string())?;
-                    let sent = sent.sha256.unwrap_or_default();
-                    let claimed = identity.sha256.as_deref().unwrap_or_default();
-                    if sent != claimed {
-                        return Err(format!(
-                            "{}: its sha256 is {sent}, but its manifest says {claimed}; rebuild \
+            Check::Sha256 => {
+                let want = Want {
+                    sha256: true,
+                    blocks: false,
+                };
+                let mut hashed = HashSink::new(sink, size, want);
+                upload::write_file(&a.image, &mut hashed)?;
+                let (_, sent) = hashed.finish().map_err(|e| e.to_string())?;
+                let sent = sent.sha256.unwrap_or_default();
+                let claimed = identity.sha256.as_deref().unwrap_or_default();
+                if sent != claimed {
+                    return Err(format!(
+                        "{}: its sha256 is {sent}, but its manifest says {claimed}; rebuild \
                              the image or remove the stale manifest",
-                            a.image.display(),
-                        ));
-                    }
-                    Ok(())
+                        a.image.display(),
+                    ));
                 }
+                Ok(())
             }
-        },
-    )?;
+        }
+    })?;
     aws_common::summary(&report);
     if a.json {
         println!("{}", aws_common::upload_json(&report));

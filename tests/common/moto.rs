@@ -348,11 +348,11 @@ impl Ec2 {
         self.rt.block_on(f)
     }
 
-    /// Images owned by the account that carry `kiln:image-sha256`.
+    /// Images owned by the account that carry `kiln:name` (kiln's, of any version).
     pub fn kiln_images(&self) -> Vec<aws_sdk_ec2::types::Image> {
         let f = aws_sdk_ec2::types::Filter::builder()
             .name("tag-key")
-            .values("kiln:image-sha256")
+            .values("kiln:name")
             .build();
         let out = self
             .block_on(
