@@ -557,8 +557,9 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     );
 }
 
-/// `build --upload` tags the snapshot with the disk's hash before completing it; a failed
-/// CreateTags fails the upload and deletes the snapshot rather than leaving it untagged.
+/// `build --upload` (and `kiln upload` of a file without a manifest) tags the snapshot with the
+/// blocks digest before waiting for `completed`; a failed CreateTags fails the upload and
+/// deletes the snapshot rather than leaving it unnamed.
 #[test]
 fn build_upload_never_leaves_an_untagged_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -600,4 +601,15 @@ fn build_upload_never_leaves_an_untagged_snapshot() {
         ],
         "{err}"
     );
+    // `kiln upload` of a file with no manifest tags the blocks digest at the same moment, and
+    // fails the same way.
+    let img = dir.path().join("plain.raw");
+    make_image(&img, 4 * MIB, &[(0, 4096)], 5);
+    let o = proxy.kiln().arg("upload").arg(&img).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("tagging the snapshot"), "{err}");
+    let id = nth_deleted_snapshot(&proxy, &moto, &err, 2);
+    assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
+    assert_eq!(proxy.ops("CreateTags").len(), 2);
 }
