@@ -73,7 +73,7 @@ impl ImageIdentity {
             parts.push(format!("sha256 {s}"));
         }
         match parts.is_empty() {
-            true => "no digest yet".into(),
+            true => "no digest".into(),
             false => parts.join(", "),
         }
     }
