@@ -66,8 +66,8 @@ pub struct ImageInfo {
     /// manifests of the first kiln versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<crate::sink::blocks::BlockMapInfo>,
-    /// SHA-256 of every byte of the disk: only with `kiln build --sha256` (and for a publish,
-    /// whose `kiln:image-sha256` tag names it), since it costs the disk's size, not its data.
+    /// SHA-256 of every byte of the disk: only with `--sha256` (then also the `kiln:image-sha256`
+    /// tag on AWS), since it costs the disk's size, not its data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }

@@ -217,11 +217,16 @@ pub fn prepare_with(
 }
 
 /// Streams the whole disk into `sink` (an EBS sink, which computes the block map from the blocks
-/// it sends) and returns once the last byte is written; the disk's SHA-256 is still being
-/// finished on its own thread: the zeros after the last write, most of a sparse disk.
-pub fn write_disk(p: &Prepared, sink: &mut dyn BlockSink) -> Result<PendingDigest, BuildError> {
+/// it sends) and returns once the last byte is written; the disk's SHA-256, if `sha256` asks for
+/// it, is still being finished on its own thread: the zeros after the last write, most of a
+/// sparse disk.
+pub fn write_disk(
+    p: &Prepared,
+    sink: &mut dyn BlockSink,
+    sha256: bool,
+) -> Result<PendingDigest, BuildError> {
     let want = Want {
-        sha256: true,
+        sha256,
         blocks: false,
     };
     let hashed = write_hashed(p, sink, None, want)?;

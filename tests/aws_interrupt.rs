@@ -1,8 +1,10 @@
 //! Ctrl-C at each step from StartSnapshot to an available image: while StartSnapshot is being
-//! answered, after CompleteSnapshot, while RegisterImage is being answered, and while copies are
-//! made. (During the blocks: tests/ebs_upload.rs; while the registered image becomes available:
-//! tests/publish.rs.) After each, no snapshot or image this run made is left, and what was there
-//! before (an image and a snapshot kiln did not make, in every region) is untouched.
+//! answered, during the blocks (of `kiln publish` and of the streamed `kiln build --upload`),
+//! after CompleteSnapshot, while RegisterImage is being answered, and while copies are made.
+//! (During the blocks of `kiln upload`: tests/ebs_upload.rs; while the registered image becomes
+//! available: tests/publish.rs.) After each, no snapshot or image this run made is left, and
+//! what was there before (an image and a snapshot kiln did not make, in every region) is
+//! untouched.
 //!
 //! The proxy holds the answer of the step being interrupted (`--delay-answer`: the call has
 //! happened at moto, the client does not know yet), so the interruption lands exactly there.
@@ -290,4 +292,64 @@ fn ctrl_c_while_copies_are_made_removes_the_copies_and_keeps_the_source() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(again.ops("StartSnapshot").is_empty());
     assert_eq!(again.ops("CopyImage").len(), 2);
+}
+
+/// Ctrl-C while blocks are in flight (the proxy holds their answers): the snapshot is deleted,
+/// never completed or registered, and nothing else is touched.
+fn ctrl_c_during_the_blocks(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, &["us-east-1"]);
+    let moto = Moto::start();
+    foreign(&moto, "us-east-1");
+    let before = contents(&moto, "us-east-1");
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-answer", "PutSnapshotBlock:4000"],
+    );
+    let child = proxy
+        .kiln()
+        .current_dir(d)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err) = interrupt_after(&proxy, child, "PutSnapshotBlock", 1);
+    assert_eq!(code, Some(130), "{err}");
+    let deleted = proxy.ops("DeleteSnapshot");
+    assert_eq!(deleted.len(), 1, "{err}");
+    let id = deleted[0]["params"]["SnapshotId"].as_str().unwrap();
+    let put = proxy.ops("PutSnapshotBlock")[0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        put.starts_with(&format!("/snapshots/{id}/blocks/")),
+        "{put}"
+    );
+    assert!(
+        err.contains(&format!("deleted snapshot {id} in us-east-1")),
+        "{err}"
+    );
+    for op in ["CompleteSnapshot", "RegisterImage", "CreateTags"] {
+        assert!(proxy.ops(op).is_empty(), "{op}: {err}");
+    }
+    nothing_left(&moto, "us-east-1", &before);
+    // A streamed build records nothing of an upload that did not complete.
+    if args[0] == "build" {
+        assert!(!d.join("web.manifest.json").exists(), "{err}");
+    }
+    err
+}
+
+#[test]
+fn ctrl_c_during_the_blocks_of_a_publish_deletes_the_snapshot() {
+    ctrl_c_during_the_blocks(&["publish", "web.toml", "--skip-test", "-o", "web.raw"]);
+}
+
+#[test]
+fn ctrl_c_during_the_blocks_of_a_streamed_build_deletes_the_snapshot() {
+    ctrl_c_during_the_blocks(&["build", "web.toml", "--upload", "-o", "web.raw"]);
 }

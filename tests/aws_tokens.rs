@@ -77,7 +77,10 @@ fn upload_twice_then_publish_the_same_image() {
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let published = j["images"][0]["snapshot_id"].as_str().unwrap();
     assert!(published != first && published != second, "{j}");
-    assert_eq!(j["image_sha256"], sha.as_str());
+    let blocks =
+        common::moto::block_map(&std::fs::read(d.join("web.raw")).unwrap())["sha256"].clone();
+    assert_eq!(j["blocks_sha256"], blocks);
+    assert!(j.get("image_sha256").is_none(), "{j}");
 
     let t = tokens(&proxy);
     assert_eq!(t.len(), 3, "{t:?}");
@@ -172,9 +175,12 @@ dest = "/srv/www"
             &std::fs::read_to_string(d.join(out).with_extension("manifest.json")).unwrap(),
         )
         .unwrap();
+        // No whole-disk hash unless asked for: the blocks digest names the disk.
+        assert!(m["image"].get("sha256").is_none(), "{m}");
+        assert_eq!(j["blocks_sha256"], m["image"]["blocks"]["sha256"]);
         (
             j["snapshot_id"].as_str().unwrap().to_string(),
-            m["image"]["sha256"].as_str().unwrap().to_string(),
+            m["image"]["blocks"]["sha256"].as_str().unwrap().to_string(),
         )
     };
     let (first, sha1) = build("one.raw");
@@ -188,9 +194,10 @@ dest = "/srv/www"
         assert_eq!(snapshot_state(&moto, s).as_deref(), Some("completed"));
         let tags = ec2.snapshot_tags(s).unwrap();
         assert!(
-            tags.contains(&("kiln:image-sha256".into(), sha.clone())),
+            tags.contains(&("kiln:image-blocks-sha256".into(), sha.clone())),
             "{tags:?}"
         );
+        assert!(!tags.iter().any(|(k, _)| k == "kiln:image-sha256"));
     }
     let t = tokens(&proxy);
     assert_eq!(t.len(), 2);
@@ -294,6 +301,8 @@ fn the_proxy_replays_tokens_as_aws_does() {
             .credentials_provider(creds.clone())
             .build(),
     );
+    // The SDK's own error type, as the SDK returns it.
+    #[allow(clippy::result_large_err)]
     let start = |size: i64| {
         rt.block_on(
             ebs.start_snapshot()
@@ -325,6 +334,8 @@ fn the_proxy_replays_tokens_as_aws_does() {
         .unwrap()
         .image_id
         .unwrap();
+    // The SDK's own error type, as the SDK returns it.
+    #[allow(clippy::result_large_err)]
     let copy = |name: &str| {
         rt.block_on(
             ec2.copy_image()
@@ -346,4 +357,86 @@ fn the_proxy_replays_tokens_as_aws_does() {
     let copies = proxy.ops("CopyImage");
     assert_eq!(copies.len(), 3);
     assert_eq!(copies[1]["fault"], "replayed");
+}
+
+/// The ClientToken of each CopyImage a publish sent, in order.
+fn copy_tokens(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .ops("CopyImage")
+        .iter()
+        .map(|r| r["params"]["ClientToken"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A publish whose copy into one region was made and then failed (sharing it failed) removes
+/// that copy; publishing again fills the region with a new copy. CopyImage's token is this run's
+/// own: with a token derived from the image, the region and the name, AWS (and the proxy, which
+/// replays tokens as AWS does) would answer the second CopyImage with the copy the first run
+/// deregistered.
+#[test]
+fn a_region_refilled_after_its_copy_was_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("web.toml"),
+        common::moto::web_recipe(
+            "1.0.0",
+            &["us-east-1", "eu-west-1"],
+            "share_accounts = [\"111122223333\"]",
+        ),
+    )
+    .unwrap();
+    let moto = Moto::start();
+    let west = Ec2::new(&moto, "eu-west-1");
+    let failing = Proxy::start(
+        &moto,
+        &d.join("cap1.jsonl"),
+        &["--fail-region", "eu-west-1:ModifyImageAttribute"],
+    );
+    let o = publish(&failing, d);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let made: Vec<Value> = failing
+        .ops("CopyImage")
+        .into_iter()
+        .filter(|c| c["status"] == 200)
+        .collect();
+    assert_eq!(made.len(), 1, "the copy was made: {err}");
+    let dereg = failing.ops("DeregisterImage");
+    assert_eq!(dereg.len(), 1, "{err}");
+    assert_eq!(dereg[0]["region"], "eu-west-1");
+    let gone = dereg[0]["params"]["ImageId"].as_str().unwrap().to_string();
+    assert!(west.kiln_images().is_empty(), "{err}");
+    let first_token = copy_tokens(&failing);
+    drop(failing);
+
+    let proxy = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
+    let out = ok(&publish(&proxy, d));
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let refilled = j["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["region"] == "eu-west-1")
+        .unwrap_or_else(|| panic!("{j}"))["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(refilled, gone);
+    let copies = proxy.ops("CopyImage");
+    assert_eq!(copies.len(), 1);
+    assert!(copies[0]["fault"].is_null(), "{:?}", copies[0]["fault"]);
+    let second_token = copy_tokens(&proxy);
+    assert_ne!(first_token, second_token);
+    let sha = common::sha256_file(&d.join("web.raw"));
+    for t in first_token.iter().chain(&second_token) {
+        assert_run_token(&Value::from(t.as_str()), &sha);
+    }
+    let images = west.kiln_images();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].image_id(), Some(refilled.as_str()));
+    assert!(
+        proxy.ops("StartSnapshot").is_empty(),
+        "the source is reused"
+    );
 }

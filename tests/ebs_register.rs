@@ -114,7 +114,11 @@ fn register_sends_every_field_from_the_recipe() {
             })
             .collect();
         let has = |k: &str| tags.iter().any(|(t, _)| t == k);
-        assert!(has("kiln:image-sha256") && has("kiln:name") && has("kiln:kiln-version"));
+        assert!(has("kiln:image-blocks-sha256") && has("kiln:name") && has("kiln:kiln-version"));
+        assert!(
+            !has("kiln:image-sha256"),
+            "no whole-disk hash unless asked: {tags:?}"
+        );
         assert!(
             tags.contains(&("team".into(), "platform".into())),
             "{tags:?}"

@@ -51,7 +51,8 @@ fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
     assert_eq!(j["volume_size_gib"], 1);
     assert_eq!(j["blocks_sent"], want.len() as u64);
 
-    // StartSnapshot: whole GiB, a ClientToken of this run's own, the kiln tags.
+    // StartSnapshot: whole GiB, a ClientToken of this run's own, the kiln tags. A file with no
+    // manifest has no known digest yet, and is not hashed before the upload.
     let sha = sha256_file(&img);
     let start = proxy.ops("StartSnapshot");
     assert_eq!(start.len(), 1);
@@ -60,9 +61,24 @@ fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
     common::moto::assert_run_token(&body["ClientToken"], &sha);
     assert_eq!(body["Timeout"], 60);
     let tags = body["Tags"].as_array().unwrap();
-    assert!(tags
-        .iter()
-        .any(|t| t["Key"] == "kiln:image-sha256" && t["Value"] == sha.as_str()));
+    assert!(tags.iter().any(|t| t["Key"] == "kiln:name"), "{tags:?}");
+    assert!(
+        !tags
+            .iter()
+            .any(|t| t["Key"].as_str().unwrap().starts_with("kiln:image-")),
+        "{tags:?}"
+    );
+    // The blocks digest of the blocks sent (the definition's, computed here from the bytes) is
+    // tagged once they are all sent, after CompleteSnapshot, before the wait for `completed`.
+    let blocks = block_map(&data)["sha256"].clone();
+    assert_eq!(j["blocks_sha256"], blocks);
+    let tagged = proxy.ops("CreateTags");
+    assert_eq!(tagged.len(), 1);
+    let p = &tagged[0]["params"];
+    assert_eq!(p["ResourceId.1"], id.as_str());
+    assert_eq!(p["Tag.1.Key"], "kiln:image-blocks-sha256");
+    assert_eq!(p["Tag.1.Value"], blocks);
+    assert!(p.get("Tag.2.Key").is_none(), "{p}");
 
     // Only non-zero blocks, each with the checksum of its body.
     let puts = proxy.ops("PutSnapshotBlock");
@@ -178,7 +194,7 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
     let streamed = dir.path().join("streamed/disk.raw");
     let out = ok(&proxy
         .kiln()
-        .args(["build", "--upload", "--json", "-o"])
+        .args(["build", "--upload", "--sha256", "--json", "-o"])
         .arg(&streamed)
         .arg(&recipe)
         .output()
@@ -207,14 +223,19 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
     assert_eq!(streamed_m["image"]["sha256"], sha256_file(&file).as_str());
     assert_eq!(streamed_m["snapshot"]["snapshot_id"], id);
     assert_eq!(streamed_m["snapshot"]["region"], "us-east-1");
-    // The disk's hash, known only at the end, is tagged after CompleteSnapshot and before the
-    // wait for `completed`.
+    // The disk's digests, known only at the end, are tagged after CompleteSnapshot and before
+    // the wait for `completed`: the blocks digest, and (asked for with --sha256) the sha256.
     let tags = proxy.ops("CreateTags");
     assert_eq!(tags.len(), 1);
     let p = &tags[0]["params"];
     assert_eq!(p["ResourceId.1"], id);
-    assert_eq!(p["Tag.1.Key"], "kiln:image-sha256");
-    assert_eq!(p["Tag.1.Value"], sha256_file(&file).as_str());
+    assert_eq!(p["Tag.1.Key"], "kiln:image-blocks-sha256");
+    assert_eq!(
+        p["Tag.1.Value"],
+        block_map(&std::fs::read(&file).unwrap())["sha256"]
+    );
+    assert_eq!(p["Tag.2.Key"], "kiln:image-sha256");
+    assert_eq!(p["Tag.2.Value"], sha256_file(&file).as_str());
     let order: Vec<String> = proxy
         .requests()
         .iter()
@@ -247,7 +268,8 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
     let blocks = file_m["image"]["blocks"]["sha256"].as_str().unwrap();
     assert!(
         verified.contains(&format!(
-            "is identical to {} (blocks sha256 {blocks})",
+            "is identical to {} (blocks sha256 {blocks}; tagged so: kiln:image-blocks-sha256, \
+             kiln:image-sha256)",
             file.display()
         )),
         "{verified}"
@@ -376,8 +398,10 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
         manifest["image"]["blocks"],
         block_map(&std::fs::read(&img).unwrap())
     );
-    // A plain build does not hash the whole disk; the upload does, for the tag.
+    // A plain build does not hash the whole disk, and neither does the upload: the snapshot is
+    // named by the manifest's blocks digest from the start.
     assert_eq!(manifest["image"].get("sha256"), None);
+    let blocks = manifest["image"]["blocks"]["sha256"].as_str().unwrap();
     let out = ok(&proxy.kiln().arg("upload").arg(&img).output().unwrap());
     let start = proxy.ops("StartSnapshot");
     let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
@@ -386,6 +410,27 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     for (k, v) in [
         ("kiln:name", "ebs-e2e"),
         ("kiln:version", "2.0"),
+        ("kiln:image-blocks-sha256", blocks),
+    ] {
+        assert!(
+            tags.iter().any(|t| t["Key"] == k && t["Value"] == v),
+            "{k}={v} in {tags:?}"
+        );
+    }
+    assert!(!tags.iter().any(|t| t["Key"] == "kiln:image-sha256"));
+    assert!(proxy.ops("CreateTags").is_empty());
+    // --sha256 asks for the whole-disk hash: computed before the upload, tagged at the start.
+    let hashed = ok(&proxy
+        .kiln()
+        .args(["upload", "--sha256"])
+        .arg(&img)
+        .output()
+        .unwrap());
+    let start = proxy.ops("StartSnapshot");
+    let body: Value = serde_json::from_str(start[1]["body"].as_str().unwrap()).unwrap();
+    let tags = body["Tags"].as_array().unwrap();
+    for (k, v) in [
+        ("kiln:image-blocks-sha256", blocks),
         ("kiln:image-sha256", sha.as_str()),
     ] {
         assert!(
@@ -393,6 +438,47 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
             "{k}={v} in {tags:?}"
         );
     }
+    // verify holds the snapshot to both tags (and reads the sha256 one only where it is).
+    let v = ok(&proxy
+        .kiln()
+        .args(["verify", hashed.trim()])
+        .arg(&img)
+        .output()
+        .unwrap());
+    assert!(
+        v.contains("tagged so: kiln:image-blocks-sha256, kiln:image-sha256"),
+        "{v}"
+    );
+    // The same bytes under a tag that names another disk fail it.
+    let ec2 = common::moto::Ec2::new(&moto, "us-east-1");
+    let wrong = "0".repeat(64);
+    ec2.block_on(
+        ec2.client
+            .create_tags()
+            .resources(hashed.trim())
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("kiln:image-sha256")
+                    .value(&wrong)
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let o = proxy
+        .kiln()
+        .args(["verify", hashed.trim()])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{v}");
+    assert!(
+        v.contains(&format!(
+            "but its tags name another image: kiln:image-sha256 is {wrong}, not the image's {sha}"
+        )),
+        "{v}"
+    );
     assert_eq!(
         snapshot_state(&moto, out.trim()).as_deref(),
         Some("completed")
@@ -423,6 +509,15 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     f.read_exact_at(&mut byte, 60 << 20).unwrap();
     f.write_all_at(&[byte[0] ^ 0xff], 60 << 20).unwrap();
     stale("are not the ones its manifest records", 1);
+    // verify sees the byte that differs.
+    let o = proxy
+        .kiln()
+        .args(["verify", out.trim()])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("differs from"));
     f.write_all_at(&byte, 60 << 20).unwrap();
     // A byte where the disk was all zeros: one block more than the manifest knows.
     let data = std::fs::read(&img).unwrap();
@@ -457,13 +552,14 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     stale("but its manifest says", 4);
     assert_eq!(
         proxy.ops("CompleteSnapshot").len(),
-        1,
-        "only the good upload completed"
+        2,
+        "only the good uploads completed"
     );
 }
 
-/// `build --upload` tags the snapshot with the disk's hash before completing it; a failed
-/// CreateTags fails the upload and deletes the snapshot rather than leaving it untagged.
+/// `build --upload` (and `kiln upload` of a file without a manifest) tags the snapshot with the
+/// blocks digest before waiting for `completed`; a failed CreateTags fails the upload and
+/// deletes the snapshot rather than leaving it unnamed.
 #[test]
 fn build_upload_never_leaves_an_untagged_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -505,4 +601,15 @@ fn build_upload_never_leaves_an_untagged_snapshot() {
         ],
         "{err}"
     );
+    // `kiln upload` of a file with no manifest tags the blocks digest at the same moment, and
+    // fails the same way.
+    let img = dir.path().join("plain.raw");
+    make_image(&img, 4 * MIB, &[(0, 4096)], 5);
+    let o = proxy.kiln().arg("upload").arg(&img).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("tagging the snapshot"), "{err}");
+    let id = nth_deleted_snapshot(&proxy, &moto, &err, 2);
+    assert!(err.contains(&format!("deleted snapshot {id}")), "{err}");
+    assert_eq!(proxy.ops("CreateTags").len(), 2);
 }

@@ -67,7 +67,7 @@ fn assert_read_only(ops: &[String]) {
     assert!(!ops.is_empty());
 }
 
-/// Registers an image in moto directly: not kiln's (no kiln:image-sha256 tag).
+/// Registers an image in moto directly: not kiln's (no kiln digest tag).
 fn foreign_image(ec2: &Ec2, name: &str, tags: &[(&str, &str)]) -> String {
     let out = ec2
         .block_on(ec2.client.register_image().name(name).send())
@@ -307,7 +307,7 @@ fn share_deprecate_copy_and_deregister_one_image() {
         "{tags:?}"
     );
     assert!(
-        tags.iter().any(|(k, _)| k == "kiln:image-sha256"),
+        tags.iter().any(|(k, _)| k == "kiln:image-blocks-sha256"),
         "{tags:?}"
     );
     let copy_snaps: Vec<String> = copies[0]

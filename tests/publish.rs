@@ -31,6 +31,14 @@ share_organizations = ["arn:aws:organizations::111122223333:organization/o-abcde
 share_organizational_units = ["arn:aws:organizations::111122223333:ou/o-abcdefghij/ou-abcd-12345678"]
 deprecate_after = "365d""#;
 
+/// The blocks digest of an image file, by the definition (tests/common/moto.rs).
+fn blocks_digest(image: &Path) -> String {
+    common::moto::block_map(&std::fs::read(image).unwrap())["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn write_recipe(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("web.toml");
     std::fs::write(&p, text).unwrap();
@@ -74,11 +82,17 @@ fn tag_spec(p: &Value, n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-fn has_all(tags: &[(String, String)], sha: &str) {
+/// kiln's tags, naming the image by its blocks digest `blocks` (and by nothing else: the whole
+/// disk's sha256 is not computed unless asked for), and `[ami.tags]`.
+fn has_all(tags: &[(String, String)], blocks: &str) {
+    assert!(
+        !tags.iter().any(|(k, _)| k == "kiln:image-sha256"),
+        "{tags:?}"
+    );
     for (k, v) in [
         ("kiln:name", "web"),
         ("kiln:version", "1.0.0"),
-        ("kiln:image-sha256", sha),
+        ("kiln:image-blocks-sha256", blocks),
         ("kiln:kiln-version", env!("CARGO_PKG_VERSION")),
         ("team", "platform"),
     ] {
@@ -100,7 +114,8 @@ fn publishes_to_two_regions_then_again_without_uploading() {
     let out = ok(&publish(&proxy, d, &["--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let sha = common::sha256_file(&d.join("web.raw"));
-    assert_eq!(j["image_sha256"], sha.as_str());
+    let blocks = blocks_digest(&d.join("web.raw"));
+    assert_eq!(j["blocks_sha256"], blocks.as_str());
     let got = images(&j);
     assert_eq!(
         got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
@@ -133,8 +148,8 @@ fn publishes_to_two_regions_then_again_without_uploading() {
     common::moto::assert_run_token(&c["params"]["ClientToken"], &sha);
     assert_eq!(c["params"]["TagSpecification.1.ResourceType"], "image");
     assert_eq!(c["params"]["TagSpecification.2.ResourceType"], "snapshot");
-    has_all(&tag_spec(&c["params"], 1), &sha);
-    has_all(&tag_spec(&c["params"], 2), &sha);
+    has_all(&tag_spec(&c["params"], 1), &blocks);
+    has_all(&tag_spec(&c["params"], 2), &blocks);
 
     // What moto holds, region by region: tags on image and snapshot, launch permissions for the
     // account, the organization and the OU, create-volume permission for the account only.
@@ -143,8 +158,11 @@ fn publishes_to_two_regions_then_again_without_uploading() {
         let imgs = ec2.kiln_images();
         assert_eq!(imgs.len(), 1, "{region}");
         assert_eq!(imgs[0].image_id(), Some(image.as_str()));
-        has_all(&pairs(imgs[0].tags()), &sha);
-        has_all(&ec2.snapshot_tags(snap).expect("the snapshot exists"), &sha);
+        has_all(&pairs(imgs[0].tags()), &blocks);
+        has_all(
+            &ec2.snapshot_tags(snap).expect("the snapshot exists"),
+            &blocks,
+        );
         let mut lp = ec2.launch_permissions(image);
         lp.sort();
         let want = |k: &str, v: &str| (k.to_string(), v.to_string());
@@ -444,8 +462,8 @@ fn the_boot_test_gates_the_upload() {
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(images(&j).len(), 1);
     assert_eq!(
-        j["image_sha256"],
-        common::sha256_file(&d.join("web.raw")).as_str()
+        j["blocks_sha256"],
+        blocks_digest(&d.join("web.raw")).as_str()
     );
     assert_eq!(proxy.ops("StartSnapshot").len(), 1);
     assert_eq!(proxy.ops("RegisterImage").len(), 1);
@@ -563,4 +581,153 @@ fn ctrl_c_while_the_image_becomes_available_removes_image_and_snapshot() {
         .images()
         .iter()
         .all(|i| i.image_id() != Some(image.as_str())));
+}
+
+/// Sets `tags` on `id` and removes the tags named in `remove`, in moto directly.
+fn retag(ec2: &Ec2, id: &str, tags: &[(&str, &str)], remove: &[&str]) {
+    use aws_sdk_ec2::types::Tag;
+    let tag = |k: &str, v: Option<&str>| {
+        Tag::builder()
+            .key(k)
+            .set_value(v.map(str::to_string))
+            .build()
+    };
+    if !remove.is_empty() {
+        let gone: Vec<Tag> = remove.iter().map(|k| tag(k, None)).collect();
+        ec2.block_on(
+            ec2.client
+                .delete_tags()
+                .resources(id)
+                .set_tags(Some(gone))
+                .send(),
+        )
+        .unwrap();
+    }
+    let set: Vec<Tag> = tags.iter().map(|(k, v)| tag(k, Some(v))).collect();
+    ec2.block_on(
+        ec2.client
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(set))
+            .send(),
+    )
+    .unwrap();
+}
+
+const EARLIER: &str = "was published by an earlier kiln, which named images by the whole disk's \
+                       sha256 alone: hashing the image to compare";
+
+/// Images and snapshots published by an earlier kiln carry `kiln:image-sha256` (the whole disk's
+/// sha256) and no blocks digest. Publishing the same image with this kiln finds them: the disk is
+/// hashed then, and only then (once for all regions), nothing is uploaded or copied, and they get
+/// the blocks tag, keeping the kiln version that made them. A later publish finds them by the
+/// blocks tag without hashing, and an earlier kiln's image of other bytes under the AMI name is
+/// reported, not taken.
+#[test]
+fn an_earlier_kilns_images_are_found_by_their_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let regions = ["us-east-1", "eu-west-1"];
+    write_recipe(d, &recipe("1.0.0", &regions, ""));
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+    let o = publish(&proxy, d, &["--json"]);
+    let first: Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(EARLIER));
+    let got = images(&first);
+    assert_eq!(got.len(), 2);
+    drop(proxy);
+
+    // As an earlier kiln left them: the sha256 tag, no blocks tag, its own version.
+    let sha = common::sha256_file(&d.join("web.raw"));
+    let blocks = blocks_digest(&d.join("web.raw"));
+    for (region, image, snap) in &got {
+        let ec2 = Ec2::new(&moto, region);
+        for id in [image, snap] {
+            retag(
+                &ec2,
+                id,
+                &[("kiln:image-sha256", &sha), ("kiln:kiln-version", "0.0.9")],
+                &["kiln:image-blocks-sha256"],
+            );
+        }
+    }
+    assert!(Ec2::new(&moto, "us-east-1")
+        .snapshot_tags(&got[0].2)
+        .unwrap()
+        .iter()
+        .all(|(k, _)| k != "kiln:image-blocks-sha256"));
+
+    let proxy = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
+    let o = publish(&proxy, d, &["--json"]);
+    let again: Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(images(&again), got, "{err}");
+    assert_eq!(err.matches(EARLIER).count(), 1, "hashed once: {err}");
+    assert_eq!(again["image_sha256"], sha.as_str());
+    assert_eq!(again["blocks_sha256"], blocks.as_str());
+    for op in ["StartSnapshot", "RegisterImage", "CopyImage"] {
+        assert!(proxy.ops(op).is_empty(), "{op}: {err}");
+    }
+    for (region, image, snap) in &got {
+        let ec2 = Ec2::new(&moto, region);
+        let imgs = ec2.kiln_images();
+        assert_eq!(imgs.len(), 1, "{region}");
+        assert_eq!(imgs[0].image_id(), Some(image.as_str()));
+        for tags in [pairs(imgs[0].tags()), ec2.snapshot_tags(snap).unwrap()] {
+            for (k, v) in [
+                ("kiln:image-blocks-sha256", blocks.as_str()),
+                ("kiln:image-sha256", sha.as_str()),
+                ("kiln:kiln-version", "0.0.9"),
+            ] {
+                assert!(tags.contains(&(k.into(), v.into())), "{region}: {tags:?}");
+            }
+        }
+    }
+    drop(proxy);
+
+    // Now found by the blocks tag: no hashing, nothing changed.
+    let proxy = Proxy::start(&moto, &d.join("cap3.jsonl"), &[]);
+    let o = publish(&proxy, d, &["--json"]);
+    let third: Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(EARLIER));
+    assert_eq!(images(&third), got);
+    assert!(third.get("image_sha256").is_none(), "{third}");
+    let changed: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|r| r["op"].as_str().unwrap().to_string())
+        .filter(|o| is_mutating(o))
+        .collect();
+    assert!(changed.is_empty(), "{changed:?}");
+    drop(proxy);
+
+    // An earlier kiln's image of other bytes holds the name: reported, not taken, nothing sent.
+    let east = Ec2::new(&moto, "us-east-1");
+    let other = "0".repeat(64);
+    retag(
+        &east,
+        &got[0].1,
+        &[("kiln:image-sha256", &other)],
+        &["kiln:image-blocks-sha256"],
+    );
+    let proxy = Proxy::start(&moto, &d.join("cap4.jsonl"), &[]);
+    let o = publish(&proxy, d, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(EARLIER), "{err}");
+    assert!(
+        err.contains(&format!(
+            "is taken in us-east-1 by {} (kiln's web 1.0.0, sha256 {other}, available)",
+            got[0].1
+        )),
+        "{err}"
+    );
+    let changed: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|r| r["op"].as_str().unwrap().to_string())
+        .filter(|o| is_mutating(o))
+        .collect();
+    assert!(changed.is_empty(), "{changed:?}");
 }

@@ -1,16 +1,17 @@
 //! Copies of an image into other regions (CopyImage), found by what they are or made anew.
 //!
-//! A copy is found by its tags (`kiln:image-sha256` and the AMI name, `Owners=self`), never
+//! A copy is found by its tags (the image's digests and the AMI name, `Owners=self`), never
 //! through a ClientToken: CopyImage's token is random and this run's own, kept for the retries
 //! of that one call, because AWS answers a repeated token with the original result, and a copy
 //! an earlier run made and then cleaned up would come back as this run's.
 
 use super::created::{self, NewImage, Origin};
 use super::distribute::{self, DistributeError};
+use super::earlier::{self, WholeDiskSha256};
 use super::guard::Guard;
 use super::images::{self, AmiInfo};
 use super::retry::{CallError, Retrier};
-use super::{image_and_snapshot_tags, register, Clients};
+use super::{image_and_snapshot_tags, register, Clients, ImageIdentity};
 use std::time::Duration;
 
 /// One CopyImage request, as sent (and, to learn what it made after its answer was lost, sent
@@ -74,35 +75,46 @@ pub async fn send(
     }
 }
 
-/// The copy of `source` in the client's region, `available`: found by its tags
-/// (`kiln:image-sha256` = `sha256` and the AMI name), or made with CopyImage and tagged with
-/// `tags`. Returns it, and the copy if this run made it. From before CopyImage until the copy
-/// is available a [`Guard`] watches: a copy that fails (or Ctrl-C) is deregistered with the
-/// snapshots it made, and the error says so. An image of another sha256 holding the AMI name
-/// is reported, not touched.
+/// The copy of `source` (the disk `want`) in the client's region, `available`: found by its
+/// tags (`want`'s digests and the AMI name), or made with CopyImage and tagged with `tags`. An
+/// earlier kiln's copy, tagged by the sha256 alone, is found through `sha` (see
+/// [`earlier`]). Returns it, and the copy if this run made it. From before CopyImage until the
+/// copy is available a [`Guard`] watches: a copy that fails (or Ctrl-C) is deregistered with
+/// the snapshots it made, and the error says so. Another image holding the AMI name is
+/// reported, not touched.
 #[allow(clippy::too_many_arguments)]
 pub async fn ensure_copy(
     clients: &Clients,
     retrier: &Retrier,
     source: &AmiInfo,
-    sha256: &str,
+    want: &ImageIdentity,
+    sha: &WholeDiskSha256,
     description: Option<&str>,
     tags: &[(String, String)],
     timeout: Duration,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(AmiInfo, Option<NewImage>), DistributeError> {
-    let query = images::Query {
-        sha256: Some(sha256.to_string()),
-        ami_name: Some(source.ami_name.clone()),
-        name: None,
+    let query = images::Query::disk(want, &source.ami_name);
+    let mut found = images::find_usable(clients, retrier, &query).await?;
+    let holder = match found {
+        Some(_) => None,
+        None => register::name_holder(clients, retrier, &source.ami_name).await?,
     };
-    if let Some(found) = images::find_usable(clients, retrier, &query).await? {
+    if let Some(h) = &holder {
+        let earlier = earlier::is_earlier_publish(h, want, sha, progress)
+            .await
+            .map_err(DistributeError::Other)?;
+        if earlier {
+            found = Some(h.clone());
+        }
+    }
+    if let Some(found) = found {
         progress(&format!("found {} ({})", found.image_id, found.state));
         let info = distribute::wait_available(clients, retrier, &found.image_id, timeout, progress)
             .await?;
         return Ok((info, None));
     }
-    if let Some(h) = register::name_holder(clients, retrier, &source.ami_name).await? {
+    if let Some(h) = holder {
         return Err(DistributeError::NameTaken {
             name: source.ami_name.clone(),
             region: clients.region.clone(),

@@ -41,6 +41,8 @@ pub enum DistributeError {
     },
     #[error("{cause}; {cleanup}")]
     CleanedUp { cause: String, cleanup: String },
+    #[error("{0}")]
+    Other(String),
     #[error("image {id} in {region} is not available after {secs}s (last state {state:?}); raise --wait-timeout")]
     WaitTimeout {
         id: String,

@@ -1,8 +1,9 @@
 //! kiln's AMIs, found by the kiln tags: look up, list, deregister with their snapshots, prune.
 //!
 //! kiln only manages images it made. An image counts as kiln's when it carries `kiln:name`,
-//! `kiln:version` and `kiln:image-sha256` (see [`super::kiln_tags`]); every function here that
-//! changes anything refuses other images. Queries are always `Owners=self`.
+//! `kiln:version` and a digest: `kiln:image-blocks-sha256`, or `kiln:image-sha256` alone on
+//! what earlier kiln versions made (see [`super::identity`]); every function here that changes
+//! anything refuses other images. Queries are always `Owners=self`.
 
 use super::retry::{CallError, Cause, Retrier, RetryPolicy};
 use super::{Clients, ImageIdentity};
@@ -10,10 +11,7 @@ use aws_sdk_ec2::types::{Filter, Image};
 use std::cmp::Ordering;
 use tokio::time::Instant;
 
-pub const TAG_NAME: &str = "kiln:name";
-pub const TAG_VERSION: &str = "kiln:version";
-pub const TAG_SHA256: &str = "kiln:image-sha256";
-pub const TAG_KILN_VERSION: &str = "kiln:kiln-version";
+pub use super::identity::{TAG_BLOCKS, TAG_KILN_VERSION, TAG_NAME, TAG_SHA256, TAG_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
@@ -21,7 +19,7 @@ pub enum ImagesError {
     Call(#[from] CallError),
     #[error("image {id} does not exist in {region} (or is not owned by this account)")]
     NotFound { id: String, region: String },
-    #[error("image {id} in {region} has no kiln tags ({TAG_NAME}, {TAG_VERSION}, {TAG_SHA256}); kiln only manages images it made")]
+    #[error("image {id} in {region} has no kiln tags ({TAG_NAME}, {TAG_VERSION}, {TAG_BLOCKS} or {TAG_SHA256}); kiln only manages images it made")]
     NotKiln { id: String, region: String },
 }
 
@@ -87,13 +85,9 @@ impl AmiInfo {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The kiln tags, if the image has all of them: only then is it kiln's.
+    /// The kiln tags, if the image has them (name, version, a digest): only then is it kiln's.
     pub fn identity(&self) -> Option<ImageIdentity> {
-        Some(ImageIdentity {
-            name: self.tag(TAG_NAME)?.to_string(),
-            version: self.tag(TAG_VERSION)?.to_string(),
-            sha256: self.tag(TAG_SHA256)?.to_string(),
-        })
+        ImageIdentity::from_tags(&self.tags)
     }
 }
 
@@ -102,10 +96,36 @@ impl AmiInfo {
 pub struct Query {
     /// `kiln:name`.
     pub name: Option<String>,
-    /// `kiln:image-sha256`.
+    /// `kiln:image-blocks-sha256`: the image names this disk (see [`Query::disk`]).
+    pub blocks: Option<String>,
+    /// `kiln:image-sha256`: with `blocks`, it also finds what an earlier kiln tagged by the
+    /// sha256 alone.
     pub sha256: Option<String>,
     /// The AMI name.
     pub ami_name: Option<String>,
+}
+
+impl Query {
+    /// Images of the disk `id` names (by its digests), under the AMI name `ami_name`.
+    pub fn disk(id: &ImageIdentity, ami_name: &str) -> Query {
+        Query {
+            name: None,
+            blocks: id.blocks.clone(),
+            sha256: id.sha256.clone(),
+            ami_name: Some(ami_name.to_string()),
+        }
+    }
+
+    /// Whether a kiln image with identity `id` matches.
+    fn matches(&self, id: &ImageIdentity) -> bool {
+        let digests = ImageIdentity {
+            blocks: self.blocks.clone(),
+            sha256: self.sha256.clone(),
+            ..Default::default()
+        };
+        self.name.as_ref().is_none_or(|n| *n == id.name)
+            && ((self.blocks.is_none() && self.sha256.is_none()) || digests.same_disk(id))
+    }
 }
 
 /// A policy under which "does not exist" is retried for a while: a just-made image or copy may
@@ -190,12 +210,16 @@ pub async fn find(
     q: &Query,
 ) -> Result<Vec<AmiInfo>, CallError> {
     let filter = |name: &str, value: &str| Filter::builder().name(name).values(value).build();
-    let mut filters = vec![filter("tag-key", TAG_SHA256)];
+    // Every kiln image, of any version, carries kiln:name; the digests are checked below (an
+    // earlier kiln's image has no blocks tag, so a query with both digests cannot filter on it).
+    let mut filters = vec![filter("tag-key", TAG_NAME)];
     if let Some(n) = &q.name {
         filters.push(filter(&format!("tag:{TAG_NAME}"), n));
     }
-    if let Some(s) = &q.sha256 {
-        filters.push(filter(&format!("tag:{TAG_SHA256}"), s));
+    match (&q.blocks, &q.sha256) {
+        (Some(b), None) => filters.push(filter(&format!("tag:{TAG_BLOCKS}"), b)),
+        (None, Some(s)) => filters.push(filter(&format!("tag:{TAG_SHA256}"), s)),
+        _ => {}
     }
     if let Some(n) = &q.ami_name {
         filters.push(filter("name", n));
@@ -227,10 +251,8 @@ pub async fn find(
     // The filters ran on the server; check again here, because kiln must never act on an image
     // that is not its own.
     found.retain(|i| {
-        i.identity().is_some_and(|id| {
-            q.name.as_ref().is_none_or(|n| *n == id.name)
-                && q.sha256.as_ref().is_none_or(|s| *s == id.sha256)
-        }) && q.ami_name.as_ref().is_none_or(|n| *n == i.ami_name)
+        i.identity().is_some_and(|id| q.matches(&id))
+            && q.ami_name.as_ref().is_none_or(|n| *n == i.ami_name)
             && i.state != "deregistered"
     });
     found.sort_by(newest_last);
@@ -494,7 +516,7 @@ mod tests {
             tags: vec![
                 (TAG_NAME.into(), "web".into()),
                 (TAG_VERSION.into(), version.into()),
-                (TAG_SHA256.into(), id.into()),
+                (TAG_BLOCKS.into(), id.into()),
             ],
         }
     }
@@ -569,7 +591,7 @@ mod tests {
     #[test]
     fn deregistering_is_refused_for_foreign_images() {
         let mut foreign = img("z", "1", "2024-01-01T00:00:00.000Z", "x86_64", "available");
-        foreign.tags.retain(|(k, _)| k != TAG_SHA256);
+        foreign.tags.retain(|(k, _)| k != TAG_BLOCKS);
         assert!(foreign.identity().is_none());
         let steps = deregister_steps(&img("y", "1", "", "x86_64", "available"), false);
         assert_eq!(steps.len(), 2);

@@ -7,20 +7,15 @@
 //! `AWS_ENDPOINT_URL_EBS` / `AWS_ENDPOINT_URL_EC2`) is honoured by aws-config itself, for both
 //! clients.
 //!
-//! Tags kiln puts on every snapshot and image it makes (see [`kiln_tags`]):
-//!
-//! | key | value |
-//! |---|---|
-//! | `kiln:name` | the recipe's `image.name` |
-//! | `kiln:version` | the recipe's `image.version` |
-//! | `kiln:image-sha256` | SHA-256 (hex) of the whole raw disk |
-//! | `kiln:kiln-version` | the version of kiln that made it |
+//! The tags kiln puts on every snapshot and image it makes, and what they name: [`identity`].
 
 pub mod classify;
 pub mod copy;
 pub mod created;
 pub mod distribute;
+pub mod earlier;
 pub mod guard;
+pub mod identity;
 pub mod images;
 pub mod pace;
 pub mod publish;
@@ -31,6 +26,8 @@ pub mod upload;
 pub mod verify;
 
 use std::time::Duration;
+
+pub use identity::{kiln_tags, ImageIdentity};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]
@@ -93,27 +90,6 @@ pub fn https_client() -> aws_sdk_ec2::config::SharedHttpClient {
             tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https()
-}
-
-/// What the kiln tags say about an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageIdentity {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-}
-
-/// The tags kiln puts on snapshots and images, as (key, value) pairs.
-pub fn kiln_tags(id: &ImageIdentity) -> Vec<(String, String)> {
-    vec![
-        ("kiln:name".into(), id.name.clone()),
-        ("kiln:version".into(), id.version.clone()),
-        ("kiln:image-sha256".into(), id.sha256.clone()),
-        (
-            "kiln:kiln-version".into(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-    ]
 }
 
 /// EC2 tags from key/value pairs.

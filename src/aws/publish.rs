@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! build → test (the caller's closure)
-//!   → first region: find the AMI by kiln:image-sha256 + name, or upload → register → available
+//!   → first region: find the AMI by its digest tags + name, or upload → register → available
 //!   → every other region, in parallel: find the copy, or CopyImage → available → finalize
 //!   → first region: finalize                     (finalize = tags, shares, deprecation)
 //! ```
@@ -15,9 +15,15 @@
 //! snapshots deleted, so no half-shared image is left behind; a failed registration deletes the
 //! snapshot this run uploaded. Nothing an earlier run (or the user) made is ever removed: only
 //! what [`super::created`] records as this run's.
+//!
+//! The image is named by its blocks digest (`kiln:image-blocks-sha256`); the whole disk's sha256
+//! is tagged too when the build made it (`--sha256`). What an earlier kiln published under the
+//! sha256 alone is found through [`super::earlier`], which hashes the disk only when such an
+//! image holds the AMI name.
 
 use super::created::{self, Made};
 use super::distribute::{self, DistributeError, Grant};
+use super::earlier::{self, WholeDiskSha256};
 use super::guard::Guard;
 use super::images::{self, AmiInfo, Query};
 use super::retry::{Retrier, RetryPolicy};
@@ -121,7 +127,9 @@ pub struct RegionResult {
 
 #[derive(Debug, Clone)]
 pub struct PublishReport {
-    pub image_sha256: String,
+    /// The image published: its blocks digest, and its sha256 if the build made it or an
+    /// earlier kiln's image had to be compared by it.
+    pub identity: ImageIdentity,
     /// In the order of `[ami] regions`.
     pub regions: Vec<RegionResult>,
     /// When this run uploaded the disk.
@@ -168,11 +176,8 @@ pub fn build_test_publish(
 ) -> Result<PublishReport, PublishError> {
     let recipe = Recipe::load(recipe_path)?;
     let ami = check_recipe(&recipe, allow_public)?.clone();
-    // The kiln:image-sha256 tag names the image by the whole disk's sha256.
-    let build = BuildOptions {
-        sha256: true,
-        ..build
-    };
+    // The image is named by its blocks digest, which every build computes; the whole disk's
+    // sha256 only if `build.sha256` asks for it.
     let out = pipeline::build(recipe_path, build)?;
     test(&out).map_err(PublishError::Test)?;
     let m = &out.manifest;
@@ -182,7 +187,8 @@ pub fn build_test_publish(
         identity: ImageIdentity {
             name: m.name.clone(),
             version: m.version.clone(),
-            sha256: m.image.sha256.clone().unwrap_or_default(),
+            blocks: m.image.blocks_sha256().map(str::to_string),
+            sha256: m.image.sha256.clone(),
         },
         image: out.image.clone(),
         size: m.image.size,
@@ -216,12 +222,15 @@ pub fn publish(
     let retrier = Retrier::new(opts.retry.clone());
     let first = handle.block_on(connect_to(&opts.aws, &regions[0]))?;
     let tags = wanted_tags(target);
+    let sha = WholeDiskSha256::of_file(target.identity.sha256.clone(), target.image.clone());
     let mut report = PublishReport {
-        image_sha256: target.identity.sha256.clone(),
+        identity: target.identity.clone(),
         regions: Vec::new(),
         upload: None,
     };
-    let (source, made) = match source(handle, &first, &retrier, target, opts, hooks, &tags) {
+    let found = source(handle, &first, &retrier, target, &sha, opts, hooks, &tags);
+    report.identity.sha256 = sha.value();
+    let (source, made) = match found {
         Ok((info, made, upload)) => {
             report.upload = upload;
             (info, made)
@@ -257,11 +266,12 @@ pub fn publish(
     let n = opts.copy_concurrency.max(1);
     let copies: Vec<RegionResult> = handle.block_on(async {
         futures::stream::iter(&regions[1..])
-            .map(|r| copy_region(r, &source, target, opts, hooks, &retrier, &fin))
+            .map(|r| copy_region(r, &source, target, &sha, opts, hooks, &retrier, &fin))
             .buffer_unordered(n)
             .collect()
             .await
     });
+    report.identity.sha256 = sha.value();
     // The source is finalized last: if that fails and it is removed, no copy is still reading it.
     let first_result = handle.block_on(finalize_or_remove(
         &first, &retrier, source, made, &fin, hooks,
@@ -311,14 +321,17 @@ pub fn snapshot_spec(target: &Target) -> SnapshotSpec {
     )
 }
 
-/// The image in the first region: found by its tags, or uploaded and registered. Returns it
-/// `available`, what this run made of it, and the upload's report. The AMI name is checked
-/// before anything is uploaded: if another image holds it, registration could only fail.
+/// The image in the first region: found by its tags (or, published by an earlier kiln, through
+/// `sha`), or uploaded and registered. Returns it `available`, what this run made of it, and the
+/// upload's report. The AMI name is checked before anything is uploaded: if another image holds
+/// it, registration could only fail.
+#[allow(clippy::too_many_arguments)]
 fn source(
     handle: &Handle,
     clients: &Clients,
     retrier: &Retrier,
     target: &Target,
+    sha: &WholeDiskSha256,
     opts: &PublishOptions,
     hooks: &Hooks,
     tags: &[(String, String)],
@@ -326,14 +339,26 @@ fn source(
     let region = clients.region.as_str();
     let say = |m: &str| (hooks.event)(region, m);
     let progress = |m: &str| say(m);
-    let query = Query {
-        sha256: Some(target.identity.sha256.clone()),
-        ami_name: Some(target.ami.name.clone()),
-        name: None,
-    };
-    let existing = handle
+    let query = Query::disk(&target.identity, &target.ami.name);
+    let mut existing = handle
         .block_on(images::find_usable(clients, retrier, &query))
         .map_err(|e| e.to_string())?;
+    let holder = match existing {
+        Some(_) => None,
+        None => handle
+            .block_on(register::name_holder(clients, retrier, &target.ami.name))
+            .map_err(|e| e.to_string())?,
+    };
+    if let Some(h) = &holder {
+        if handle.block_on(earlier::is_earlier_publish(
+            h,
+            &target.identity,
+            sha,
+            &progress,
+        ))? {
+            existing = Some(h.clone());
+        }
+    }
     if let Some(found) = existing {
         say(&format!("found {} ({})", found.image_id, found.state));
         let info = handle
@@ -347,7 +372,14 @@ fn source(
             .map_err(|e| e.to_string())?;
         return Ok((info, None, None));
     }
-    check_name_free(handle, clients, retrier, &target.ami.name)?;
+    if let Some(h) = holder {
+        return Err(register::RegisterError::NameTaken {
+            name: target.ami.name.clone(),
+            region: clients.region.clone(),
+            holder: register::describe_holder(Some(&h)),
+        }
+        .to_string());
+    }
     let spec = snapshot_spec(target);
     let guard = Guard::new(handle, clients, retrier);
     let report = upload::upload_with(
@@ -379,27 +411,6 @@ fn source(
     });
     guard.finish();
     Ok((registered, made, Some(report)))
-}
-
-/// Fails, naming the holder, if an image in the client's region already has the AMI name.
-fn check_name_free(
-    handle: &Handle,
-    clients: &Clients,
-    retrier: &Retrier,
-    name: &str,
-) -> Result<(), String> {
-    let holder = handle
-        .block_on(register::name_holder(clients, retrier, name))
-        .map_err(|e| e.to_string())?;
-    match holder {
-        None => Ok(()),
-        Some(h) => Err(register::RegisterError::NameTaken {
-            name: name.to_string(),
-            region: clients.region.clone(),
-            holder: register::describe_holder(Some(&h)),
-        }
-        .to_string()),
-    }
 }
 
 /// Registers an AMI from the completed snapshot `snap`, tags it and waits until it is
@@ -556,10 +567,12 @@ async fn finalize_or_remove(
 }
 
 /// One other region: find or copy, wait, finalize; a copy made here that then fails is removed.
+#[allow(clippy::too_many_arguments)]
 async fn copy_region(
     region: &str,
     source: &AmiInfo,
     target: &Target,
+    sha: &WholeDiskSha256,
     opts: &PublishOptions,
     hooks: &Hooks<'_>,
     retrier: &Retrier,
@@ -574,7 +587,8 @@ async fn copy_region(
         &clients,
         retrier,
         source,
-        &target.identity.sha256,
+        &target.identity,
+        sha,
         target.ami.description.as_deref(),
         fin.tags,
         opts.wait_timeout,

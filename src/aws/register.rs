@@ -207,8 +207,12 @@ pub fn describe_holder(holder: Option<&AmiInfo>) -> String {
         None => "an image this account cannot see".into(),
         Some(h) => match h.identity() {
             Some(id) => format!(
-                "{} (kiln's {} {}, image sha256 {}, {})",
-                h.image_id, id.name, id.version, id.sha256, h.state
+                "{} (kiln's {} {}, {}, {})",
+                h.image_id,
+                id.name,
+                id.version,
+                id.digests(),
+                h.state
             ),
             None => format!("{} (not made by kiln, {})", h.image_id, h.state),
         },

@@ -102,7 +102,11 @@ impl SnapshotSpec {
     ) -> Self {
         SnapshotSpec {
             size,
-            description: format!("kiln: {} {} (sha256 {})", id.name, id.version, id.sha256),
+            description: match id.blocks.is_some() || id.sha256.is_some() {
+                true => format!("kiln: {} {} ({})", id.name, id.version, id.digests()),
+                // Named once the blocks are sent (the tag; a description cannot change).
+                false => format!("kiln: {} {}", id.name, id.version),
+            },
             tags: super::kiln_tags(id),
             client_token: super::created::client_token(),
             encrypted: encrypted || kms_key_arn.is_some(),

@@ -163,5 +163,6 @@ pub fn upload_json(r: &UploadReport) -> serde_json::Value {
         "region": r.region,
         "blocks_sent": r.blocks_sent,
         "volume_size_gib": r.volume_size_gib,
+        "blocks_sha256": r.blocks.sha256,
     })
 }

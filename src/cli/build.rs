@@ -106,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `--upload`: prepare, then stream the disk into an EbsSink.
 fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     use super::aws_common;
+    use kiln::aws::identity::{TAG_BLOCKS, TAG_SHA256};
     use kiln::aws::{kiln_tags, ImageIdentity};
     use kiln::manifest;
 
@@ -129,16 +130,15 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", recipe.image.name)));
-    // The disk's hash is known only at the end, so the kiln:image-sha256 tag is added once the
-    // disk is written. (The same recipe text is not the same disk: a [[tree]] or [[file]]
-    // source may have changed. Nothing is named or found by the recipe's hash.)
+    // The disk's digests are known only at the end, so the digest tags go on once the disk is
+    // written. (The same recipe text is not the same disk: a [[tree]] or [[file]] source may
+    // have changed. Nothing is named or found by the recipe's hash.)
     let identity = ImageIdentity {
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
-        sha256: recipe.sha256.clone(),
+        ..Default::default()
     };
     let mut spec = super::upload::spec(&identity, prepared.plan.size, &args.upload_args);
-    spec.tags.retain(|(k, _)| k != "kiln:image-sha256");
     spec.description = format!(
         "kiln: {} {} (recipe sha256 {})",
         identity.name, identity.version, recipe.sha256
@@ -147,36 +147,35 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     let clients = args.aws.connect(rt)?;
     let retrier = args.upload_args.retry.retrier();
     let sha = std::sync::Arc::new(std::sync::Mutex::new(None));
-    // The disk's hash is finished after CompleteSnapshot, while AWS processes the snapshot (the
-    // zeros after the last block are most of a sparse disk's hashing), and the kiln:image-sha256
-    // tag goes on before kiln waits for `completed`: if tagging fails, the upload fails and the
-    // snapshot is deleted, never left untagged.
+    let want_sha256 = args.sha256;
+    // The blocks digest comes from the blocks sent, and the kiln:image-blocks-sha256 tag goes on
+    // after CompleteSnapshot, while AWS processes the snapshot, before kiln waits for
+    // `completed`: if tagging fails, the upload fails and the snapshot is deleted, never left
+    // unnamed. With --sha256 the disk's whole hash is finished there too (the zeros after the
+    // last block are most of a sparse disk's hashing) and tagged as kiln:image-sha256.
     let report =
         super::upload::run_upload(rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
-            let pending = pipeline::write_disk(&prepared, sink).map_err(|e| e.to_string())?;
+            let pending =
+                pipeline::write_disk(&prepared, sink, want_sha256).map_err(|e| e.to_string())?;
             let (handle, clients, retrier) =
                 (rt.handle().clone(), clients.clone(), retrier.clone());
             let (mut identity, sha) = (identity.clone(), sha.clone());
-            sink.before_completed(Box::new(move |snapshot| {
-                let s = pending
-                    .wait()
-                    .map_err(|e| e.to_string())?
-                    .sha256
-                    .ok_or("the disk's sha256 was not computed")?;
-                identity.sha256 = s.clone();
-                let tag: Vec<_> = kiln_tags(&identity)
+            sink.before_completed(Box::new(move |snapshot, map| {
+                identity.blocks = Some(map.sha256.clone());
+                identity.sha256 = pending.wait().map_err(|e| e.to_string())?.sha256;
+                let tags: Vec<_> = kiln_tags(&identity)
                     .into_iter()
-                    .filter(|(k, _)| k == "kiln:image-sha256")
+                    .filter(|(k, _)| k == TAG_BLOCKS || k == TAG_SHA256)
                     .collect();
                 handle
                     .block_on(kiln::aws::create_tags(
                         &clients,
                         &retrier,
                         &snapshot.id,
-                        &tag,
+                        &tags,
                     ))
                     .map_err(|e| format!("tagging the snapshot: {e}"))?;
-                *sha.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                *sha.lock().unwrap_or_else(|e| e.into_inner()) = identity.sha256;
                 Ok(())
             }));
             Ok(())

@@ -116,8 +116,8 @@ pub struct DeprecateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct DeregisterArgs {
-    /// The image in the first --region; in the other regions, the copies of it (same
-    /// kiln:image-sha256 and AMI name) are deregistered too.
+    /// The image in the first --region; in the other regions, the copies of it (same digest
+    /// tags and AMI name) are deregistered too.
     pub image_id: String,
     /// Keep the snapshots.
     #[arg(long)]
@@ -311,7 +311,7 @@ fn unreachable_identity(i: &AmiInfo) -> kiln::aws::ImageIdentity {
     kiln::aws::ImageIdentity {
         name: i.ami_name.clone(),
         version: "?".into(),
-        sha256: String::new(),
+        ..Default::default()
     }
 }
 
@@ -351,6 +351,7 @@ fn list_json(i: &AmiInfo, g: &[Grant]) -> serde_json::Value {
         "ami_name": i.ami_name,
         "name": id.name,
         "version": id.version,
+        "blocks_sha256": id.blocks,
         "image_sha256": id.sha256,
         "architecture": i.architecture,
         "creation_date": i.creation_date,
@@ -381,7 +382,9 @@ fn source(
 
 fn copy(rt: &Runtime, retrier: &Retrier, a: CopyArgs) -> anyhow::Result<ExitCode> {
     let (_, src) = source(rt, retrier, &a.at, &a.image_id)?;
-    let sha = src.identity().map(|i| i.sha256).unwrap_or_default();
+    // `source` refuses images without the kiln tags.
+    let want = src.identity().unwrap_or_default();
+    let sha = kiln::aws::earlier::WholeDiskSha256::known(want.sha256.clone());
     // Tags travel; AWS's own (aws:…) cannot be set by anyone.
     let tags: Vec<(String, String)> = src
         .tags
@@ -400,6 +403,7 @@ fn copy(rt: &Runtime, retrier: &Retrier, a: CopyArgs) -> anyhow::Result<ExitCode
             &c,
             retrier,
             &src,
+            &want,
             &sha,
             None,
             &tags,
@@ -539,7 +543,7 @@ fn deprecate(rt: &Runtime, retrier: &Retrier, a: DeprecateArgs) -> anyhow::Resul
 }
 
 /// The image `id` in the first region of `at` (refused unless it is kiln's), and its copies
-/// (the same kiln:image-sha256 and AMI name) in the others; a region without a copy is named
+/// (the same digest tags and AMI name) in the others; a region without a copy is named
 /// on stderr.
 fn image_and_copies(
     rt: &Runtime,
@@ -549,14 +553,10 @@ fn image_and_copies(
 ) -> anyhow::Result<Vec<(Clients, AmiInfo)>> {
     let clients = at.clients(rt)?;
     let src = rt.block_on(images::get(&clients[0], retrier, id))?;
-    let sha = src.identity().map(|i| i.sha256);
+    let want = src.identity().unwrap_or_default();
     let mut targets = vec![(clients[0].clone(), src.clone())];
     for c in &clients[1..] {
-        let q = Query {
-            sha256: sha.clone(),
-            ami_name: Some(src.ami_name.clone()),
-            name: None,
-        };
+        let q = Query::disk(&want, &src.ami_name);
         let found = rt.block_on(images::find(c, retrier, &q))?;
         if found.is_empty() {
             eprintln!(

@@ -45,7 +45,7 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
     let clients = a.aws.connect(rt)?;
     let retrier = a.retry.retrier();
     let id = a.snapshot_id.clone();
-    // The kiln tags the snapshot carries (its image sha256 above all), then [ami.tags].
+    // The kiln tags the snapshot carries (its digests above all), then [ami.tags].
     let mut tags: Vec<(String, String)> = rt
         .block_on(register::snapshot_tags(&clients, &retrier, &id))?
         .into_iter()
@@ -54,7 +54,7 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
     for (k, v) in kiln::aws::kiln_tags(&kiln::aws::ImageIdentity {
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
-        sha256: String::new(),
+        ..Default::default()
     }) {
         if !tags.iter().any(|(t, _)| *t == k) && !v.is_empty() {
             tags.push((k, v));

@@ -67,9 +67,9 @@ pub struct EbsSink {
     started: Instant,
 }
 
-/// Work to do between CompleteSnapshot and the wait for `completed`; see
-/// [`EbsSink::before_completed`].
-pub type BeforeCompleted = Box<dyn FnOnce(&Snapshot) -> Result<(), String>>;
+/// Work to do between CompleteSnapshot and the wait for `completed`, given the snapshot and the
+/// block map of the disk sent; see [`EbsSink::before_completed`].
+pub type BeforeCompleted = Box<dyn FnOnce(&Snapshot, &BlockMapInfo) -> Result<(), String>>;
 
 /// Everything but the chunking: what happens to each whole block.
 struct Uploader {
@@ -145,8 +145,9 @@ impl EbsSink {
     }
 
     /// Runs `f` once CompleteSnapshot is sent, before waiting for `completed`: AWS processes the
-    /// snapshot meanwhile. `build --upload` finishes the disk's hash there and tags the snapshot
-    /// with it; if `f` fails, the upload fails and the snapshot is deleted.
+    /// snapshot meanwhile. `build --upload` tags the snapshot there with the blocks digest (and
+    /// finishes the disk's sha256 when asked for); if `f` fails, the upload fails and the
+    /// snapshot is deleted.
     pub fn before_completed(&mut self, f: BeforeCompleted) {
         self.before_completed = Some(f);
     }
@@ -200,7 +201,7 @@ impl EbsSink {
         let snap = up.snapshot.clone();
         up.handle.block_on(snap.complete(count, &checksum))?;
         if let Some(f) = self.before_completed {
-            f(&snap).map_err(SnapshotError::BeforeCompleted)?;
+            f(&snap, &map).map_err(SnapshotError::BeforeCompleted)?;
         }
         up.handle.block_on(snap.wait_completed(wait_timeout))?;
         let s = &up.stats;

@@ -5,7 +5,7 @@
 //! The block map hashes only the non-zero blocks: its cost follows the data, not the disk's
 //! size. The whole-disk SHA-256 hashes every byte, zeros included: about 1.5 GB/s on one core
 //! with the SHA extensions, 2.7 s for a 4 GiB disk and 12 minutes for 1 TiB, whatever it holds.
-//! It is computed only when asked for (`kiln build --sha256`, the `kiln:image-sha256` tag). Each
+//! It is computed only when asked for (`--sha256`, which also tags it as `kiln:image-sha256`). Each
 //! runs on its own thread, fed through a bounded channel, overlapped with the writers.
 
 use super::blocks::{BlockMapInfo, BlockMapper};

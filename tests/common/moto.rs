@@ -348,11 +348,12 @@ impl Ec2 {
         self.rt.block_on(f)
     }
 
-    /// Images owned by the account that carry `kiln:image-sha256`.
+    /// Images owned by the account that carry a kiln digest tag (`kiln:image-blocks-sha256`, or
+    /// `kiln:image-sha256` as earlier kiln versions tagged them alone).
     pub fn kiln_images(&self) -> Vec<aws_sdk_ec2::types::Image> {
         let f = aws_sdk_ec2::types::Filter::builder()
             .name("tag-key")
-            .values("kiln:image-sha256")
+            .values("kiln:name")
             .build();
         let out = self
             .block_on(
@@ -363,7 +364,18 @@ impl Ec2 {
                     .send(),
             )
             .expect("DescribeImages");
-        out.images().to_vec()
+        out.images()
+            .iter()
+            .filter(|i| {
+                i.tags().iter().any(|t| {
+                    matches!(
+                        t.key(),
+                        Some("kiln:image-blocks-sha256" | "kiln:image-sha256")
+                    )
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// Every snapshot id the account owns in this region.
