@@ -186,6 +186,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         sha256: sha,
         // The blocks the upload sent are the disk's: no second pass over them.
         blocks: Some(report.blocks.clone()),
+        map: Some(report.map.clone()),
     };
     aws_common::summary(&report);
     let snapshot = manifest::SnapshotInfo {

@@ -10,6 +10,7 @@
 //! snapshot reads unwritten blocks as garbage, so there every block of the volume is written.
 
 use super::blocks::{is_zero, Block, BlockMap, BlockMapInfo, Chunker};
+use super::mapfile::MapData;
 use super::{check_order, BlockSink};
 use crate::aws::pace::Pace;
 use crate::aws::snapshot::{LinearChecksum, Snapshot, SnapshotError, BLOCK_SIZE};
@@ -54,6 +55,8 @@ pub struct UploadReport {
     pub elapsed: Duration,
     /// The block map of the disk sent (its non-zero blocks), as the manifest records it.
     pub blocks: BlockMapInfo,
+    /// The block map itself (`<stem>.blocks` of `build --upload`).
+    pub map: MapData,
 }
 
 /// A [`BlockSink`] that uploads into a started snapshot; [`EbsSink::finish`] completes it.
@@ -172,7 +175,8 @@ impl EbsSink {
             return Err(SnapshotError::Upload(e));
         }
         let mut up = self.up;
-        let map = std::mem::replace(&mut up.map, BlockMap::new(0)).finish();
+        let full = std::mem::replace(&mut up.map, BlockMap::new(0)).finish_map();
+        let map = full.info.clone();
         if let Some(want) = self.expect.filter(|w| *w != map) {
             up.abort();
             return Err(SnapshotError::NotTheManifests {
@@ -214,6 +218,7 @@ impl EbsSink {
             retries: snap.retrier.retries(),
             elapsed: self.started.elapsed(),
             blocks: map,
+            map: full,
         })
     }
 }
