@@ -23,6 +23,7 @@ pub mod distribute;
 pub mod guard;
 pub mod images;
 pub mod pace;
+pub mod parent;
 pub mod publish;
 pub mod register;
 pub mod retry;

@@ -2,6 +2,7 @@
 
 use super::aws_common::{self, AwsArgs, UploadArgs, Watcher};
 use kiln::aws::guard::Guard;
+use kiln::aws::parent;
 use kiln::aws::retry::Retrier;
 use kiln::aws::snapshot::SnapshotSpec;
 use kiln::aws::upload::{self, UploadOptions};
@@ -24,6 +25,15 @@ pub struct Args {
     pub aws: AwsArgs,
     #[command(flatten)]
     pub upload: UploadArgs,
+    /// Upload incrementally, as a child of this snapshot (`snap-...`), of the newest completed
+    /// kiln snapshot of the same image name and architecture (`auto`: a full upload when there
+    /// is none), or in full (`none`). Only the blocks that differ from the parent's are sent.
+    #[arg(long, default_value = "none")]
+    pub parent: kiln::aws::parent::ParentChoice,
+    /// The parent's block map (`<stem>.blocks` of its build); without it the parent snapshot's
+    /// blocks are read back to learn it.
+    #[arg(long, value_name = "FILE")]
+    pub parent_blocks: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -39,6 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // of an older kiln without a block map of this format has the whole disk hashed as it
     // streams, against its sha256.
     let claim = manifest_claim(&a.image, size);
+    let arch = claim.as_ref().map(|c| c.arch.clone());
     let hash_file = || {
         kiln::util::sha256_file(&a.image).map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))
     };
@@ -48,6 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             version,
             sha256,
             blocks: Some(blocks),
+            ..
         }) => {
             let sha256 = match sha256 {
                 Some(s) => s,
@@ -65,6 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             version,
             sha256: Some(sha256),
             blocks: None,
+            ..
         }) => {
             let id = ImageIdentity {
                 name,
@@ -75,43 +88,46 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         _ => (stem_identity(&a.image, hash_file()?), Check::None),
     };
+    let write_checked = |sink: &mut kiln::sink::ebs::EbsSink| match check {
+        Check::None => upload::write_file(&a.image, sink),
+        Check::Blocks(blocks) => {
+            sink.expect_blocks(blocks);
+            upload::write_file(&a.image, sink)
+        }
+        Check::Sha256 => {
+            let want = Want {
+                sha256: true,
+                blocks: false,
+            };
+            let mut hashed = HashSink::new(sink, size, want);
+            upload::write_file(&a.image, &mut hashed)?;
+            let (_, sent) = hashed.finish().map_err(|e| e.to_string())?;
+            let sent = sent.sha256.unwrap_or_default();
+            if sent != identity.sha256 {
+                return Err(format!(
+                    "{}: its sha256 is {sent}, but its manifest says {}; rebuild the image or \
+                         remove the stale manifest",
+                    a.image.display(),
+                    identity.sha256
+                ));
+            }
+            Ok(())
+        }
+    };
     let rt = aws_common::runtime()?;
     let clients = a.aws.connect(rt)?;
     let retrier = a.upload.retry.retrier();
-    let spec = spec(&identity, size, &a.upload);
-    let report = run_upload(
-        rt,
-        &clients,
-        &retrier,
-        &spec,
-        &a.upload,
-        |sink| match check {
-            Check::None => upload::write_file(&a.image, sink),
-            Check::Blocks(blocks) => {
-                sink.expect_blocks(blocks);
-                upload::write_file(&a.image, sink)
-            }
-            Check::Sha256 => {
-                let want = Want {
-                    sha256: true,
-                    blocks: false,
-                };
-                let mut hashed = HashSink::new(sink, size, want);
-                upload::write_file(&a.image, &mut hashed)?;
-                let (_, sent) = hashed.finish().map_err(|e| e.to_string())?;
-                let sent = sent.sha256.unwrap_or_default();
-                if sent != identity.sha256 {
-                    return Err(format!(
-                        "{}: its sha256 is {sent}, but its manifest says {}; rebuild the image or \
-                         remove the stale manifest",
-                        a.image.display(),
-                        identity.sha256
-                    ));
-                }
-                Ok(())
-            }
-        },
-    )?;
+    let mut spec = spec(&identity, size, &a.upload);
+    if let Some(arch) = &arch {
+        spec.tags.push((parent::TAG_ARCH.into(), arch.clone()));
+    }
+    let parent = resolve_parent(rt, &clients, &retrier, &a, &identity.name, arch, &mut spec)?;
+    let report = run_upload(rt, &clients, &retrier, &spec, &a.upload, |sink| {
+        if let Some(p) = &parent {
+            sink.set_parent(&p.snapshot_id, &p.map);
+        }
+        write_checked(sink)
+    })?;
     aws_common::summary(&report);
     if a.json {
         println!("{}", aws_common::upload_json(&report));
@@ -121,10 +137,46 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The parent of an incremental upload (`--parent`), checked; `spec` then starts a child of it.
+fn resolve_parent(
+    rt: &tokio::runtime::Runtime,
+    clients: &kiln::aws::Clients,
+    retrier: &Retrier,
+    a: &Args,
+    name: &str,
+    arch: Option<String>,
+    spec: &mut SnapshotSpec,
+) -> anyhow::Result<Option<parent::Parent>> {
+    if a.parent_blocks.is_some() && a.parent == parent::ParentChoice::None {
+        anyhow::bail!(
+            "--parent-blocks describes a parent: give --parent SNAPSHOT or --parent auto"
+        );
+    }
+    let want = parent::Want {
+        name: name.to_string(),
+        arch,
+        size: spec.size,
+        encrypted: spec.encrypted,
+        blocks_file: a.parent_blocks.clone(),
+        concurrency: a.upload.workers.clamp(1, 16),
+    };
+    let note = |m: &str| eprintln!("{m}");
+    let p = rt.block_on(parent::resolve(clients, retrier, &a.parent, &want, &note))?;
+    if let Some(p) = &p {
+        eprintln!(
+            "parent: {} (its block map: {}, {} non-zero blocks)",
+            p.snapshot_id, p.map_source, p.map.info.blocks
+        );
+        spec.parent = Some(p.snapshot_id.clone());
+    }
+    Ok(p)
+}
+
 /// What the manifest beside an image says about it.
 struct Claim {
     name: String,
     version: String,
+    arch: String,
     sha256: Option<String>,
     /// Its block map, if this kiln computes the same.
     blocks: Option<BlockMapInfo>,
@@ -143,6 +195,7 @@ fn manifest_claim(image: &std::path::Path, size: u64) -> Option<Claim> {
     (m.image.size == size).then(|| Claim {
         name: m.name,
         version: m.version,
+        arch: m.arch,
         sha256: m.image.sha256.filter(|s| s.len() == 64),
         blocks: m.image.blocks.filter(|b| b.is_current()),
     })
