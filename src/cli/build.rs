@@ -139,6 +139,10 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut spec = super::upload::spec(&identity, prepared.plan.size, &args.upload_args);
     spec.tags.retain(|(k, _)| k != "kiln:image-sha256");
+    spec.tags.push((
+        kiln::aws::parent::TAG_ARCH.into(),
+        recipe.image.arch.as_str().into(),
+    ));
     spec.description = format!(
         "kiln: {} {} (recipe sha256 {})",
         identity.name, identity.version, recipe.sha256
