@@ -15,6 +15,7 @@
 //! | `kiln:version` | the recipe's `image.version` |
 //! | `kiln:image-sha256` | SHA-256 (hex) of the whole raw disk |
 //! | `kiln:kiln-version` | the version of kiln that made it |
+//! | `kiln:arch` | snapshots: the image's architecture, when known ([`parent::TAG_ARCH`]) |
 
 pub mod classify;
 pub mod copy;
