@@ -11,6 +11,8 @@
 //! `components`, `keyring`), `[packages]` (`include`, `exclude`, `required`), `[[user]]` and
 //! `[[group]]` describe the system; package files are installed first, then accounts and
 //! `/etc`, then the entries above on top (so the recipe's own files win).
+//!
+//! `[[test]]` lists the checks `kiln test` runs on the booted image (see `test`).
 
 mod ami;
 mod boot;
@@ -21,6 +23,7 @@ mod parse;
 mod raw;
 mod size;
 mod system;
+mod test;
 
 pub use ami::{
     format_utc, parse_duration, parse_utc, valid_account, valid_organization_arn, valid_ou_arn,
@@ -31,6 +34,10 @@ pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use parse::{parse_guid, EnvLookup};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
+pub use test::{
+    HttpTest, Pattern, SshTest, SystemdTest, Test, TestKind, TestPlan, DEFAULT_TIMEOUT_SECS,
+    DEFAULT_USER,
+};
 
 use std::path::PathBuf;
 
@@ -183,6 +190,8 @@ pub struct Recipe {
     pub ami: Option<Ami>,
     /// `[boot]`: the boot loader, kernel command line and generated initrd.
     pub boot: Option<Boot>,
+    /// `[[test]]`: the checks `kiln test` runs on the booted image, in recipe order.
+    pub tests: Vec<Test>,
 }
 
 /// Where a `[[repository]]` lives.
