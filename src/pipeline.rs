@@ -6,7 +6,7 @@
 //!             → split_filesystems → check_fit
 //!             → write_disk (GPT head, each filesystem, GPT tail; block-mapped, and with
 //!               `--sha256` hashed whole, as it streams)
-//!             → finalize_image → write_manifest → write_sbom
+//!             → finalize_image → write_block_map → write_manifest → write_sbom
 //! ```
 //!
 //! Each step is logged and timed through `tracing`. The disk is streamed into a
@@ -333,6 +333,7 @@ pub fn write_records(
     snapshot: Option<manifest::SnapshotInfo>,
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest::manifest_path(image);
+    let map = digest.map.clone();
     let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, digest);
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
@@ -348,6 +349,11 @@ pub fn write_records(
     };
     if let Some(dir) = manifest_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
+    }
+    if let Some(map) = map {
+        // Before the manifest, which names its digest: a manifest never names a missing map.
+        let path = crate::sink::mapfile::blocks_path(image);
+        step("write_block_map", || map.write(&path)).map_err(|e| out_err(&path, e))?;
     }
     step("write_manifest", || manifest::write(&m, &manifest_path))
         .map_err(|e| out_err(&manifest_path, e))?;

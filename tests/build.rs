@@ -140,6 +140,54 @@ fn build_ok(recipe: &Path, out: &Path, cwd: &Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("--json prints JSON")
 }
 
+/// Versions of one image keep every UUID by default (the seed is the name), so a version bump
+/// alone changes no byte of the disk, and the next version's snapshot can be an increment of the
+/// last; an explicit seed still sets them.
+#[test]
+fn versions_of_one_image_keep_their_uuids() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = setup(dir.path());
+    let v2 = dir.path().join("v2.toml");
+    std::fs::write(
+        &v2,
+        RECIPE.replace(r#"version = "1.0.0""#, r#"version = "2.0.0""#),
+    )
+    .unwrap();
+    let seeded = dir.path().join("seeded.toml");
+    std::fs::write(
+        &seeded,
+        RECIPE.replace(
+            r#"version = "1.0.0""#,
+            "version = \"1.0.0\"\nseed = \"other\"",
+        ),
+    )
+    .unwrap();
+    let manifest = |j: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(j["manifest"].as_str().unwrap()).unwrap())
+            .unwrap()
+    };
+    let a = build_ok(&v1, &dir.path().join("a.raw"), dir.path());
+    let b = build_ok(&v2, &dir.path().join("b.raw"), dir.path());
+    let c = build_ok(&seeded, &dir.path().join("c.raw"), dir.path());
+    let (ma, mb, mc) = (manifest(&a), manifest(&b), manifest(&c));
+    assert_eq!(ma["version"], "1.0.0");
+    assert_eq!(mb["version"], "2.0.0");
+    assert_eq!(ma["disk_guid"], mb["disk_guid"]);
+    assert_eq!(ma["partitions"], mb["partitions"]);
+    assert_eq!(a["blocks_sha256"], b["blocks_sha256"], "the same disk");
+    assert_ne!(ma["disk_guid"], mc["disk_guid"]);
+    let uuids = |m: &serde_json::Value| -> Vec<serde_json::Value> {
+        m["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| [p["unique_guid"].clone(), p["filesystem_uuid"].clone()])
+            .collect()
+    };
+    let (ua, uc) = (uuids(&ma), uuids(&mc));
+    assert!(ua.iter().zip(&uc).all(|(x, y)| x != y), "{ua:?} {uc:?}");
+}
+
 fn debugfs(img: &Path, cmd: &str) -> String {
     run_ok(Command::new("debugfs").arg("-R").arg(cmd).arg(img))
 }

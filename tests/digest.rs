@@ -233,6 +233,30 @@ fn a_build_is_named_by_its_blocks_digest_and_hashed_whole_only_when_asked() {
     assert_eq!(m["image"]["size"], 96u64 << 20);
     assert_eq!(m["image"].get("sha256"), None, "not computed by default");
     assert_eq!(by_kiln(std::slice::from_ref(&a), true), want);
+    // The map itself beside the manifest: the script's map of the image, byte for byte, its
+    // SHA-256 the manifest's digest; no temporary file is left beside it.
+    let map = std::fs::read(dir.path().join("a.blocks")).unwrap();
+    let script_map = dir.path().join("script.map");
+    run_ok(
+        Command::new("python3")
+            .arg(script())
+            .arg("--map")
+            .arg(&script_map)
+            .arg(&a),
+    );
+    assert_eq!(map, std::fs::read(&script_map).unwrap());
+    let sha = run_ok(Command::new("sha256sum").arg(dir.path().join("a.blocks")));
+    assert_eq!(blocks["sha256"], digests(&sha)[0].as_str());
+    assert_eq!(
+        map.len() as u64,
+        24 + 40 * blocks["blocks"].as_u64().unwrap()
+    );
+    let hidden: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
 
     // --sha256: the whole disk's hash too, in the output and the manifest; the same disk.
     let b = dir.path().join("b.raw");

@@ -253,6 +253,16 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
     // disk it wrote; both are the disk's.
     assert_eq!(streamed_m["image"]["blocks"], block_map(&data));
     assert_eq!(file_m["image"]["blocks"], block_map(&data));
+    // Both write the map itself beside the manifest, the same bytes, named by the digest.
+    let streamed_map = std::fs::read(dir.path().join("streamed/disk.blocks")).unwrap();
+    assert_eq!(
+        streamed_map,
+        std::fs::read(dir.path().join("file/disk.blocks")).unwrap()
+    );
+    assert_eq!(
+        streamed_m["image"]["blocks"]["sha256"],
+        kiln::util::hex(&Sha256::digest(&streamed_map)).as_str()
+    );
     assert_eq!(j["blocks_sent"], nonzero_blocks(&data).len() as u64);
     assert_eq!(
         proxy.ops("PutSnapshotBlock").len(),

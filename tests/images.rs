@@ -108,6 +108,30 @@ fn prune_keeps_the_newest_version_in_every_region() {
     for v in ["1.2.0", "1.10.0", "1.9.0"] {
         published.insert(v, publish(&proxy, d, v, &regions));
     }
+    // Each later version is uploaded as a child of an earlier one (publish's --parent auto),
+    // sending only the blocks its one changed file (/etc/motd) touched.
+    let east_snap = |v: &str| published[v][0].2.clone();
+    let starts = proxy.ops("StartSnapshot");
+    assert_eq!(starts.len(), 3);
+    let parent = |i: usize| {
+        let b: Value = serde_json::from_str(starts[i]["body"].as_str().unwrap()).unwrap();
+        b["ParentSnapshotId"].as_str().map(str::to_string)
+    };
+    assert_eq!(parent(0), None);
+    assert_eq!(parent(1), Some(east_snap("1.2.0")));
+    let p2 = parent(2).unwrap();
+    assert!(
+        p2 == east_snap("1.2.0") || p2 == east_snap("1.10.0"),
+        "{p2}"
+    );
+    for v in ["1.10.0", "1.9.0"] {
+        let sent = proxy
+            .ops("PutSnapshotBlock")
+            .iter()
+            .filter(|p| p["path"].as_str().unwrap().contains(&east_snap(v)))
+            .count();
+        assert!((1..=8).contains(&sent), "{v} sent {sent} blocks");
+    }
     let (east, west) = (Ec2::new(&moto, "us-east-1"), Ec2::new(&moto, "eu-west-1"));
     let not_kiln = foreign_image(&east, "web-0.1.0-x86_64", &[]);
     let half_tagged = foreign_image(

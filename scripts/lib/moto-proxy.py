@@ -25,6 +25,12 @@ What AWS enforces and moto does not (always on):
   Snapshot states: PutSnapshotBlock and CompleteSnapshot on a snapshot that is no longer
     pending (completed or deleted through a proxy) are refused, as AWS refuses them; and
     DescribeSnapshots says `pending` until CompleteSnapshot (moto says `completed` at once).
+  Incremental snapshots (moto ignores ParentSnapshotId): StartSnapshot with a ParentSnapshotId
+    is refused unless the parent is completed (ResourceNotFoundException for one that does not
+    exist or was deleted, ValidationException for one not completed), and refused together with
+    Encrypted (ValidationException, as the StartSnapshot reference says). The child reads
+    through to its parent: ListSnapshotBlocks lists the parent's blocks (recursively) under the
+    child's own, and GetSnapshotBlock of a block the child was not written reads the parent's.
   AMI names are unique per account and region: RegisterImage and CopyImage with a name an
     existing image has get InvalidAMIName.Duplicate.
 
@@ -193,7 +199,8 @@ def main():
     # What is remembered across proxies in front of one moto (see --state):
     # image id -> deprecation time; image id -> [root device name, [mapping dicts]];
     # snapshot id -> pending | completed | deleted; "op region token" -> the first success.
-    st = {"deprecations": {}, "registered": {}, "snapshots": {}, "tokens": {}}
+    # child snapshot id -> parent snapshot id.
+    st = {"deprecations": {}, "registered": {}, "snapshots": {}, "tokens": {}, "parents": {}}
     if args.state:
         try:
             with open(args.state) as f:
@@ -468,6 +475,31 @@ def main():
                     return self.answer_error(entry, 400, "ValidationException",
                                              "The snapshot is not in the pending state.",
                                              "INVALID_SNAPSHOT_ID")
+            parent = None
+            if op == "StartSnapshot":
+                try:
+                    parent = json.loads(body or b"{}").get("ParentSnapshotId")
+                    encrypted = json.loads(body or b"{}").get("Encrypted")
+                except ValueError:
+                    parent = encrypted = None
+                if parent:
+                    with lock:
+                        pstate = st["snapshots"].get(parent)
+                    if encrypted:
+                        entry["fault"] = "refused"
+                        return self.answer_error(entry, 400, "ValidationException",
+                                                 "You can't specify ParentSnapshotId and Encrypted in the same request.",
+                                                 "INVALID_PARAMETER_VALUE")
+                    if pstate in (None, "deleted"):
+                        entry["fault"] = "refused"
+                        return self.answer_error(entry, 404, "ResourceNotFoundException",
+                                                 f"The parent snapshot {parent} does not exist.",
+                                                 "SNAPSHOT_NOT_FOUND")
+                    if pstate != "completed":
+                        entry["fault"] = "refused"
+                        return self.answer_error(entry, 400, "ValidationException",
+                                                 f"The parent snapshot {parent} is not completed.",
+                                                 "INVALID_PARENT_SNAPSHOT_ID")
             if op in ("RegisterImage", "CopyImage") and params.get("Name"):
                 holder = self.image_named(params["Name"])
                 if holder:
@@ -493,7 +525,22 @@ def main():
 
             fwd = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
             resp, data = self.forward(self.command, self.path, body, fwd)
+            if op == "GetSnapshotBlock" and resp.status != 200:
+                # A block the child was not written: its parent's (moto ignores BlockToken).
+                with lock:
+                    up = st["parents"].get(snap)
+                while up and resp.status != 200:
+                    path = f"/snapshots/{up}/blocks/" + url.path.rsplit("/", 1)[1]
+                    resp, data = self.forward("GET", path + ("?" + url.query if url.query else ""), b"", fwd)
+                    with lock:
+                        up = st["parents"].get(up)
             ok = 200 <= resp.status < 300
+            if op == "StartSnapshot" and parent and ok:
+                with lock:
+                    sid = json.loads(data).get("SnapshotId")
+                    if sid:
+                        st["parents"][sid] = parent
+                        save_state()
             if op == "StartSnapshot" and args.rewrite_block_size and ok:
                 j = json.loads(data)
                 j["BlockSize"] = 524288
@@ -502,6 +549,22 @@ def main():
                 j = json.loads(data)
                 for b in j.get("Blocks", []):
                     b["BlockIndex"] = int(b["BlockIndex"])
+                with lock:
+                    up = st["parents"].get(snap)
+                if up:
+                    # The child's view: its own blocks over its ancestors', in one page.
+                    own = {b["BlockIndex"] for b in j.get("Blocks", [])}
+                    while up:
+                        r2, d2 = self.forward("GET", f"/snapshots/{up}/blocks", b"", fwd)
+                        for b in json.loads(d2).get("Blocks", []) if r2.status == 200 else []:
+                            i = int(b["BlockIndex"])
+                            if i not in own:
+                                own.add(i)
+                                j["Blocks"].append({"BlockIndex": i, "BlockToken": b["BlockToken"]})
+                        with lock:
+                            up = st["parents"].get(up)
+                    j["Blocks"].sort(key=lambda b: b["BlockIndex"])
+                    j.pop("NextToken", None)
                 data = json.dumps(j).encode()
             if op == "RegisterImage" and ok:
                 remember_registration(data, params)

@@ -8,6 +8,8 @@
 //! clients.
 //!
 //! The tags kiln puts on every snapshot and image it makes, and what they name: [`identity`].
+//! Snapshots also carry `kiln:arch`, the image's architecture when known ([`parent::TAG_ARCH`]):
+//! `--parent auto` finds the newest snapshot of the same name and architecture by it.
 
 pub mod classify;
 pub mod copy;
@@ -18,6 +20,7 @@ pub mod guard;
 pub mod identity;
 pub mod images;
 pub mod pace;
+pub mod parent;
 pub mod publish;
 pub mod register;
 pub mod retry;

@@ -26,6 +26,7 @@ use super::distribute::{self, DistributeError, Grant};
 use super::earlier::{self, WholeDiskSha256};
 use super::guard::Guard;
 use super::images::{self, AmiInfo, Query};
+use super::parent::{self, ParentChoice};
 use super::retry::{Retrier, RetryPolicy};
 use super::snapshot::SnapshotSpec;
 use super::upload::{self, UploadOptions};
@@ -81,6 +82,10 @@ pub struct PublishOptions {
     pub wait_timeout: Duration,
     /// How every AWS call is retried.
     pub retry: RetryPolicy,
+    /// The parent of the snapshot an upload makes (see [`super::parent`]).
+    pub parent: ParentChoice,
+    /// The parent's block map, if kept (`--parent-blocks`).
+    pub parent_blocks: Option<PathBuf>,
 }
 
 impl Default for PublishOptions {
@@ -91,6 +96,8 @@ impl Default for PublishOptions {
             copy_concurrency: 8,
             wait_timeout: Duration::from_secs(7200),
             retry: RetryPolicy::default(),
+            parent: ParentChoice::None,
+            parent_blocks: None,
         }
     }
 }
@@ -313,12 +320,15 @@ async fn connect_to(aws: &AwsOptions, region: &str) -> Result<Clients, ConnectEr
 
 /// What the snapshot of `target` is started with (the same as `kiln upload`'s).
 pub fn snapshot_spec(target: &Target) -> SnapshotSpec {
-    SnapshotSpec::for_image(
+    let mut spec = SnapshotSpec::for_image(
         &target.identity,
         target.size,
         target.ami.encrypted,
         target.ami.kms_key_arn.clone(),
-    )
+    );
+    spec.tags
+        .push((parent::TAG_ARCH.into(), target.arch.as_str().into()));
+    spec
 }
 
 /// The image in the first region: found by its tags (or, published by an earlier kiln, through
@@ -380,7 +390,31 @@ fn source(
         }
         .to_string());
     }
-    let spec = snapshot_spec(target);
+    let mut spec = snapshot_spec(target);
+    let want = parent::Want {
+        name: target.identity.name.clone(),
+        arch: Some(target.arch.as_str().into()),
+        size: target.size,
+        encrypted: spec.encrypted,
+        blocks_file: opts.parent_blocks.clone(),
+        concurrency: opts.upload.workers.clamp(1, 16),
+    };
+    let parent = handle
+        .block_on(parent::resolve(
+            clients,
+            retrier,
+            &opts.parent,
+            &want,
+            &|m| say(m),
+        ))
+        .map_err(|e| e.to_string())?;
+    if let Some(p) = &parent {
+        say(&format!(
+            "uploading as a child of {} (its block map: {})",
+            p.snapshot_id, p.map_source
+        ));
+        spec.parent = Some(p.snapshot_id.clone());
+    }
     let guard = Guard::new(handle, clients, retrier);
     let report = upload::upload_with(
         handle,
@@ -390,7 +424,12 @@ fn source(
         &opts.upload,
         &guard,
         hooks.on_upload_start,
-        |sink| upload::write_file(&target.image, sink),
+        |sink| {
+            if let Some(p) = &parent {
+                sink.set_parent(&p.snapshot_id, &p.map);
+            }
+            upload::write_file(&target.image, sink)
+        },
     )
     .map_err(|e| e.to_string())?;
     let registered = register_snapshot(

@@ -89,6 +89,8 @@ pub struct SnapshotSpec {
     pub kms_key_arn: Option<String>,
     /// Minutes until AWS abandons an uncompleted snapshot (10–4320).
     pub timeout_minutes: i32,
+    /// The snapshot this one is a child of (an incremental upload; see [`super::parent`]).
+    pub parent: Option<String>,
 }
 
 impl SnapshotSpec {
@@ -112,6 +114,7 @@ impl SnapshotSpec {
             encrypted: encrypted || kms_key_arn.is_some(),
             kms_key_arn,
             timeout_minutes: DEFAULT_TIMEOUT_MINUTES,
+            parent: None,
         }
     }
 }
@@ -271,6 +274,7 @@ async fn send_start(
                 .description(&spec.description)
                 .set_tags(Some(tags.clone()))
                 .client_token(&spec.client_token)
+                .set_parent_snapshot_id(spec.parent.clone())
                 .timeout(spec.timeout_minutes);
             if spec.encrypted {
                 req = req.encrypted(true);

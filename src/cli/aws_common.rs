@@ -144,6 +144,12 @@ impl Drop for Watcher {
 /// The end-of-upload summary, on stderr.
 pub fn summary(r: &UploadReport) {
     let secs = r.elapsed.as_secs_f64().max(0.001);
+    if let Some(p) = &r.parent {
+        eprintln!(
+            "snapshot {} is a child of {p}: {} blocks unchanged, not sent",
+            r.snapshot_id, r.unchanged_blocks_skipped
+        );
+    }
     eprintln!(
         "snapshot {} in {}: {} blocks sent ({:.1} MiB), {} zero blocks skipped, {} retries, {:.1}s, {:.1} MiB/s",
         r.snapshot_id,
@@ -164,5 +170,8 @@ pub fn upload_json(r: &UploadReport) -> serde_json::Value {
         "blocks_sent": r.blocks_sent,
         "volume_size_gib": r.volume_size_gib,
         "blocks_sha256": r.blocks.sha256,
+        "parent": r.parent,
+        "blocks_unchanged": r.unchanged_blocks_skipped,
+        "bytes_sent": r.bytes_sent,
     })
 }

@@ -139,6 +139,10 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let mut spec = super::upload::spec(&identity, prepared.plan.size, &args.upload_args);
+    spec.tags.push((
+        kiln::aws::parent::TAG_ARCH.into(),
+        recipe.image.arch.as_str().into(),
+    ));
     spec.description = format!(
         "kiln: {} {} (recipe sha256 {})",
         identity.name, identity.version, recipe.sha256
@@ -185,6 +189,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         sha256: sha,
         // The blocks the upload sent are the disk's: no second pass over them.
         blocks: Some(report.blocks.clone()),
+        map: Some(report.map.clone()),
     };
     aws_common::summary(&report);
     let snapshot = manifest::SnapshotInfo {

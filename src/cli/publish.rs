@@ -67,6 +67,15 @@ pub struct Args {
     pub wait_timeout: u64,
     #[command(flatten)]
     pub aws: AwsArgs,
+    /// The new snapshot's parent: the newest completed kiln snapshot of the same image name and
+    /// architecture in the first region (`auto`: only the blocks that changed are uploaded; a
+    /// full upload when there is none), a snapshot id, or `none` (a full upload).
+    #[arg(long, default_value = "auto")]
+    pub parent: kiln::aws::parent::ParentChoice,
+    /// The parent's block map (`<stem>.blocks` of its build, kept by CI); without it the
+    /// parent's blocks are read back.
+    #[arg(long, value_name = "FILE")]
+    pub parent_blocks: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -105,6 +114,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         copy_concurrency: a.copy_concurrency,
         wait_timeout: Duration::from_secs(a.wait_timeout),
         retry: a.retry.retrier().policy,
+        parent: a.parent.clone(),
+        parent_blocks: a.parent_blocks.clone(),
     };
     let watcher: Mutex<Option<Watcher>> = Mutex::new(None);
     // After Ctrl-C the calls fail as interrupted while the signal thread undoes this run's

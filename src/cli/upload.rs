@@ -3,6 +3,7 @@
 use super::aws_common::{self, AwsArgs, UploadArgs, Watcher};
 use kiln::aws::guard::Guard;
 use kiln::aws::identity::TAG_BLOCKS;
+use kiln::aws::parent;
 use kiln::aws::retry::Retrier;
 use kiln::aws::snapshot::SnapshotSpec;
 use kiln::aws::upload::{self, UploadOptions};
@@ -30,6 +31,15 @@ pub struct Args {
     pub aws: AwsArgs,
     #[command(flatten)]
     pub upload: UploadArgs,
+    /// Upload incrementally, as a child of this snapshot (`snap-...`), of the newest completed
+    /// kiln snapshot of the same image name and architecture (`auto`: a full upload when there
+    /// is none), or in full (`none`). Only the blocks that differ from the parent's are sent.
+    #[arg(long, default_value = "none")]
+    pub parent: kiln::aws::parent::ParentChoice,
+    /// The parent's block map (`<stem>.blocks` of its build); without it the parent snapshot's
+    /// blocks are read back to learn it.
+    #[arg(long, value_name = "FILE")]
+    pub parent_blocks: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -44,6 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // `completed`. An older manifest's sha256 is checked as the image streams (it is the only
     // claim it makes). The whole disk is hashed only with --sha256, before the first block.
     let claim = manifest_claim(&a.image, size);
+    let arch = claim.as_ref().map(|c| c.arch.clone());
     let hash_file = || {
         kiln::util::sha256_file(&a.image).map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))
     };
@@ -53,6 +64,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             version,
             sha256,
             blocks: Some(blocks),
+            ..
         }) => {
             let id = ImageIdentity {
                 name,
@@ -67,6 +79,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             version,
             sha256: Some(sha256),
             blocks: None,
+            ..
         }) => {
             let id = ImageIdentity {
                 name,
@@ -84,10 +97,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let rt = aws_common::runtime()?;
     let clients = a.aws.connect(rt)?;
     let retrier = a.upload.retry.retrier();
-    let spec = spec(&identity, size, &a.upload);
+    let mut spec = spec(&identity, size, &a.upload);
+    if let Some(arch) = &arch {
+        spec.tags.push((parent::TAG_ARCH.into(), arch.clone()));
+    }
+    let parent = resolve_parent(rt, &clients, &retrier, &a, &identity.name, arch, &mut spec)?;
     let report = run_upload(rt, &clients, &retrier, &spec, &a.upload, |sink| {
         if identity.blocks.is_none() {
             tag_blocks_before_completed(rt.handle(), &clients, &retrier, sink);
+        }
+        if let Some(p) = &parent {
+            sink.set_parent(&p.snapshot_id, &p.map);
         }
         match check {
             Check::None => upload::write_file(&a.image, sink),
@@ -148,10 +168,46 @@ pub fn tag_blocks_before_completed(
     }));
 }
 
+/// The parent of an incremental upload (`--parent`), checked; `spec` then starts a child of it.
+fn resolve_parent(
+    rt: &tokio::runtime::Runtime,
+    clients: &kiln::aws::Clients,
+    retrier: &Retrier,
+    a: &Args,
+    name: &str,
+    arch: Option<String>,
+    spec: &mut SnapshotSpec,
+) -> anyhow::Result<Option<parent::Parent>> {
+    if a.parent_blocks.is_some() && a.parent == parent::ParentChoice::None {
+        anyhow::bail!(
+            "--parent-blocks describes a parent: give --parent SNAPSHOT or --parent auto"
+        );
+    }
+    let want = parent::Want {
+        name: name.to_string(),
+        arch,
+        size: spec.size,
+        encrypted: spec.encrypted,
+        blocks_file: a.parent_blocks.clone(),
+        concurrency: a.upload.workers.clamp(1, 16),
+    };
+    let note = |m: &str| eprintln!("{m}");
+    let p = rt.block_on(parent::resolve(clients, retrier, &a.parent, &want, &note))?;
+    if let Some(p) = &p {
+        eprintln!(
+            "parent: {} (its block map: {}, {} non-zero blocks)",
+            p.snapshot_id, p.map_source, p.map.info.blocks
+        );
+        spec.parent = Some(p.snapshot_id.clone());
+    }
+    Ok(p)
+}
+
 /// What the manifest beside an image says about it.
 struct Claim {
     name: String,
     version: String,
+    arch: String,
     sha256: Option<String>,
     /// Its block map, if this kiln computes the same.
     blocks: Option<BlockMapInfo>,
@@ -170,6 +226,7 @@ fn manifest_claim(image: &std::path::Path, size: u64) -> Option<Claim> {
     (m.image.size == size).then(|| Claim {
         name: m.name,
         version: m.version,
+        arch: m.arch,
         sha256: m.image.sha256.filter(|s| s.len() == 64),
         blocks: m.image.blocks.filter(|b| b.is_current()),
     })

@@ -80,7 +80,7 @@ pub struct Image {
     pub size: u64,
     /// Already resolved: recipe, else env `SOURCE_DATE_EPOCH`, else [`DEFAULT_SOURCE_DATE_EPOCH`].
     pub source_date_epoch: i64,
-    /// Already resolved: recipe, else `"{name}-{version}"`.
+    /// Already resolved: recipe, else `"{name}"` (versions of one image keep their UUIDs).
     pub seed: String,
 }
 

@@ -301,9 +301,13 @@ impl<'a> Ctx<'a> {
                 "a non-negative number of seconds",
             ));
         }
+        // The default is the name alone, not the version: every UUID, and through the ext4 UUID
+        // every metadata checksum (metadata_csum is seeded by it), derives from the seed, so a
+        // seed per version would change every metadata block of every version, and the next
+        // version's snapshot could not be an increment of the last (issue 18).
         let seed = match &r.seed {
             Some(s) => self.s(s)?,
-            None => format!("{name}-{version}"),
+            None => name.clone(),
         };
         Ok(Image {
             name,

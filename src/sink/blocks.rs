@@ -207,22 +207,29 @@ impl BlockMapInfo {
     }
 }
 
-/// Folds a disk's non-zero blocks, in ascending order, into its block map's digest.
+/// Folds a disk's non-zero blocks, in ascending order, into its block map's digest, keeping the
+/// map itself (`<stem>.blocks`, and the parent of the next version's upload).
+///
+/// The map is kept in memory: 40 bytes per non-zero 512 KiB block, 80 KiB per GiB of data
+/// (1/13,107th of the data), whatever the disk's size.
 pub struct BlockMap {
     h: Sha256,
     blocks: u64,
     next: u64,
+    bytes: Vec<u8>,
 }
 
 impl BlockMap {
     /// The map of a disk of `disk_size` bytes.
     pub fn new(disk_size: u64) -> Self {
         let mut h = Sha256::new();
-        h.update(header(disk_size));
+        let head = header(disk_size);
+        h.update(head);
         BlockMap {
             h,
             blocks: 0,
             next: 0,
+            bytes: head.to_vec(),
         }
     }
 
@@ -230,17 +237,26 @@ impl BlockMap {
     pub fn add(&mut self, index: u64, digest: &[u8; 32]) {
         debug_assert!(index >= self.next, "block {index} after {}", self.next);
         self.next = index + 1;
-        self.h.update(entry(index, digest));
+        let e = entry(index, digest);
+        self.h.update(e);
+        self.bytes.extend_from_slice(&e);
         self.blocks += 1;
     }
 
     pub fn finish(self) -> BlockMapInfo {
-        BlockMapInfo {
+        self.finish_map().info
+    }
+
+    /// The digest and the map's bytes: its SHA-256 was folded in as it grew, so nothing is hashed
+    /// twice.
+    pub fn finish_map(self) -> super::mapfile::MapData {
+        let info = BlockMapInfo {
             version: VERSION,
             block_size: B,
             blocks: self.blocks,
             sha256: crate::util::hex(&self.h.finalize()),
-        }
+        };
+        super::mapfile::MapData::from_parts(info, self.bytes)
     }
 }
 
@@ -272,18 +288,28 @@ impl BlockMapper {
     }
 
     /// The map of the whole disk.
-    pub fn finish(mut self) -> BlockMapInfo {
+    pub fn finish(self) -> BlockMapInfo {
+        self.finish_map().info
+    }
+
+    /// The map of the whole disk, with its bytes.
+    pub fn finish_map(mut self) -> super::mapfile::MapData {
         let map = &mut self.map;
         let _ = self.chunker.finish(self.len, &mut |i, b| {
             add_block(map, i, b);
             Ok(())
         });
-        self.map.finish()
+        self.map.finish_map()
     }
 
     /// The map of an image file, reading only its data regions (SEEK_DATA / SEEK_HOLE): holes
     /// are zeros, which have no entries.
     pub fn of_file(path: &std::path::Path) -> io::Result<BlockMapInfo> {
+        Ok(Self::map_of_file(path)?.info)
+    }
+
+    /// [`BlockMapper::of_file`] with the map's bytes.
+    pub fn map_of_file(path: &std::path::Path) -> io::Result<super::mapfile::MapData> {
         use std::os::unix::fs::FileExt;
         let f = std::fs::File::open(path)?;
         let len = f.metadata()?.len();
@@ -298,7 +324,7 @@ impl BlockMapper {
                 at += n as u64;
             }
         }
-        Ok(m.finish())
+        Ok(m.finish_map())
     }
 }
 

@@ -8,8 +8,15 @@
 //! Zero blocks: an unencrypted snapshot reads unwritten blocks as zeros, so all-zero blocks (and
 //! the gaps writers skip, which are zeros by the [`BlockSink`] contract) are not sent. An encrypted
 //! snapshot reads unwritten blocks as garbage, so there every block of the volume is written.
+//!
+//! A child snapshot (an incremental upload, [`EbsSink::set_parent`]) reads unwritten blocks as its
+//! parent's: a block whose digest is the parent's is not sent, and a block that is zero now but
+//! held data in the parent is written as zeros. CompleteSnapshot's ChangedBlocksCount and LINEAR
+//! checksum then cover the blocks written to the child alone, ascending ("the checksums for each
+//! written data block", CompleteSnapshot, EBS API reference).
 
 use super::blocks::{is_zero, Block, BlockMap, BlockMapInfo, Chunker};
+use super::mapfile::MapData;
 use super::{check_order, BlockSink};
 use crate::aws::pace::Pace;
 use crate::aws::snapshot::{LinearChecksum, Snapshot, SnapshotError, BLOCK_SIZE};
@@ -38,6 +45,8 @@ pub struct UploadStats {
     pub blocks_done: AtomicU64,
     pub blocks_sent: AtomicU64,
     pub zero_blocks_skipped: AtomicU64,
+    /// Blocks not sent because the parent snapshot holds the same bytes.
+    pub unchanged_blocks_skipped: AtomicU64,
     pub bytes_sent: AtomicU64,
 }
 
@@ -49,11 +58,17 @@ pub struct UploadReport {
     pub volume_size_gib: i64,
     pub blocks_sent: u64,
     pub zero_blocks_skipped: u64,
+    /// Blocks the parent snapshot already held (an incremental upload).
+    pub unchanged_blocks_skipped: u64,
+    /// The parent snapshot, for an incremental upload.
+    pub parent: Option<String>,
     pub bytes_sent: u64,
     pub retries: u64,
     pub elapsed: Duration,
     /// The block map of the disk sent (its non-zero blocks), as the manifest records it.
     pub blocks: BlockMapInfo,
+    /// The block map itself (`<stem>.blocks` of `build --upload`).
+    pub map: MapData,
 }
 
 /// A [`BlockSink`] that uploads into a started snapshot; [`EbsSink::finish`] completes it.
@@ -86,6 +101,11 @@ struct Uploader {
     failure: Arc<Mutex<Option<SnapshotError>>>,
     tasks: JoinSet<()>,
     stats: Arc<UploadStats>,
+    /// The parent's non-zero blocks (index, SHA-256), ascending, and how far the upload has
+    /// passed through them.
+    parent: Vec<(u64, [u8; 32])>,
+    parent_at: usize,
+    parent_id: Option<String>,
 }
 
 impl EbsSink {
@@ -120,6 +140,9 @@ impl EbsSink {
                 failure: Arc::default(),
                 tasks: JoinSet::new(),
                 stats: Arc::new(stats),
+                parent: Vec::new(),
+                parent_at: 0,
+                parent_id: None,
             },
             size,
             volume_bytes,
@@ -142,6 +165,15 @@ impl EbsSink {
     /// its manifest without hashing the whole disk again.
     pub fn expect_blocks(&mut self, map: BlockMapInfo) {
         self.expect = Some(map);
+    }
+
+    /// Makes this an incremental upload into a child of `snapshot_id`, whose disk's block map is
+    /// `parent` (its disk is this one's size: see [`crate::aws::parent`]). Call before the first
+    /// write; the snapshot must have been started with that parent, unencrypted.
+    pub fn set_parent(&mut self, snapshot_id: &str, parent: &MapData) {
+        self.up.parent = parent.entries().collect();
+        self.up.parent_at = 0;
+        self.up.parent_id = Some(snapshot_id.to_string());
     }
 
     /// Runs `f` once CompleteSnapshot is sent, before waiting for `completed`: AWS processes the
@@ -173,7 +205,8 @@ impl EbsSink {
             return Err(SnapshotError::Upload(e));
         }
         let mut up = self.up;
-        let map = std::mem::replace(&mut up.map, BlockMap::new(0)).finish();
+        let full = std::mem::replace(&mut up.map, BlockMap::new(0)).finish_map();
+        let map = full.info.clone();
         if let Some(want) = self.expect.filter(|w| *w != map) {
             up.abort();
             return Err(SnapshotError::NotTheManifests {
@@ -211,12 +244,21 @@ impl EbsSink {
             volume_size_gib: (self.volume_bytes >> 30) as i64,
             blocks_sent: s.blocks_sent.load(Ordering::Relaxed),
             zero_blocks_skipped: s.zero_blocks_skipped.load(Ordering::Relaxed),
+            unchanged_blocks_skipped: s.unchanged_blocks_skipped.load(Ordering::Relaxed),
+            parent: up.parent_id.clone(),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
             retries: snap.retrier.retries(),
             elapsed: self.started.elapsed(),
             blocks: map,
+            map: full,
         })
     }
+}
+
+/// The SHA-256 of a zero block, hashed once.
+fn zero_digest() -> [u8; 32] {
+    static ZERO_DIGEST: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *ZERO_DIGEST.get_or_init(|| Sha256::digest(ZERO_BLOCK).into())
 }
 
 impl Uploader {
@@ -230,25 +272,42 @@ impl Uploader {
         }
     }
 
-    /// One whole block: sent, or skipped when it is zeros and the snapshot is not encrypted.
+    /// The parent's digest of block `index`, if it held data there. Indices ascend.
+    fn parent_digest(&mut self, index: u64) -> Option<[u8; 32]> {
+        while self.parent.get(self.parent_at).is_some_and(|p| p.0 < index) {
+            self.parent_at += 1;
+        }
+        self.parent
+            .get(self.parent_at)
+            .filter(|p| p.0 == index)
+            .map(|p| p.1)
+    }
+
+    fn skipped(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.blocks_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One whole block: sent, or skipped when it is zeros and the snapshot is not encrypted, or
+    /// when the parent holds the same bytes; zeros where the parent held data are sent.
     fn block(&mut self, index: u64, block: Block) -> io::Result<()> {
+        let parent = self.parent_digest(index);
         match block {
             Block::Data(d) if !is_zero(d) => {
                 let digest: [u8; 32] = Sha256::digest(d).into();
                 self.map.add(index, &digest);
+                if parent == Some(digest) {
+                    self.skipped(&self.stats.unchanged_blocks_skipped);
+                    return Ok(());
+                }
                 self.send(index, Bytes::copy_from_slice(d), digest)
             }
-            _ if self.encrypted => {
-                // Hash once: every zero block has the same digest.
-                static ZERO_DIGEST: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-                let digest = *ZERO_DIGEST.get_or_init(|| Sha256::digest(ZERO_BLOCK).into());
-                self.send(index, Bytes::from_static(&ZERO_BLOCK), digest)
+            _ if parent.is_some() => {
+                self.send(index, Bytes::from_static(&ZERO_BLOCK), zero_digest())
             }
+            _ if self.encrypted => self.send(index, Bytes::from_static(&ZERO_BLOCK), zero_digest()),
             _ => {
-                self.stats
-                    .zero_blocks_skipped
-                    .fetch_add(1, Ordering::Relaxed);
-                self.stats.blocks_done.fetch_add(1, Ordering::Relaxed);
+                self.skipped(&self.stats.zero_blocks_skipped);
                 Ok(())
             }
         }

@@ -9,6 +9,7 @@
 //! runs on its own thread, fed through a bounded channel, overlapped with the writers.
 
 use super::blocks::{BlockMapInfo, BlockMapper};
+use super::mapfile::MapData;
 use super::{check_order, BlockSink};
 use sha2::{Digest, Sha256};
 use std::io;
@@ -40,8 +41,10 @@ pub struct Want {
 pub struct DiskDigest {
     /// Hex SHA-256 of every byte of the disk, if it was asked for.
     pub sha256: Option<String>,
-    /// The block map, if it was asked for.
+    /// The block map's digest, if it was asked for.
     pub blocks: Option<BlockMapInfo>,
+    /// The block map itself (`<stem>.blocks`), when it was computed here.
+    pub map: Option<MapData>,
 }
 
 /// A thread fed with the writes in order, giving a `T` for the whole disk at [`Msg::End`].
@@ -95,7 +98,7 @@ fn join<T>(thread: JoinHandle<Option<T>>) -> io::Result<T> {
 /// A digest still being computed on its threads, after the last byte was written.
 pub struct PendingDigest {
     hasher: Option<JoinHandle<Option<[u8; 32]>>>,
-    mapper: Option<JoinHandle<Option<BlockMapInfo>>>,
+    mapper: Option<JoinHandle<Option<MapData>>>,
 }
 
 impl PendingDigest {
@@ -104,11 +107,15 @@ impl PendingDigest {
             Some(h) => Some(crate::util::hex(&join(h)?)),
             None => None,
         };
-        let blocks = match self.mapper {
+        let map = match self.mapper {
             Some(m) => Some(join(m)?),
             None => None,
         };
-        Ok(DiskDigest { sha256, blocks })
+        Ok(DiskDigest {
+            sha256,
+            blocks: map.as_ref().map(|m| m.info.clone()),
+            map,
+        })
     }
 }
 
@@ -117,7 +124,7 @@ impl PendingDigest {
 pub struct HashSink<S> {
     inner: S,
     hasher: Option<Worker<[u8; 32]>>,
-    mapper: Option<Worker<BlockMapInfo>>,
+    mapper: Option<Worker<MapData>>,
     pos: u64,
     len: u64,
 }
@@ -144,7 +151,7 @@ impl<S: BlockSink> HashSink<S> {
             Worker::spawn(
                 BlockMapper::new(len),
                 |m, offset, data| m.write(offset, data),
-                |m, _| m.finish(),
+                |m, _| m.finish_map(),
             )
         });
         HashSink {
@@ -228,7 +235,9 @@ mod tests {
         assert_eq!(inner.data, want[..600_001]);
         let mut m = BlockMapper::new(2_000_000);
         m.write(0, &want);
-        assert_eq!(digest.blocks, Some(m.finish()));
+        let want_map = m.finish_map();
+        assert_eq!(digest.map.as_ref(), Some(&want_map));
+        assert_eq!(digest.blocks, Some(want_map.info));
         assert_eq!(digest.blocks.unwrap().blocks, 2);
     }
 

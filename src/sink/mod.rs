@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod ebs;
 mod file;
 mod hash;
+pub mod mapfile;
 
 pub use file::FileSink;
 pub use hash::{DiskDigest, HashSink, PendingDigest, Want};
