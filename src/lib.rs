@@ -11,6 +11,8 @@ pub mod cleanup;
 pub mod disk;
 pub mod fs;
 pub mod manifest;
+pub mod oci;
+pub mod outputs;
 pub mod packages;
 pub mod pipeline;
 pub mod qemu;

@@ -17,7 +17,13 @@ pub struct Manifest {
     pub name: String,
     pub version: String,
     pub arch: String,
-    pub image: ImageInfo,
+    /// The disk, when the build streamed one (a disk format, or `--upload`): the raw image's
+    /// name, size and sha256, whatever formats it was written in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageInfo>,
+    /// Every file the build wrote, one per format (raw, qcow2, vhd, vmdk, oci).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputRecord>,
     pub disk_guid: String,
     pub source_date_epoch: i64,
     pub partitions: Vec<PartitionInfo>,
@@ -62,6 +68,32 @@ pub struct ImageInfo {
     /// the image against this manifest without hashing the whole disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<crate::sink::blocks::BlockMapInfo>,
+}
+
+/// One output file (or OCI layout directory) of a build.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// `raw`, `qcow2`, `vhd`, `vmdk` or `oci`.
+    pub format: String,
+    /// The file's (or the layout directory's) name; it sits beside the manifest.
+    pub file: String,
+    /// Of the file (absent for an OCI layout directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The disk formats: the sha256 of the raw disk they hold (`image.sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_sha256: Option<String>,
+    /// OCI: the digest `index.json` names (the image manifest, or the multi-arch image index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// OCI: this recipe's image manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// OCI: the tag `index.json` gives the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,22 +165,21 @@ pub fn partitions(plan: &DiskPlan) -> Vec<PartitionInfo> {
         .collect()
 }
 
-/// Fills in everything but the inputs, which the caller appends.
-pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Manifest {
+/// Fills in everything but the inputs, which the caller appends. `disk` is the streamed disk's
+/// raw image path and sha256.
+pub fn new(recipe: &Recipe, plan: &DiskPlan, disk: Option<(&Path, String)>) -> Manifest {
     Manifest {
         kiln_version: env!("CARGO_PKG_VERSION").into(),
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
         arch: recipe.image.arch.as_str().into(),
-        image: ImageInfo {
-            file: image
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+        image: disk.map(|(image, sha256)| ImageInfo {
+            file: file_name(image),
             size: plan.size,
             sha256,
             blocks: None,
-        },
+        }),
+        outputs: Vec::new(),
         disk_guid: uuid_string(&plan.disk_guid).to_uppercase(),
         source_date_epoch: recipe.image.source_date_epoch,
         partitions: partitions(plan),
@@ -166,6 +197,13 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
         boot_mode: None,
         snapshot: None,
     }
+}
+
+/// The last component of a path, as the manifest names files beside it.
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Writes the manifest atomically (temp file + rename) as pretty JSON.

@@ -5,8 +5,8 @@
 //!             → configure_etc | configure_fstab → install_tree → install_bootloader
 //!             → split_filesystems → check_fit
 //!             → write_disk (GPT head, each filesystem, GPT tail; hashed and block-mapped as it
-//!               streams)
-//!             → finalize_image → write_manifest → write_sbom
+//!               streams into every disk format at once) | write_oci (the tree as an OCI layer)
+//!             → finalize_outputs → write_manifest → write_sbom
 //! ```
 //!
 //! Each step is logged and timed through `tracing`. The disk is streamed into a
@@ -17,9 +17,12 @@ use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
 use crate::fs::ext4;
 use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
+use crate::outputs;
 use crate::packages::{self, PackageError};
-use crate::recipe::{Filesystem, Recipe, RecipeError};
-use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink, PendingDigest};
+use crate::recipe::{Filesystem, OutputFormat, Recipe, RecipeError};
+use crate::sink::{
+    BlockSink, DiskDigest, DiskOutputs, FormatIdentity, HashSink, PendingDigest, Written,
+};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
 };
@@ -44,10 +47,15 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Cache, APT configuration and clock for packages; `None`: the defaults.
     pub packages: Option<packages::Options>,
+    /// The formats to write; `None`: the recipe's `[output] formats` (default raw).
+    pub formats: Option<Vec<OutputFormat>>,
+    /// The OCI image as one `.tar`; `None`: the recipe's `[output] oci_archive`.
+    pub oci_archive: Option<bool>,
 }
 
 #[derive(Debug)]
 pub struct BuildOutput {
+    /// The raw image's path (`-o`); the other formats sit beside it (see `manifest.outputs`).
     pub image: PathBuf,
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
@@ -224,23 +232,6 @@ pub fn write_disk(p: &Prepared, sink: &mut dyn BlockSink) -> Result<PendingDiges
         .map_err(disk_error)
 }
 
-/// [`write_disk`] with the block map, calling `after_write` once the last byte is written while
-/// the hashes are finished (the file build syncs the image there), then waiting for them.
-pub fn write_disk_then(
-    p: &Prepared,
-    sink: &mut dyn BlockSink,
-    progress: Option<&dyn Progress>,
-    after_write: &mut dyn FnMut() -> io::Result<()>,
-) -> Result<DiskDigest, BuildError> {
-    let hashed = write_hashed(p, sink, progress, true)?;
-    after_write().map_err(disk_error)?;
-    let (_, digest) = hashed.finish(p.plan.size).map_err(disk_error)?;
-    if let Some(pr) = progress {
-        pr.finish();
-    }
-    Ok(digest)
-}
-
 fn disk_error(source: io::Error) -> BuildError {
     BuildError::Output {
         path: PathBuf::from("<disk>"),
@@ -276,25 +267,73 @@ fn write_hashed<'a>(
     Ok(hashed)
 }
 
-/// `kiln build`: the recipe to an image file and its manifest.
+/// `kiln build`: the recipe to its image files (one per format) and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let popts = opts.packages.clone().unwrap_or_default();
     let prepared = prepare_with(recipe_path, opts.locked, &popts)?;
-    let image = opts.output.clone().unwrap_or_else(|| {
-        PathBuf::from("out").join(format!("{}.raw", prepared.recipe.image.name))
-    });
-    let out_err = |source| BuildError::Output {
-        path: image.clone(),
-        source,
+    let recipe = &prepared.recipe;
+    let image = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", recipe.image.name)));
+    let formats = opts
+        .formats
+        .clone()
+        .unwrap_or(recipe.output.formats.clone());
+    let archive = opts.oci_archive.unwrap_or(recipe.output.oci_archive);
+    let out_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BuildError::Output { path, source }
     };
-    let mut file = FileSink::create(&image, prepared.plan.size).map_err(out_err)?;
-    let syncer = file.sync_handle().map_err(out_err)?;
-    let mut sync = || syncer.sync_all();
-    let digest = step("write_disk", || {
-        write_disk_then(&prepared, &mut file, opts.progress.as_deref(), &mut sync)
-    })?;
-    step("finalize_image", || file.persist()).map_err(out_err)?;
-    let (manifest_path, m) = write_records(&prepared, &image, digest, None)?;
+    let targets = outputs::targets(&image, &formats, archive).map_err(out_err(&image))?;
+    let (plan, contents) = (&prepared.plan, &prepared.contents);
+    let (disk, oci) = std::thread::scope(|s| {
+        let oci = targets.oci.as_ref().map(|t| {
+            s.spawn(move || {
+                step("write_oci", || {
+                    outputs::write_oci(recipe, plan, contents, t, archive).map_err(out_err(t))
+                })
+            })
+        });
+        let disk = match targets.disks.is_empty() {
+            true => Ok(None),
+            false => step("write_disk", || {
+                write_formats(&prepared, &targets.disks, opts.progress.as_deref()).map(Some)
+            }),
+        };
+        let oci = oci.map(|t| {
+            t.join().unwrap_or_else(|_| {
+                Err(disk_error(io::Error::other(
+                    "writing the OCI image panicked",
+                )))
+            })
+        });
+        (disk, oci.transpose())
+    });
+    let (disk, oci) = (disk?, oci?);
+    let mut records = Vec::new();
+    let digest = match disk {
+        Some((digest, written)) => {
+            records.extend(
+                written
+                    .iter()
+                    .map(|w| outputs::disk_record(w, &digest.sha256)),
+            );
+            step("finalize_outputs", || {
+                written
+                    .into_iter()
+                    .try_for_each(|w| w.output.persist().map(drop))
+            })
+            .map_err(out_err(&image))?;
+            Some(digest)
+        }
+        None => None,
+    };
+    if let (Some(t), Some((staged, written))) = (&targets.oci, oci) {
+        records.push(outputs::oci_record(t, &staged, &written));
+        step("finalize_oci", || staged.staged.persist()).map_err(out_err(t))?;
+    }
+    let (manifest_path, m) = write_records(&prepared, &image, digest, None, records)?;
     Ok(BuildOutput {
         image,
         manifest_path,
@@ -302,17 +341,127 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
     })
 }
 
-/// Writes the manifest (and the SBOM when packages are installed) for a disk with `digest`,
-/// named as if it were the image file `image`; shared by file builds and `--upload`.
+/// `kiln build A.toml B.toml --format oci`: one multi-arch OCI image, one recipe per
+/// architecture; each recipe gets its own manifest, `<stem>-<arch>.manifest.json`.
+pub fn build_multiarch_oci(
+    recipe_paths: &[PathBuf],
+    opts: BuildOptions,
+) -> Result<Vec<BuildOutput>, BuildError> {
+    let popts = opts.packages.clone().unwrap_or_default();
+    let prepared = recipe_paths
+        .iter()
+        .map(|r| prepare_with(r, opts.locked, &popts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = prepared.first().map(|p| &p.recipe) else {
+        return Ok(Vec::new());
+    };
+    let image = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", first.image.name)));
+    let archive = opts.oci_archive.unwrap_or(first.output.oci_archive);
+    let target = outputs::targets(&image, &[OutputFormat::Oci], archive)
+        .and_then(|t| t.oci.ok_or_else(|| io::Error::other("no OCI target")))
+        .map_err(|source| BuildError::Output {
+            path: image.clone(),
+            source,
+        })?;
+    let out_err = |source| BuildError::Output {
+        path: target.clone(),
+        source,
+    };
+    let mut w = crate::oci::OciWriter::create(&target, archive, first.image.source_date_epoch)
+        .map_err(out_err)?;
+    let mut images = Vec::new();
+    for p in &prepared {
+        let trees = outputs::root_trees(&p.recipe, &p.plan, &p.contents);
+        images.push(step("write_oci", || w.add_image(&p.recipe, &trees)).map_err(out_err)?);
+    }
+    let staged = w.finish().map_err(out_err)?;
+    let records: Vec<_> = images
+        .iter()
+        .map(|i| outputs::oci_record(&target, &staged, i))
+        .collect();
+    step("finalize_oci", || staged.staged.persist()).map_err(out_err)?;
+    let mut out = Vec::new();
+    for (p, record) in prepared.iter().zip(records) {
+        let stem = image
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = image.with_file_name(format!(
+            "{stem}-{}.manifest.json",
+            p.recipe.image.arch.as_str()
+        ));
+        let (manifest_path, manifest) =
+            write_records_at(p, &path, &image, None, None, vec![record])?;
+        out.push(BuildOutput {
+            image: image.clone(),
+            manifest_path,
+            manifest,
+        });
+    }
+    Ok(out)
+}
+
+/// Streams the disk once into every requested disk format; returns the disk's digest and the
+/// files, complete but not yet renamed into place.
+fn write_formats(
+    p: &Prepared,
+    targets: &[(crate::sink::DiskFormat, PathBuf)],
+    progress: Option<&dyn Progress>,
+) -> Result<(DiskDigest, Vec<Written>), BuildError> {
+    let id = FormatIdentity {
+        seed: p.recipe.image.seed.clone(),
+        source_date_epoch: p.recipe.image.source_date_epoch,
+    };
+    let size = p.plan.size;
+    let mut formats = DiskOutputs::create(targets, size, &id).map_err(disk_error)?;
+    let hashed = write_hashed(p, &mut formats, progress, true)?;
+    let (_, pending) = hashed.finish_later(size).map_err(disk_error)?;
+    let finished = formats.finish(size).map_err(disk_error)?;
+    let r = crate::sink::formats::hash_outputs(finished, pending).map_err(disk_error)?;
+    if let Some(pr) = progress {
+        pr.finish();
+    }
+    Ok(r)
+}
+
+/// Writes the manifest (and the SBOM when packages are installed) for a build whose disk (if
+/// it streamed one) has `digest`, named after the raw image `image`; shared by file builds and
+/// `--upload`.
 pub fn write_records(
     prepared: &Prepared,
     image: &Path,
-    digest: DiskDigest,
+    digest: Option<DiskDigest>,
     snapshot: Option<manifest::SnapshotInfo>,
+    outputs: Vec<manifest::OutputRecord>,
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest::manifest_path(image);
-    let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, digest.sha256);
-    m.image.blocks = digest.blocks;
+    write_records_at(prepared, &manifest_path, image, digest, snapshot, outputs)
+}
+
+/// [`write_records`] with the manifest's path given (a multi-arch OCI build writes one per
+/// recipe).
+pub fn write_records_at(
+    prepared: &Prepared,
+    manifest_path: &Path,
+    image: &Path,
+    digest: Option<DiskDigest>,
+    snapshot: Option<manifest::SnapshotInfo>,
+    outputs: Vec<manifest::OutputRecord>,
+) -> Result<(PathBuf, Manifest), BuildError> {
+    let manifest_path = manifest_path.to_path_buf();
+    let blocks = digest.as_ref().and_then(|d| d.blocks.clone());
+    let mut m = manifest::new(
+        &prepared.recipe,
+        &prepared.plan,
+        digest.map(|d| (image, d.sha256)),
+    );
+    if let Some(i) = &mut m.image {
+        i.blocks = blocks;
+    }
+    m.outputs = outputs;
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
     m.snapshot = snapshot;
@@ -330,19 +479,40 @@ pub fn write_records(
     }
     step("write_manifest", || manifest::write(&m, &manifest_path))
         .map_err(|e| out_err(&manifest_path, e))?;
-    if !m.packages.is_empty() {
-        let path = packages::sbom::sbom_path(image);
+    // The SBOM describes the disk, or else the first output (an OCI image).
+    let described = match (&m.image, m.outputs.first()) {
+        (Some(i), _) => Some((i.file.clone(), i.sha256.clone())),
+        (None, Some(o)) => Some((
+            o.file.clone(),
+            o.sha256.clone().or(o.digest.clone()).unwrap_or_default(),
+        )),
+        (None, None) => None,
+    };
+    if let (false, Some((file, sha))) = (m.packages.is_empty(), described) {
+        let path = packages::sbom::sbom_path(&manifest_path_stem(&manifest_path, image));
         let doc = packages::sbom::document(
             &m.name,
             &m.version,
-            &m.image.file,
-            &m.image.sha256,
+            &file,
+            &sha,
             m.source_date_epoch,
             &m.packages,
         );
         step("write_sbom", || manifest::write_json(&doc, &path)).map_err(|e| out_err(&path, e))?;
     }
     Ok((manifest_path, m))
+}
+
+/// The path whose stem names the SBOM: the image, unless the manifest was named otherwise.
+fn manifest_path_stem(manifest_path: &Path, image: &Path) -> PathBuf {
+    match manifest::manifest_path(image) == manifest_path {
+        true => image.to_path_buf(),
+        false => {
+            let name = manifest::file_name(manifest_path);
+            let stem = name.trim_end_matches(".manifest.json");
+            manifest_path.with_file_name(format!("{stem}.raw"))
+        }
+    }
 }
 
 struct ProgressSink<'a> {

@@ -1,19 +1,31 @@
-//! `kiln build RECIPE [-o IMAGE] [--json]`, and `kiln build RECIPE --upload`: the disk streamed
-//! straight into an EBS snapshot, with no image file.
+//! `kiln build RECIPE [-o IMAGE] [--format F]... [--json]`, `kiln build A.toml B.toml --format oci`
+//! (one multi-arch OCI image), and `kiln build RECIPE --upload`: the disk streamed straight into an
+//! EBS snapshot, with no image file.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::pipeline::{self, BuildOptions, Progress};
+use kiln::pipeline::{self, BuildOptions, BuildOutput, Progress};
+use kiln::recipe::{OutputFormat, FORMATS_EXPECTED};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The recipe (TOML).
-    pub recipe: PathBuf,
-    /// Where to write the image; default out/<name>.raw.
+    /// The recipe (TOML); several (one per architecture, with --format oci) make one multi-arch
+    /// OCI image.
+    #[arg(required = true, num_args = 1..)]
+    pub recipes: Vec<PathBuf>,
+    /// Where to write the raw image; default out/<name>.raw. The other formats go beside it with
+    /// their own extension (.qcow2, .vhd, .vmdk, .oci or .oci.tar).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// An output format: raw, qcow2, vhd, vmdk or oci (repeatable; default the recipe's
+    /// [output] formats, else raw). All disk formats are written in the same pass over the disk.
+    #[arg(long = "format", value_name = "FORMAT", value_parser = parse_format)]
+    pub formats: Vec<OutputFormat>,
+    /// Write the OCI image as one .oci.tar archive instead of a layout directory.
+    #[arg(long)]
+    pub oci_archive: bool,
     /// Print the manifest's path and the image's sha256 as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -45,8 +57,22 @@ impl Progress for Bar {
     }
 }
 
+fn parse_format(s: &str) -> Result<OutputFormat, String> {
+    OutputFormat::parse(s)
+        .ok_or_else(|| format!("unknown format {s:?}; expected {FORMATS_EXPECTED}"))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.recipes.len() > 1 && (args.upload || args.formats != [OutputFormat::Oci]) {
+        anyhow::bail!(
+            "several recipes make one multi-arch OCI image: give --format oci (and only that); \
+             build disk images one recipe at a time"
+        );
+    }
     if args.upload {
+        if !args.formats.is_empty() || args.oci_archive {
+            anyhow::bail!("--upload streams the disk into EBS and writes no image file: it takes no --format or --oci-archive");
+        }
         return run_upload(args);
     }
     let progress: Option<Box<dyn Progress>> = if std::io::stderr().is_terminal() {
@@ -62,30 +88,67 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let out = pipeline::build(
-        &args.recipe,
-        BuildOptions {
-            output: args.output,
-            progress,
-            locked: args.locked,
-            packages: Some(kiln::packages::Options {
-                progress: std::io::stderr().is_terminal(),
-                ..Default::default()
-            }),
-        },
-    )?;
-    if args.json {
-        let v = serde_json::json!({
-            "manifest": out.manifest_path,
-            "image": out.image,
-            "sha256": out.manifest.image.sha256,
-        });
-        println!("{v}");
-    } else {
-        println!("{}  {}", out.manifest.image.sha256, out.image.display());
-        println!("manifest: {}", out.manifest_path.display());
+    let opts = BuildOptions {
+        output: args.output,
+        progress,
+        locked: args.locked,
+        packages: Some(kiln::packages::Options {
+            progress: std::io::stderr().is_terminal(),
+            ..Default::default()
+        }),
+        formats: (!args.formats.is_empty()).then_some(args.formats),
+        oci_archive: args.oci_archive.then_some(true),
+    };
+    let outs = match args.recipes.as_slice() {
+        [one] => vec![pipeline::build(one, opts)?],
+        many => pipeline::build_multiarch_oci(many, opts)?,
+    };
+    for out in &outs {
+        print_output(out, args.json);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per output (its sha256, or an OCI image's digest, and its path), then the manifest;
+/// or one JSON object per recipe.
+fn print_output(out: &BuildOutput, json: bool) {
+    let m = &out.manifest;
+    let dir = out
+        .manifest_path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    if json {
+        let outputs: Vec<_> = m
+            .outputs
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "format": o.format,
+                    "path": dir.join(&o.file),
+                    "sha256": o.sha256,
+                    "digest": o.digest,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "manifest": out.manifest_path,
+            "image": m.image.as_ref().map(|_| &out.image),
+            "sha256": m.image.as_ref().map(|i| &i.sha256),
+            "outputs": outputs,
+        });
+        println!("{v}");
+        return;
+    }
+    for o in &m.outputs {
+        let id = match (&o.digest, &o.sha256) {
+            (Some(d), _) => d.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => String::new(),
+        };
+        println!("{id}  {}", dir.join(&o.file).display());
+    }
+    println!("manifest: {}", out.manifest_path.display());
 }
 
 /// `--upload`: prepare, then stream the disk into an EbsSink.
@@ -99,7 +162,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal(),
         ..Default::default()
     };
-    let prepared = pipeline::prepare_with(&args.recipe, args.locked, &popts)?;
+    let prepared = pipeline::prepare_with(&args.recipes[0], args.locked, &popts)?;
     let recipe = &prepared.recipe;
     let ami = recipe.ami.as_ref();
     if args.aws.region.is_none() {
@@ -169,12 +232,14 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         // The blocks the upload sent are the disk's: no second pass over them.
         blocks: Some(report.blocks.clone()),
     };
+    let digest = Some(digest);
     aws_common::summary(&report);
     let snapshot = manifest::SnapshotInfo {
         snapshot_id: report.snapshot_id.clone(),
         region: report.region.clone(),
     };
-    let (manifest_path, _) = pipeline::write_records(&prepared, &image, digest, Some(snapshot))?;
+    let (manifest_path, _) =
+        pipeline::write_records(&prepared, &image, digest, Some(snapshot), Vec::new())?;
     if args.json {
         println!("{}", aws_common::upload_json(&report));
     } else {

@@ -104,6 +104,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             progress: std::io::stderr().is_terminal(),
             ..Default::default()
         }),
+        // An AMI is made from the raw disk, whatever else the recipe's [output] asks for.
+        formats: Some(vec![kiln::recipe::OutputFormat::Raw]),
+        oci_archive: None,
     };
     let report = publish::build_test_publish(
         rt.handle(),

@@ -93,12 +93,13 @@ fn manifest_claim(
     size: u64,
 ) -> Option<(ImageIdentity, Option<BlockMapInfo>)> {
     let m = kiln::manifest::read(&kiln::manifest::manifest_path(image)).ok()?;
+    let disk = m.image?;
     let id = ImageIdentity {
         name: m.name,
         version: m.version,
-        sha256: m.image.sha256,
+        sha256: disk.sha256,
     };
-    (m.image.size == size && id.sha256.len() == 64).then_some((id, m.image.blocks))
+    (disk.size == size && id.sha256.len() == 64).then_some((id, disk.blocks))
 }
 
 /// Without a manifest: the file's stem names the image.

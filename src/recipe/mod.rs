@@ -17,6 +17,7 @@ mod boot;
 mod error;
 mod expand;
 mod layout;
+mod output;
 mod parse;
 mod raw;
 mod size;
@@ -29,6 +30,7 @@ pub use ami::{
 pub use boot::{Boot, Compression, Initrd, KernelChoice, Loader};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
+pub use output::{valid_tag, Container, LayerCompression, Output, OutputFormat, FORMATS_EXPECTED};
 pub use parse::{parse_guid, EnvLookup};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
 
@@ -183,6 +185,10 @@ pub struct Recipe {
     pub ami: Option<Ami>,
     /// `[boot]`: the boot loader, kernel command line and generated initrd.
     pub boot: Option<Boot>,
+    /// `[output]`: the formats a build writes (default: raw).
+    pub output: Output,
+    /// `[container]`: the OCI image's configuration.
+    pub container: Option<Container>,
 }
 
 /// Where a `[[repository]]` lives.

@@ -83,6 +83,14 @@ impl Recipe {
             Some(b) => Some(ctx.boot(b, &partitions)?),
             None => None,
         };
+        let output = match &raw.output {
+            Some(o) => ctx.output(o, &image)?,
+            None => Default::default(),
+        };
+        let container = match &raw.container {
+            Some(c) => Some(ctx.container(c)?),
+            None => None,
+        };
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
@@ -95,6 +103,8 @@ impl Recipe {
             groups,
             ami,
             boot,
+            output,
+            container,
         })
     }
 }

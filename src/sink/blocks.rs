@@ -26,9 +26,10 @@ pub enum Block<'a> {
     Gap,
 }
 
-/// Cuts a sequential sparse stream into [`BLOCK_SIZE`] blocks.
-#[derive(Default)]
+/// Cuts a sequential sparse stream into whole blocks ([`BLOCK_SIZE`] unless made
+/// [`Chunker::with_block_size`]: the disk formats cut it into their clusters and grains).
 pub struct Chunker {
+    block: u64,
     /// The stream position.
     pos: u64,
     /// The bytes of the current block, from its start to `pos`; empty while nothing has been
@@ -38,7 +39,22 @@ pub struct Chunker {
 
 type Emit<'e> = dyn FnMut(u64, Block) -> io::Result<()> + 'e;
 
+impl Default for Chunker {
+    fn default() -> Self {
+        Chunker::with_block_size(BLOCK_SIZE)
+    }
+}
+
 impl Chunker {
+    /// A chunker handing out blocks of `block` bytes (a power of two).
+    pub fn with_block_size(block: u64) -> Self {
+        Chunker {
+            block,
+            pos: 0,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn pos(&self) -> u64 {
         self.pos
     }
@@ -47,10 +63,10 @@ impl Chunker {
     pub fn write(&mut self, offset: u64, mut data: &[u8], emit: &mut Emit) -> io::Result<()> {
         self.zeros_to(offset, emit)?;
         while !data.is_empty() {
-            let index = self.pos / B;
-            let at = (self.pos % B) as usize;
-            let n = (B as usize - at).min(data.len());
-            if at == 0 && n == B as usize {
+            let index = self.pos / self.block;
+            let at = (self.pos % self.block) as usize;
+            let n = (self.block as usize - at).min(data.len());
+            if at == 0 && n == self.block as usize {
                 // A whole aligned block: handed out without a copy.
                 emit(index, Block::Data(&data[..n]))?;
             } else {
@@ -58,7 +74,7 @@ impl Chunker {
                     self.buf.resize(at, 0);
                 }
                 self.buf.extend_from_slice(&data[..n]);
-                if at + n == B as usize {
+                if at + n == self.block as usize {
                     self.flush(index, emit)?;
                 }
             }
@@ -71,8 +87,8 @@ impl Chunker {
     /// Moves the position forward to `to` over zeros, handing out the blocks it completes.
     pub fn zeros_to(&mut self, to: u64, emit: &mut Emit) -> io::Result<()> {
         while self.pos < to {
-            let index = self.pos / B;
-            let block_end = (index + 1) * B;
+            let index = self.pos / self.block;
+            let block_end = (index + 1) * self.block;
             let step = to.min(block_end) - self.pos;
             if !self.buf.is_empty() {
                 self.buf.resize(self.buf.len() + step as usize, 0);
@@ -92,8 +108,8 @@ impl Chunker {
     /// Zeros up to `end`, then the block `end` falls in, padded with zeros, if it is partial.
     pub fn finish(&mut self, end: u64, emit: &mut Emit) -> io::Result<()> {
         self.zeros_to(end, emit)?;
-        if self.pos % B != 0 {
-            let index = self.pos / B;
+        if self.pos % self.block != 0 {
+            let index = self.pos / self.block;
             if self.buf.is_empty() {
                 emit(index, Block::Gap)?;
             } else {
@@ -104,7 +120,7 @@ impl Chunker {
     }
 
     fn flush(&mut self, index: u64, emit: &mut Emit) -> io::Result<()> {
-        self.buf.resize(B as usize, 0);
+        self.buf.resize(self.block as usize, 0);
         let r = emit(index, Block::Data(&self.buf));
         self.buf.clear();
         r

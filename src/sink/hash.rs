@@ -83,25 +83,35 @@ fn join<T>(thread: JoinHandle<Option<T>>) -> io::Result<T> {
 
 /// A digest still being computed on its threads, after the last byte was written.
 pub struct PendingDigest {
-    hasher: JoinHandle<Option<[u8; 32]>>,
+    hasher: JoinHandle<Option<Sha256>>,
     mapper: Option<JoinHandle<Option<BlockMapInfo>>>,
 }
 
 impl PendingDigest {
     pub fn wait(self) -> io::Result<DiskDigest> {
-        let sha256 = crate::util::hex(&join(self.hasher)?);
+        Ok(self.wait_extended(&[])?.0)
+    }
+
+    /// The digest, and the SHA-256 of the disk followed by `suffix`: a fixed VHD is the disk and
+    /// its 512-byte footer, so its hash costs 512 bytes more, not a second pass over the disk.
+    pub fn wait_extended(self, suffix: &[u8]) -> io::Result<(DiskDigest, String)> {
+        let state = join(self.hasher)?;
+        let sha256 = crate::util::hex(&state.clone().finalize());
+        let mut extended = state;
+        extended.update(suffix);
         let blocks = match self.mapper {
             Some(m) => Some(join(m)?),
             None => None,
         };
-        Ok(DiskDigest { sha256, blocks })
+        let extended = crate::util::hex(&extended.finalize());
+        Ok((DiskDigest { sha256, blocks }, extended))
     }
 }
 
 /// Hashes every byte written, and the zeros of every gap, then forwards the write.
 pub struct HashSink<S> {
     inner: S,
-    hasher: Worker<[u8; 32]>,
+    hasher: Worker<Sha256>,
     mapper: Option<Worker<BlockMapInfo>>,
     pos: u64,
 }
@@ -119,7 +129,7 @@ impl<S: BlockSink> HashSink<S> {
             },
             |(mut h, pos), len| {
                 crate::util::sha256_zeros(&mut h, len - pos);
-                h.finalize().into()
+                h
             },
         );
         let mapper = block_map.then(|| {

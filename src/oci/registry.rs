@@ -1,0 +1,1 @@
+//! `kiln push`: an OCI image layout to a registry (see the submodules).
