@@ -6,6 +6,7 @@ mod build;
 mod images;
 mod lock;
 mod publish;
+mod push;
 mod register;
 mod test;
 mod upload;
@@ -27,8 +28,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build a raw GPT disk image from a recipe.
+    /// Build a recipe's images: a raw GPT disk, and qcow2, VHD, VMDK or an OCI image (--format).
     Build(build::Args),
+    /// Push an OCI image layout (from `kiln build --format oci`) to a registry.
+    Push(push::Args),
     /// Resolve a recipe's packages and write `<recipe stem>.lock` beside it.
     Lock(lock::Args),
     /// Upload a raw image to an EBS snapshot (EBS direct APIs).
@@ -51,6 +54,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(a),
+        Command::Push(a) => push::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Upload(a) => upload::run(a),
         Command::Verify(a) => verify::run(a),

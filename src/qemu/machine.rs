@@ -29,7 +29,34 @@ pub struct Machine<'a> {
     pub firmware_code: &'a Path,
     pub firmware_vars: &'a Path,
     pub image: &'a Path,
+    pub format: ImageFormat,
     pub disk: DiskBus,
+}
+
+/// How QEMU opens the image: a kiln build writes raw and qcow2 images that `kiln test` boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    #[default]
+    Raw,
+    Qcow2,
+}
+
+impl ImageFormat {
+    /// qcow2 when the file starts with qcow2's magic (`QFI\xfb`), else raw. Never QEMU's own
+    /// probing: a raw guest disk could start with any bytes.
+    pub fn from_magic(first: &[u8]) -> ImageFormat {
+        match first.starts_with(b"QFI\xfb") {
+            true => ImageFormat::Qcow2,
+            false => ImageFormat::Raw,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
 }
 
 /// The emulator binary for an architecture.
@@ -85,7 +112,10 @@ pub fn argv(m: &Machine) -> Vec<OsString> {
     a.push(opt("if=pflash,format=raw,unit=1,file=", m.firmware_vars));
     a.push("-drive".into());
     let mut drive = opt("file=", m.image);
-    drive.push(",if=none,id=disk0,format=raw,snapshot=on");
+    drive.push(format!(
+        ",if=none,id=disk0,format={},snapshot=on",
+        m.format.as_str()
+    ));
     a.push(drive);
     a.push("-device".into());
     a.push(
@@ -185,6 +215,7 @@ mod tests {
             firmware_code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"),
             firmware_vars: Path::new("/tmp/k/vars.fd"),
             image: Path::new("/img/a.raw"),
+            format: ImageFormat::Raw,
             disk: DiskBus::Nvme,
         };
         assert_eq!(
@@ -206,6 +237,7 @@ mod tests {
             firmware_code: Path::new("/fw/CODE.fd"),
             firmware_vars: Path::new("/fw/VARS.fd"),
             image: Path::new("/img/a,b.raw"),
+            format: ImageFormat::Raw,
             disk: DiskBus::Virtio,
         };
         let a = strings(&argv(&m));
@@ -245,6 +277,7 @@ mod tests {
                     firmware_code: Path::new("c"),
                     firmware_vars: Path::new("v"),
                     image: Path::new("i"),
+                    format: ImageFormat::Raw,
                     disk,
                 };
                 let a = strings(&argv(&m));
@@ -255,5 +288,27 @@ mod tests {
                 assert!(a.contains(&"-no-reboot".into()));
             }
         }
+    }
+
+    #[test]
+    fn a_qcow2_image_is_attached_as_qcow2() {
+        assert_eq!(
+            ImageFormat::from_magic(b"QFI\xfb\0\0\0\x03"),
+            ImageFormat::Qcow2
+        );
+        assert_eq!(ImageFormat::from_magic(b"\0\0\0\0"), ImageFormat::Raw);
+        assert_eq!(ImageFormat::from_magic(b""), ImageFormat::Raw);
+        let m = Machine {
+            arch: Arch::X86_64,
+            kvm: false,
+            memory_mib: 512,
+            firmware_code: Path::new("/c.fd"),
+            firmware_vars: Path::new("/v.fd"),
+            image: Path::new("/img/a.qcow2"),
+            format: ImageFormat::Qcow2,
+            disk: DiskBus::Nvme,
+        };
+        let a = strings(&argv(&m));
+        assert!(a.contains(&"file=/img/a.qcow2,if=none,id=disk0,format=qcow2,snapshot=on".into()));
     }
 }

@@ -134,6 +134,7 @@ pub fn boot_interactive(
 /// Everything decided before QEMU starts.
 struct Setup {
     arch: Arch,
+    format: machine::ImageFormat,
     firmware: firmware::FirmwarePaths,
     kvm: bool,
     memory_mib: u32,
@@ -141,7 +142,7 @@ struct Setup {
 
 impl Setup {
     fn new(image: &Path, opts: &MachineOptions) -> Result<Setup, QemuError> {
-        check_image(image)?;
+        let format = check_image(image)?;
         let arch = match opts.arch {
             Some(a) => a,
             None => arch::detect(image)?,
@@ -162,6 +163,7 @@ impl Setup {
         );
         Ok(Setup {
             arch,
+            format,
             firmware,
             kvm,
             memory_mib: opts.memory_mib,
@@ -176,6 +178,7 @@ impl Setup {
             firmware_code: &self.firmware.code,
             firmware_vars: vars,
             image,
+            format: self.format,
             disk: opts.disk,
         })
     }
@@ -194,7 +197,8 @@ impl Setup {
 
 /// The image must be a readable regular file (QEMU's own message for a missing one is less
 /// clear, and comes only after the firmware is set up).
-fn check_image(image: &Path) -> Result<(), QemuError> {
+/// Opens the image (an error names it) and tells its format from its first bytes.
+fn check_image(image: &Path) -> Result<machine::ImageFormat, QemuError> {
     let err = |source| QemuError::Image {
         path: image.to_path_buf(),
         source,
@@ -204,9 +208,9 @@ fn check_image(image: &Path) -> Result<(), QemuError> {
     if !meta.is_file() {
         return Err(err(std::io::Error::other("not a regular file")));
     }
-    let mut first = [0u8; 1];
-    (&f).read(&mut first).map_err(err)?;
-    Ok(())
+    let mut first = [0u8; 4];
+    let n = (&f).read(&mut first).map_err(err)?;
+    Ok(machine::ImageFormat::from_magic(&first[..n]))
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {

@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn persist_renames_and_drop_removes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = TempOutput::create(&dir.path().join("sub/a.bin")).unwrap();
+        let o = TempOutput::create(&dir.path().join("sub/a.bin")).unwrap();
         o.file().unwrap().write_all(b"x").unwrap();
         let p = o.persist().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"x");

@@ -1,1 +1,0 @@
-//! `kiln push`: an OCI image layout to a registry (see the submodules).
