@@ -44,9 +44,6 @@ pub fn targets(image: &Path, formats: &[OutputFormat], oci_archive: bool) -> io:
             DiskFormat::Raw => image.to_path_buf(),
             _ => image.with_extension(d.extension()),
         };
-        if disks.iter().any(|(_, p)| *p == path) {
-            continue;
-        }
         disks.push((d, path));
     }
     let mut all: Vec<&PathBuf> = disks.iter().map(|(_, p)| p).chain(oci.as_ref()).collect();

@@ -286,6 +286,9 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
         move |source| BuildError::Output { path, source }
     };
     let targets = outputs::targets(&image, &formats, archive).map_err(out_err(&image))?;
+    if let Some(t) = &targets.oci {
+        crate::oci::layout::check_target(t, archive).map_err(out_err(t))?;
+    }
     let (plan, contents) = (&prepared.plan, &prepared.contents);
     let (disk, oci) = std::thread::scope(|s| {
         let oci = targets.oci.as_ref().map(|t| {
@@ -370,6 +373,7 @@ pub fn build_multiarch_oci(
         path: target.clone(),
         source,
     };
+    crate::oci::layout::check_target(&target, archive).map_err(out_err)?;
     let mut w = crate::oci::OciWriter::create(&target, archive, first.image.source_date_epoch)
         .map_err(out_err)?;
     let mut images = Vec::new();

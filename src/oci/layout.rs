@@ -100,6 +100,29 @@ impl Staged {
     }
 }
 
+/// Refuses, before anything is built, a target that an OCI layout may not replace: anything but
+/// an earlier OCI layout directory (for a directory) or a file (for an archive).
+pub fn check_target(target: &Path, archive: bool) -> io::Result<()> {
+    let Ok(m) = std::fs::symlink_metadata(target) else {
+        return Ok(());
+    };
+    let ok = match archive {
+        true => m.is_file(),
+        false => m.is_dir() && target.join("oci-layout").is_file(),
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not an OCI image layout{}; move it away or choose another output",
+                target.display(),
+                if archive { " archive" } else { "" }
+            ),
+        )),
+    }
+}
+
 fn place_dir(tmp: &Path, target: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755))?;
