@@ -79,11 +79,15 @@ def main():
                 log.write(json.dumps(entry) + "\n")
                 return
             conn = http.client.HTTPConnection(args.upstream, timeout=120)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "transfer-encoding", "content-length")}
-            headers["Host"] = args.upstream
+            # Header by header: a client sends several Accept headers, which a dict would merge.
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", args.upstream)
+            for k, v in self.headers.items():
+                if k.lower() not in ("host", "transfer-encoding", "content-length"):
+                    conn.putheader(k, v)
             if body or self.command in ("PUT", "PATCH", "POST"):
-                headers["Content-Length"] = str(len(body))
-            conn.request(self.command, self.path, body=body, headers=headers)
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body if body else None)
             resp = conn.getresponse()
             data = resp.read()
             entry["status"] = resp.status

@@ -394,7 +394,7 @@ impl Client {
                     self.retries += 1;
                     std::thread::sleep(self.delay * (1 << failures.min(6)));
                     // Ask where the upload stands and go on from there.
-                    match self.upload_status(&loc) {
+                    match self.upload_status(&loc, at) {
                         Some((l, next)) if next <= at + n => {
                             loc = l;
                             at = next;
@@ -428,7 +428,9 @@ impl Client {
     }
 
     /// `GET` on an upload session: its URL and the next byte it expects (from `Range: 0-N`).
-    fn upload_status(&mut self, loc: &str) -> Option<(String, u64)> {
+    /// The distribution registry answers `0-0` both for no byte and for one byte; `acked`, the
+    /// bytes it already confirmed, tells them apart.
+    fn upload_status(&mut self, loc: &str, acked: u64) -> Option<(String, u64)> {
         let r = self
             .request("checking an upload", "GET", loc, &[], &mut || Ok(None))
             .ok()?;
@@ -437,8 +439,11 @@ impl Client {
         }
         let next = match r.header("range") {
             Some(range) => {
-                let end = range.split_once('-')?.1.trim();
-                end.parse::<u64>().ok()? + 1
+                let end: u64 = range.split_once('-')?.1.trim().parse().ok()?;
+                match (end, acked) {
+                    (0, 0) => 0,
+                    _ => end + 1,
+                }
             }
             None => 0,
         };

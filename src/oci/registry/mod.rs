@@ -179,10 +179,10 @@ impl Pusher<'_> {
             }
             spec::MEDIA_MANIFEST => {
                 let m: Manifest = serde_json::from_slice(&body).map_err(bad)?;
-                self.blob(&m.config)?;
                 for l in &m.layers {
                     self.blob(l)?;
                 }
+                self.blob(&m.config)?;
             }
             other => {
                 return Err(PushError::Layout(format!(
