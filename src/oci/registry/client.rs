@@ -23,9 +23,13 @@ pub struct Client {
     pub retries: u32,
 }
 
+/// A request body, made afresh for each attempt: a reader and its length, or none.
+pub type Body = Option<(Box<dyn Read + Send>, u64)>;
+type MakeBody<'a> = dyn FnMut() -> io::Result<Body> + 'a;
+
 /// What one attempt of a request gave.
 enum Outcome {
-    Response(ureq::Response),
+    Response(Box<ureq::Response>),
     /// A failure worth another attempt, described.
     Transient(String),
 }
@@ -70,7 +74,7 @@ impl Client {
         method: &str,
         url: &str,
         headers: &[(&str, String)],
-        body: &mut dyn FnMut() -> io::Result<Option<(Box<dyn Read + Send>, u64)>>,
+        body: &mut MakeBody,
     ) -> Result<Outcome, PushError> {
         let mut req = self.agent.request(method, url);
         for (k, v) in headers {
@@ -85,7 +89,7 @@ impl Client {
         };
         tracing::debug!("{method} {url}");
         match r {
-            Ok(resp) => Ok(Outcome::Response(resp)),
+            Ok(resp) => Ok(Outcome::Response(Box::new(resp))),
             Err(ureq::Error::Status(code, resp)) if code >= 500 || code == 429 => {
                 let text = resp.status_text().to_string();
                 let body = resp.into_string().unwrap_or_default();
@@ -94,7 +98,7 @@ impl Client {
                     summary(&body)
                 )))
             }
-            Err(ureq::Error::Status(_, resp)) => Ok(Outcome::Response(resp)),
+            Err(ureq::Error::Status(_, resp)) => Ok(Outcome::Response(Box::new(resp))),
             Err(ureq::Error::Transport(t)) => Ok(Outcome::Transient(t.to_string())),
         }
     }
@@ -106,7 +110,7 @@ impl Client {
         method: &str,
         url: &str,
         headers: &[(&str, String)],
-        body: &mut dyn FnMut() -> io::Result<Option<(Box<dyn Read + Send>, u64)>>,
+        body: &mut MakeBody,
     ) -> Result<ureq::Response, PushError> {
         let mut delay = self.delay;
         let mut last = String::new();
@@ -118,12 +122,12 @@ impl Client {
                 Outcome::Response(r) if r.status() == 401 && !authed => {
                     authed = true;
                     attempt -= 1;
-                    self.authenticate(r)?;
+                    self.authenticate(*r)?;
                 }
                 Outcome::Response(r) if r.status() == 401 => {
-                    return Err(self.unauthorized(r));
+                    return Err(self.unauthorized(*r));
                 }
-                Outcome::Response(r) => return Ok(r),
+                Outcome::Response(r) => return Ok(*r),
                 Outcome::Transient(why) => {
                     tracing::warn!(
                         "{what}: {method} {url}: {why}; attempt {attempt} of {}",
