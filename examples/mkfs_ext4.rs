@@ -42,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         boot: None,
         output: Default::default(),
         container: None,
+        tests: vec![],
     };
     let store = ContentStore::new()?;
     let built = build_tree(&recipe, &store)?;

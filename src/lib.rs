@@ -7,9 +7,12 @@
 
 pub mod aws;
 pub mod boot;
+pub mod checks;
 pub mod cleanup;
+pub mod configure;
 pub mod disk;
 pub mod fs;
+pub mod imds;
 pub mod manifest;
 pub mod oci;
 pub mod outputs;

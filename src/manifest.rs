@@ -38,6 +38,10 @@ pub struct Manifest {
     /// The EBS snapshot the disk was streamed into (`kiln build --upload`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// The recipe's `[[test]]`s and the AMI's machine (volume size, IMDSv2), which
+    /// `kiln test IMAGE` runs (absent when the recipe has neither tests nor `[ami]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<crate::recipe::TestPlan>,
 }
 
 /// One installed Debian package.
@@ -63,11 +67,25 @@ pub struct ImageInfo {
     /// The image's file name (it sits beside the manifest).
     pub file: String,
     pub size: u64,
-    pub sha256: String,
-    /// The non-zero 512 KiB blocks' digest (see `sink::blocks`), with which `kiln upload` checks
-    /// the image against this manifest without hashing the whole disk.
+    /// The block map: `sha256` is the blocks digest, the image's identity (see `sink::blocks`).
+    /// `kiln upload` checks the blocks it sends against it. Always written; absent only in
+    /// manifests of the first kiln versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<crate::sink::blocks::BlockMapInfo>,
+    /// SHA-256 of every byte of the disk: only with `kiln build --sha256` (and for a publish,
+    /// whose `kiln:image-sha256` tag names it), since it costs the disk's size, not its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl ImageInfo {
+    /// The blocks digest, if this manifest has one this kiln computes the same way.
+    pub fn blocks_sha256(&self) -> Option<&str> {
+        self.blocks
+            .as_ref()
+            .filter(|b| b.is_current())
+            .map(|b| b.sha256.as_str())
+    }
 }
 
 /// One output file (or OCI layout directory) of a build.
@@ -80,11 +98,10 @@ pub struct OutputRecord {
     /// Of the file (absent for an OCI layout directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Of the file (an OCI archive's too). The raw image and the VHD hold every byte of the disk:
+    /// theirs is recorded only with `kiln build --sha256` (see `outputs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// The disk formats: the sha256 of the raw disk they hold (`image.sha256`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_sha256: Option<String>,
     /// OCI: the digest `index.json` names (the image manifest, or the multi-arch image index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -165,19 +182,23 @@ pub fn partitions(plan: &DiskPlan) -> Vec<PartitionInfo> {
         .collect()
 }
 
-/// Fills in everything but the inputs, which the caller appends. `disk` is the streamed disk's
-/// raw image path and sha256.
-pub fn new(recipe: &Recipe, plan: &DiskPlan, disk: Option<(&Path, String)>) -> Manifest {
+/// Fills in everything but the inputs and outputs, which the caller appends. `disk` is the
+/// streamed disk's raw image path and digests (absent when only an OCI image was built).
+pub fn new(
+    recipe: &Recipe,
+    plan: &DiskPlan,
+    disk: Option<(&Path, crate::sink::DiskDigest)>,
+) -> Manifest {
     Manifest {
         kiln_version: env!("CARGO_PKG_VERSION").into(),
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
         arch: recipe.image.arch.as_str().into(),
-        image: disk.map(|(image, sha256)| ImageInfo {
+        image: disk.map(|(image, digest)| ImageInfo {
             file: file_name(image),
             size: plan.size,
-            sha256,
-            blocks: None,
+            blocks: digest.blocks,
+            sha256: digest.sha256,
         }),
         outputs: Vec::new(),
         disk_guid: uuid_string(&plan.disk_guid).to_uppercase(),
@@ -196,6 +217,7 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, disk: Option<(&Path, String)>) -> M
         packages: Vec::new(),
         boot_mode: None,
         snapshot: None,
+        test: recipe.test_plan(),
     }
 }
 

@@ -4,25 +4,26 @@
 //! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
 //!             → configure_etc | configure_fstab → install_tree → install_bootloader
 //!             → split_filesystems → check_fit
-//!             → write_disk (GPT head, each filesystem, GPT tail; hashed and block-mapped as it
-//!               streams into every disk format at once) | write_oci (the tree as an OCI layer)
+//!             → plan_outputs
+//!             → write_disk (GPT head, each filesystem, GPT tail; block-mapped, and with
+//!               `--sha256` hashed whole, as it streams into every disk format at once)
+//!               | write_oci (the tree as an OCI layer, beside it)
 //!             → finalize_outputs → write_manifest → write_sbom
 //! ```
 //!
 //! Each step is logged and timed through `tracing`. The disk is streamed into a
-//! [`BlockSink`], so the same steps write an image file or feed an uploader.
+//! [`BlockSink`], so the same steps write image files or feed an uploader. What each format
+//! needs (its target, its writer, its manifest record) is in [`crate::outputs`].
 
 use crate::boot::{self, BootError};
 use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
 use crate::fs::ext4;
-use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
+use crate::manifest::{self, InputInfo, Manifest, OutputRecord, PackageInfo};
 use crate::outputs;
 use crate::packages::{self, PackageError};
 use crate::recipe::{Filesystem, OutputFormat, Recipe, RecipeError};
-use crate::sink::{
-    BlockSink, DiskDigest, DiskOutputs, FormatIdentity, HashSink, PendingDigest, Written,
-};
+use crate::sink::{BlockSink, DiskDigest, HashSink, PendingDigest, Want};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
 };
@@ -47,6 +48,9 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Cache, APT configuration and clock for packages; `None`: the defaults.
     pub packages: Option<packages::Options>,
+    /// Also compute the SHA-256 of the whole disk (`--sha256`): it hashes every zero byte, so it
+    /// costs the disk's size, where the blocks digest costs only its data.
+    pub sha256: bool,
     /// The formats to write; `None`: the recipe's `[output] formats` (default raw).
     pub formats: Option<Vec<OutputFormat>>,
     /// The OCI image as one `.tar`; `None`: the recipe's `[output] oci_archive`.
@@ -132,7 +136,7 @@ impl Prepared {
     }
 }
 
-fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub(crate) fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     let t = Instant::now();
     tracing::info!("{name}");
     let r = f();
@@ -225,14 +229,32 @@ pub fn prepare_with(
 /// it sends) and returns once the last byte is written; the disk's SHA-256 is still being
 /// finished on its own thread: the zeros after the last write, most of a sparse disk.
 pub fn write_disk(p: &Prepared, sink: &mut dyn BlockSink) -> Result<PendingDigest, BuildError> {
-    let hashed = write_hashed(p, sink, None, false)?;
-    hashed
-        .finish_later(p.plan.size)
-        .map(|(_, d)| d)
-        .map_err(disk_error)
+    let want = Want {
+        sha256: true,
+        blocks: false,
+    };
+    let hashed = write_hashed(p, sink, None, want)?;
+    hashed.finish_later().map(|(_, d)| d).map_err(disk_error)
 }
 
-fn disk_error(source: io::Error) -> BuildError {
+/// [`write_disk`] into a build's disk formats (see [`crate::outputs`]): with the block map, and
+/// the whole-disk SHA-256 only if `sha256`. The digests are still being finished on their
+/// threads when it returns, while the formats complete their files.
+pub fn write_disk_mapped(
+    p: &Prepared,
+    sink: &mut dyn BlockSink,
+    progress: Option<&dyn Progress>,
+    sha256: bool,
+) -> Result<PendingDigest, BuildError> {
+    let want = Want {
+        sha256,
+        blocks: true,
+    };
+    let hashed = write_hashed(p, sink, progress, want)?;
+    hashed.finish_later().map(|(_, d)| d).map_err(disk_error)
+}
+
+pub(crate) fn disk_error(source: io::Error) -> BuildError {
     BuildError::Output {
         path: PathBuf::from("<disk>"),
         source,
@@ -244,7 +266,7 @@ fn write_hashed<'a>(
     p: &Prepared,
     sink: &'a mut dyn BlockSink,
     progress: Option<&'a dyn Progress>,
-    block_map: bool,
+    want: Want,
 ) -> Result<HashSink<ProgressSink<'a>>, BuildError> {
     let time = Time::from_secs(p.recipe.image.source_date_epoch);
     let mut hashed = HashSink::new(
@@ -252,7 +274,8 @@ fn write_hashed<'a>(
             inner: sink,
             progress,
         },
-        block_map,
+        p.plan.size,
+        want,
     );
     if let Some(pr) = progress {
         pr.start(p.plan.size);
@@ -271,178 +294,33 @@ fn write_hashed<'a>(
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let popts = opts.packages.clone().unwrap_or_default();
     let prepared = prepare_with(recipe_path, opts.locked, &popts)?;
-    let recipe = &prepared.recipe;
-    let image = opts
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", recipe.image.name)));
-    let formats = opts
-        .formats
-        .clone()
-        .unwrap_or(recipe.output.formats.clone());
-    let archive = opts.oci_archive.unwrap_or(recipe.output.oci_archive);
-    let out_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BuildError::Output { path, source }
-    };
-    let targets = outputs::targets(&image, &formats, archive).map_err(out_err(&image))?;
-    if let Some(t) = &targets.oci {
-        crate::oci::layout::check_target(t, archive).map_err(out_err(t))?;
-    }
-    let (plan, contents) = (&prepared.plan, &prepared.contents);
-    let (disk, oci) = std::thread::scope(|s| {
-        let oci = targets.oci.as_ref().map(|t| {
-            s.spawn(move || {
-                step("write_oci", || {
-                    outputs::write_oci(recipe, plan, contents, t, archive).map_err(out_err(t))
-                })
-            })
-        });
-        let disk = match targets.disks.is_empty() {
-            true => Ok(None),
-            false => step("write_disk", || {
-                write_formats(&prepared, &targets.disks, opts.progress.as_deref()).map(Some)
-            }),
-        };
-        let oci = oci.map(|t| {
-            t.join().unwrap_or_else(|_| {
-                Err(disk_error(io::Error::other(
-                    "writing the OCI image panicked",
-                )))
-            })
-        });
-        (disk, oci.transpose())
-    });
-    let (disk, oci) = (disk?, oci?);
-    let mut records = Vec::new();
-    let digest = match disk {
-        Some((digest, written)) => {
-            records.extend(
-                written
-                    .iter()
-                    .map(|w| outputs::disk_record(w, &digest.sha256)),
-            );
-            step("finalize_outputs", || {
-                written
-                    .into_iter()
-                    .try_for_each(|w| w.output.persist().map(drop))
-            })
-            .map_err(out_err(&image))?;
-            Some(digest)
-        }
-        None => None,
-    };
-    if let (Some(t), Some((staged, written))) = (&targets.oci, oci) {
-        records.push(outputs::oci_record(t, &staged, &written));
-        step("finalize_oci", || staged.staged.persist()).map_err(out_err(t))?;
-    }
-    let (manifest_path, m) = write_records(&prepared, &image, digest, None, records)?;
+    let targets = step("plan_outputs", || outputs::plan(&prepared.recipe, &opts))?;
+    // write_disk | write_oci, side by side; every file complete under a temporary name.
+    let written = outputs::write(&prepared, &targets, opts.progress.as_deref(), opts.sha256)?;
+    let (digest, records) = step("finalize_outputs", || written.persist())?;
+    let (manifest_path, m) = write_records(&prepared, &targets.image, digest, None, records)?;
     Ok(BuildOutput {
-        image,
+        image: targets.image,
         manifest_path,
         manifest: m,
     })
 }
 
-/// `kiln build A.toml B.toml --format oci`: one multi-arch OCI image, one recipe per
-/// architecture; each recipe gets its own manifest, `<stem>-<arch>.manifest.json`.
-pub fn build_multiarch_oci(
-    recipe_paths: &[PathBuf],
-    opts: BuildOptions,
-) -> Result<Vec<BuildOutput>, BuildError> {
-    let popts = opts.packages.clone().unwrap_or_default();
-    let prepared = recipe_paths
-        .iter()
-        .map(|r| prepare_with(r, opts.locked, &popts))
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some(first) = prepared.first().map(|p| &p.recipe) else {
-        return Ok(Vec::new());
-    };
-    let image = opts
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", first.image.name)));
-    let archive = opts.oci_archive.unwrap_or(first.output.oci_archive);
-    let target = outputs::targets(&image, &[OutputFormat::Oci], archive)
-        .and_then(|t| t.oci.ok_or_else(|| io::Error::other("no OCI target")))
-        .map_err(|source| BuildError::Output {
-            path: image.clone(),
-            source,
-        })?;
-    let out_err = |source| BuildError::Output {
-        path: target.clone(),
-        source,
-    };
-    crate::oci::layout::check_target(&target, archive).map_err(out_err)?;
-    let mut w = crate::oci::OciWriter::create(&target, archive, first.image.source_date_epoch)
-        .map_err(out_err)?;
-    let mut images = Vec::new();
-    for p in &prepared {
-        let trees = outputs::root_trees(&p.recipe, &p.plan, &p.contents);
-        images.push(step("write_oci", || w.add_image(&p.recipe, &trees)).map_err(out_err)?);
-    }
-    let staged = w.finish().map_err(out_err)?;
-    let records: Vec<_> = images
-        .iter()
-        .map(|i| outputs::oci_record(&target, &staged, i))
-        .collect();
-    step("finalize_oci", || staged.staged.persist()).map_err(out_err)?;
-    let mut out = Vec::new();
-    for (p, record) in prepared.iter().zip(records) {
-        let stem = image
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let path = image.with_file_name(format!(
-            "{stem}-{}.manifest.json",
-            p.recipe.image.arch.as_str()
-        ));
-        let (manifest_path, manifest) =
-            write_records_at(p, &path, &image, None, None, vec![record])?;
-        out.push(BuildOutput {
-            image: image.clone(),
-            manifest_path,
-            manifest,
-        });
-    }
-    Ok(out)
-}
+/// `kiln build A.toml B.toml --format oci`: one multi-arch OCI image (see [`crate::outputs`]).
+pub use crate::outputs::build_multiarch_oci;
 
-/// Streams the disk once into every requested disk format; returns the disk's digest and the
-/// files, complete but not yet renamed into place.
-fn write_formats(
-    p: &Prepared,
-    targets: &[(crate::sink::DiskFormat, PathBuf)],
-    progress: Option<&dyn Progress>,
-) -> Result<(DiskDigest, Vec<Written>), BuildError> {
-    let id = FormatIdentity {
-        seed: p.recipe.image.seed.clone(),
-        source_date_epoch: p.recipe.image.source_date_epoch,
-    };
-    let size = p.plan.size;
-    let mut formats = DiskOutputs::create(targets, size, &id).map_err(disk_error)?;
-    let hashed = write_hashed(p, &mut formats, progress, true)?;
-    let (_, pending) = hashed.finish_later(size).map_err(disk_error)?;
-    let finished = formats.finish(size).map_err(disk_error)?;
-    let r = crate::sink::formats::hash_outputs(finished, pending).map_err(disk_error)?;
-    if let Some(pr) = progress {
-        pr.finish();
-    }
-    Ok(r)
-}
-
-/// Writes the manifest (and the SBOM when packages are installed) for a build whose disk (if
-/// it streamed one) has `digest`, named after the raw image `image`; shared by file builds and
-/// `--upload`.
+/// Writes the manifest (and the SBOM when packages are installed) for a build whose disk (if it
+/// streamed one) has `digest` and whose files are `outputs`, named as if it were the raw image
+/// `image`; shared by file builds and `--upload`.
 pub fn write_records(
     prepared: &Prepared,
     image: &Path,
     digest: Option<DiskDigest>,
     snapshot: Option<manifest::SnapshotInfo>,
-    outputs: Vec<manifest::OutputRecord>,
+    outputs: Vec<OutputRecord>,
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest::manifest_path(image);
-    write_records_at(prepared, &manifest_path, image, digest, snapshot, outputs)
+    write_records_at(prepared, &manifest_path, digest, snapshot, outputs, image)
 }
 
 /// [`write_records`] with the manifest's path given (a multi-arch OCI build writes one per
@@ -450,21 +328,13 @@ pub fn write_records(
 pub fn write_records_at(
     prepared: &Prepared,
     manifest_path: &Path,
-    image: &Path,
     digest: Option<DiskDigest>,
     snapshot: Option<manifest::SnapshotInfo>,
-    outputs: Vec<manifest::OutputRecord>,
+    outputs: Vec<OutputRecord>,
+    image: &Path,
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest_path.to_path_buf();
-    let blocks = digest.as_ref().and_then(|d| d.blocks.clone());
-    let mut m = manifest::new(
-        &prepared.recipe,
-        &prepared.plan,
-        digest.map(|d| (image, d.sha256)),
-    );
-    if let Some(i) = &mut m.image {
-        i.blocks = blocks;
-    }
+    let mut m = manifest::new(&prepared.recipe, &prepared.plan, digest.map(|d| (image, d)));
     m.outputs = outputs;
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
@@ -483,40 +353,20 @@ pub fn write_records_at(
     }
     step("write_manifest", || manifest::write(&m, &manifest_path))
         .map_err(|e| out_err(&manifest_path, e))?;
-    // The SBOM describes the disk, or else the first output (an OCI image).
-    let described = match (&m.image, m.outputs.first()) {
-        (Some(i), _) => Some((i.file.clone(), i.sha256.clone())),
-        (None, Some(o)) => Some((
-            o.file.clone(),
-            o.sha256.clone().or(o.digest.clone()).unwrap_or_default(),
-        )),
-        (None, None) => None,
-    };
-    if let (false, Some((file, sha))) = (m.packages.is_empty(), described) {
-        let path = packages::sbom::sbom_path(&manifest_path_stem(&manifest_path, image));
+    if let (false, Some(subject)) = (m.packages.is_empty(), outputs::sbom_subject(&m)) {
+        let path = outputs::sbom_path(&manifest_path);
         let doc = packages::sbom::document(
             &m.name,
             &m.version,
-            &file,
-            &sha,
+            &subject.file,
+            &subject.identity,
+            subject.sha256.as_deref(),
             m.source_date_epoch,
             &m.packages,
         );
         step("write_sbom", || manifest::write_json(&doc, &path)).map_err(|e| out_err(&path, e))?;
     }
     Ok((manifest_path, m))
-}
-
-/// The path whose stem names the SBOM: the image, unless the manifest was named otherwise.
-fn manifest_path_stem(manifest_path: &Path, image: &Path) -> PathBuf {
-    match manifest::manifest_path(image) == manifest_path {
-        true => image.to_path_buf(),
-        false => {
-            let name = manifest::file_name(manifest_path);
-            let stem = name.trim_end_matches(".manifest.json");
-            manifest_path.with_file_name(format!("{stem}.raw"))
-        }
-    }
 }
 
 struct ProgressSink<'a> {

@@ -17,8 +17,10 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
+/// The file's SHA-256 by coreutils' `sha256sum`, not kiln's own code.
 fn sha256_file(p: &Path) -> String {
-    kiln::util::sha256_file(p).unwrap()
+    let out = run_ok(Command::new("sha256sum").arg(p));
+    out.split_whitespace().next().unwrap().to_string()
 }
 
 fn manifest(p: &Path) -> Value {
@@ -196,6 +198,10 @@ fn build(recipe: &Path, out: &Path, formats: &[&str], extra: &[&str]) -> Output 
     run(&mut c)
 }
 
+fn blocks_digest_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/blocks-digest")
+}
+
 fn qemu_img_json(args: &[&str], file: &Path) -> Value {
     let out = run_ok(Command::new("qemu-img").args(args).arg(file));
     serde_json::from_str(&out).unwrap()
@@ -207,11 +213,17 @@ fn disk_formats_equal_the_raw_disk_for_qemu_img() {
     let r = recipe(tmp.path(), "fmt", "");
     let out = tmp.path().join("out");
     let raw = out.join("fmt.raw");
-    let o = build(&r, &raw, &["raw", "qcow2", "vhd", "vmdk"], &[]);
+    let o = build(&r, &raw, &["raw", "qcow2", "vhd", "vmdk"], &["--sha256"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m = manifest(&out.join("fmt.manifest.json"));
     let disk_sha = m["image"]["sha256"].as_str().unwrap().to_string();
     assert_eq!(sha256_file(&raw), disk_sha);
+    // The disk's identity, the blocks digest, recomputed by the script from its definition.
+    let blocks = run_ok(Command::new(blocks_digest_script()).arg(&raw));
+    assert_eq!(
+        m["image"]["blocks"]["sha256"].as_str().unwrap(),
+        blocks.split_whitespace().next().unwrap()
+    );
 
     // qcow2: qemu-img check is clean, version 3 (compat 1.1), sparse.
     let q = out.join("fmt.qcow2");
@@ -275,7 +287,8 @@ fn disk_formats_equal_the_raw_disk_for_qemu_img() {
         );
     }
 
-    // The manifest records every file with its sha256 and the disk it holds.
+    // The manifest records every file with its size and sha256 (with --sha256, the raw image's
+    // and the VHD's too).
     let outputs = m["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 4);
     for o in outputs {
@@ -290,8 +303,8 @@ fn disk_formats_equal_the_raw_disk_for_qemu_img() {
             o["size"].as_u64().unwrap(),
             std::fs::metadata(&f).unwrap().len()
         );
-        if o["format"] != "raw" {
-            assert_eq!(o["disk_sha256"].as_str().unwrap(), disk_sha);
+        if o["format"] == "raw" {
+            assert_eq!(o["sha256"].as_str().unwrap(), disk_sha);
         }
     }
     let names: Vec<String> = std::fs::read_dir(&out)
@@ -302,6 +315,40 @@ fn disk_formats_equal_the_raw_disk_for_qemu_img() {
         !names.iter().any(|n| n.starts_with('.')),
         "no temporary file left: {names:?}"
     );
+}
+
+/// Without `--sha256` nothing hashes the whole disk: the raw image and the VHD (every byte of the
+/// disk) have no sha256 in the manifest, the qcow2 and the VMDK (the data only) still have theirs,
+/// and the disk is named by its blocks digest. `kiln hash` gives the missing ones later.
+#[test]
+fn only_the_data_sized_files_are_hashed_without_sha256() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), "cheap", "");
+    let out = tmp.path().join("out");
+    let raw = out.join("cheap.raw");
+    let o = build(&r, &raw, &["raw", "qcow2", "vhd", "vmdk"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = manifest(&out.join("cheap.manifest.json"));
+    assert!(m["image"].get("sha256").is_none(), "{m}");
+    let blocks = run_ok(Command::new(blocks_digest_script()).arg(&raw));
+    assert_eq!(
+        m["image"]["blocks"]["sha256"].as_str().unwrap(),
+        blocks.split_whitespace().next().unwrap()
+    );
+    let json: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["blocks_sha256"], m["image"]["blocks"]["sha256"]);
+    assert!(json.get("sha256").is_none());
+    for o in m["outputs"].as_array().unwrap() {
+        let f = out.join(o["file"].as_str().unwrap());
+        match o["format"].as_str().unwrap() {
+            "raw" | "vhd" => {
+                assert!(o.get("sha256").is_none(), "{o}");
+                let later = run_ok(kiln().arg("hash").arg(&f));
+                assert!(later.starts_with(&sha256_file(&f)), "{later}");
+            }
+            _ => assert_eq!(o["sha256"].as_str().unwrap(), sha256_file(&f), "{o}"),
+        }
+    }
 }
 
 /// Every output, twice (the second time as nobody when run as root): the same bytes, the same
@@ -813,12 +860,20 @@ fn kiln_test_boots_the_qcow2() {
     let q = dir.join("q.qcow2");
     assert!(!img.exists(), "no raw image was written");
     let before = sha256_file(&q);
-    let o = run(kiln().arg("test").arg(&q).args(["--timeout", "240"]));
+    // kiln test's machine: the qcow2 is the backing file of the run's overlay, named as qcow2,
+    // and the volume is the disk's virtual size, not the file's.
+    let run_tmp = tempfile::tempdir().unwrap();
+    let o = run(kiln()
+        .arg("test")
+        .arg(&q)
+        .args(["--timeout", "240"])
+        .env("TMPDIR", run_tmp.path()));
+    let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
+        o.status.success() && stdout.contains("console shows \"KILN-BOOT-OK\"  console  pass"),
+        "{stdout}{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    common::boot::assert_nothing_left(run_tmp.path());
     assert_eq!(sha256_file(&q), before, "the image is never modified");
 }

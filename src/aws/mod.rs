@@ -16,8 +16,13 @@
 //! | `kiln:image-sha256` | SHA-256 (hex) of the whole raw disk |
 //! | `kiln:kiln-version` | the version of kiln that made it |
 
+pub mod classify;
+pub mod copy;
+pub mod created;
 pub mod distribute;
+pub mod guard;
 pub mod images;
+pub mod pace;
 pub mod publish;
 pub mod register;
 pub mod retry;

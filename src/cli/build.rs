@@ -26,9 +26,15 @@ pub struct Args {
     /// Write the OCI image as one .oci.tar archive instead of a layout directory.
     #[arg(long)]
     pub oci_archive: bool,
-    /// Print the manifest's path and the image's sha256 as JSON on stdout.
+    /// Print the manifest's path, each output's path and digests, and the disk's digests as JSON
+    /// on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also compute the SHA-256 of the whole disk (into the manifest and the output), and so of
+    /// the raw and VHD files. It hashes every zero byte: seconds per 4 GiB of disk, whatever the
+    /// disk holds. `kiln hash IMAGE` computes it later.
+    #[arg(long)]
+    pub sha256: bool,
     /// Install exactly the packages in `<recipe stem>.lock` (made by `kiln lock`); with a warm
     /// cache this needs no network.
     #[arg(long)]
@@ -96,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             progress: std::io::stderr().is_terminal(),
             ..Default::default()
         }),
+        sha256: args.sha256,
         formats: (!args.formats.is_empty()).then_some(args.formats),
         oci_archive: args.oci_archive.then_some(true),
     };
@@ -109,8 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per output (its sha256, or an OCI image's digest, and its path), then the manifest;
-/// or one JSON object per recipe.
+/// One line per output (`raw` is `image:`), with its sha256 or an OCI image's digest when
+/// known; the disk's digests; the manifest. Or one JSON object per recipe.
 fn print_output(out: &BuildOutput, json: bool) {
     let m = &out.manifest;
     let dir = out
@@ -118,6 +125,8 @@ fn print_output(out: &BuildOutput, json: bool) {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
+    let blocks = m.image.as_ref().and_then(|i| i.blocks_sha256());
+    let sha256 = m.image.as_ref().and_then(|i| i.sha256.as_deref());
     if json {
         let outputs: Vec<_> = m
             .outputs
@@ -131,22 +140,42 @@ fn print_output(out: &BuildOutput, json: bool) {
                 })
             })
             .collect();
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "manifest": out.manifest_path,
-            "image": m.image.as_ref().map(|_| &out.image),
-            "sha256": m.image.as_ref().map(|i| &i.sha256),
             "outputs": outputs,
         });
+        if m.outputs.iter().any(|o| o.format == "raw") {
+            v["image"] = serde_json::json!(out.image);
+        }
+        if let Some(b) = blocks {
+            v["blocks_sha256"] = b.into();
+        }
+        if let Some(sha) = sha256 {
+            v["sha256"] = sha.into();
+        }
         println!("{v}");
         return;
     }
     for o in &m.outputs {
-        let id = match (&o.digest, &o.sha256) {
-            (Some(d), _) => d.clone(),
-            (None, Some(s)) => s.clone(),
-            (None, None) => String::new(),
+        let path = dir.join(&o.file);
+        let label = match o.format.as_str() {
+            "raw" => "image".to_string(),
+            f => f.to_string(),
         };
-        println!("{id}  {}", dir.join(&o.file).display());
+        match (&o.digest, &o.sha256, o.format.as_str()) {
+            (Some(d), _, _) => println!("{label}: {}  {d}", path.display()),
+            // The raw image's sha256 is the disk's, printed below.
+            (None, Some(s), f) if f != "raw" => {
+                println!("{label}: {}  sha256:{s}", path.display())
+            }
+            _ => println!("{label}: {}", path.display()),
+        }
+    }
+    if let Some(b) = blocks {
+        println!("blocks sha256: {b}");
+    }
+    if let Some(sha) = sha256 {
+        println!("sha256: {sha}");
     }
     println!("manifest: {}", out.manifest_path.display());
 }
@@ -154,7 +183,6 @@ fn print_output(out: &BuildOutput, json: bool) {
 /// `--upload`: prepare, then stream the disk into an EbsSink.
 fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     use super::aws_common;
-    use kiln::aws::retry::Retrier;
     use kiln::aws::{kiln_tags, ImageIdentity};
     use kiln::manifest;
 
@@ -178,9 +206,9 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", recipe.image.name)));
-    // The disk's hash is known only at the end: the ClientToken comes from the recipe's hash (the
-    // build is reproducible, so the same recipe is the same disk), and the kiln:image-sha256 tag
-    // is added once the disk is written.
+    // The disk's hash is known only at the end, so the kiln:image-sha256 tag is added once the
+    // disk is written. (The same recipe text is not the same disk: a [[tree]] or [[file]]
+    // source may have changed. Nothing is named or found by the recipe's hash.)
     let identity = ImageIdentity {
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
@@ -193,21 +221,25 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         identity.name, identity.version, recipe.sha256
     );
     let rt = aws_common::runtime()?;
-    let clients = args.aws.connect(&rt)?;
-    let retrier = Retrier::default();
+    let clients = args.aws.connect(rt)?;
+    let retrier = args.upload_args.retry.retrier();
     let sha = std::sync::Arc::new(std::sync::Mutex::new(None));
     // The disk's hash is finished after CompleteSnapshot, while AWS processes the snapshot (the
     // zeros after the last block are most of a sparse disk's hashing), and the kiln:image-sha256
     // tag goes on before kiln waits for `completed`: if tagging fails, the upload fails and the
     // snapshot is deleted, never left untagged.
     let report =
-        super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
+        super::upload::run_upload(rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
             let pending = pipeline::write_disk(&prepared, sink).map_err(|e| e.to_string())?;
             let (handle, clients, retrier) =
                 (rt.handle().clone(), clients.clone(), retrier.clone());
             let (mut identity, sha) = (identity.clone(), sha.clone());
             sink.before_completed(Box::new(move |snapshot| {
-                let s = pending.wait().map_err(|e| e.to_string())?.sha256;
+                let s = pending
+                    .wait()
+                    .map_err(|e| e.to_string())?
+                    .sha256
+                    .ok_or("the disk's sha256 was not computed")?;
                 identity.sha256 = s.clone();
                 let tag: Vec<_> = kiln_tags(&identity)
                     .into_iter()
@@ -228,18 +260,17 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         })?;
     let sha = sha.lock().unwrap_or_else(|e| e.into_inner()).take();
     let digest = kiln::sink::DiskDigest {
-        sha256: sha.unwrap_or_default(),
+        sha256: sha,
         // The blocks the upload sent are the disk's: no second pass over them.
         blocks: Some(report.blocks.clone()),
     };
-    let digest = Some(digest);
     aws_common::summary(&report);
     let snapshot = manifest::SnapshotInfo {
         snapshot_id: report.snapshot_id.clone(),
         region: report.region.clone(),
     };
     let (manifest_path, _) =
-        pipeline::write_records(&prepared, &image, digest, Some(snapshot), Vec::new())?;
+        pipeline::write_records(&prepared, &image, Some(digest), Some(snapshot), Vec::new())?;
     if args.json {
         println!("{}", aws_common::upload_json(&report));
     } else {

@@ -3,6 +3,7 @@
 mod aws_common;
 mod boot;
 mod build;
+mod hash;
 mod images;
 mod lock;
 mod publish;
@@ -32,6 +33,8 @@ pub enum Command {
     Build(build::Args),
     /// Push an OCI image layout (from `kiln build --format oci`) to a registry.
     Push(push::Args),
+    /// Print an image file's sha256 (or, with --blocks, its blocks digest), reading only its data.
+    Hash(hash::Args),
     /// Resolve a recipe's packages and write `<recipe stem>.lock` beside it.
     Lock(lock::Args),
     /// Upload a raw image to an EBS snapshot (EBS direct APIs).
@@ -45,16 +48,27 @@ pub enum Command {
     Publish(publish::Args),
     /// kiln's AMIs: list, copy, share, unshare, deprecate, deregister, prune.
     Images(images::Args),
-    /// Boot an image under QEMU (UEFI) and wait for a marker on its serial console (exit 0 pass, 1 fail, 2 error).
+    /// Boot an image as EC2 would (UEFI, NIC, metadata service, the AMI's volume size) and run
+    /// its recipe's [[test]] checks (exit 0 all pass, 1 one fails, 2 could not test).
     Test(test::Args),
-    /// Boot an image under QEMU with its serial console on this terminal.
+    /// Boot an image in the same machine with its serial console on this terminal.
     Boot(boot::Args),
+    /// (internal) Joins one guest connection to the metadata service: QEMU runs this.
+    #[command(hide = true)]
+    ImdsRelay(ImdsRelayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImdsRelayArgs {
+    /// The metadata server's Unix socket.
+    pub socket: std::path::PathBuf,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(a),
         Command::Push(a) => push::run(a),
+        Command::Hash(a) => hash::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Upload(a) => upload::run(a),
         Command::Verify(a) => verify::run(a),
@@ -63,6 +77,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(a) => images::run(a),
         Command::Test(a) => test::run(a, cli.verbose),
         Command::Boot(a) => boot::run(a),
+        Command::ImdsRelay(a) => match kiln::imds::relay(&a.socket) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(_) => Ok(ExitCode::from(1)),
+        },
     }
 }
 

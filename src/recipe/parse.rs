@@ -91,6 +91,7 @@ impl Recipe {
             Some(c) => Some(ctx.container(c)?),
             None => None,
         };
+        let tests = ctx.tests(&raw.test)?;
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
@@ -105,6 +106,7 @@ impl Recipe {
             boot,
             output,
             container,
+            tests,
         })
     }
 }
@@ -223,7 +225,7 @@ impl<'a> Ctx<'a> {
         self.expand_at(v.get_ref(), v.span())
     }
 
-    fn expand_at(&self, s: &str, span: Range<usize>) -> Result<String, RecipeError> {
+    pub(super) fn expand_at(&self, s: &str, span: Range<usize>) -> Result<String, RecipeError> {
         expand(s, self.env).map_err(|e| {
             // Point at the `${` in the source when it is written there verbatim (no escapes
             // before it), else at the start of the value.

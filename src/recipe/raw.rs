@@ -64,6 +64,8 @@ pub struct RawRecipe {
     pub boot: Option<Spanned<super::boot::RawBoot>>,
     pub output: Option<Spanned<super::output::RawOutput>>,
     pub container: Option<Spanned<super::output::RawContainer>>,
+    #[serde(default)]
+    pub test: Vec<Spanned<super::test::RawTest>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,7 +25,20 @@ impl FileSink {
     /// Creates the temporary file for an image of `len` bytes that will become `target`.
     pub fn create(target: &Path, len: u64) -> io::Result<Self> {
         let out = TempOutput::create(target)?;
-        out.file()?.set_len(len)?;
+        out.file()?
+            .set_len(len)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EFBIG) => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the filesystem holding {} cannot hold a {len}-byte file (ext4's limit is \
+                     16 TiB - 4 KiB); write the image onto XFS, btrfs or tmpfs, or stream it \
+                     with --upload",
+                        out.temp_path().parent().unwrap_or(Path::new(".")).display()
+                    ),
+                ),
+                _ => e,
+            })?;
         Ok(FileSink {
             out,
             len,

@@ -45,9 +45,11 @@ pub struct FormatIdentity {
 
 /// How a finished output's SHA-256 is found once the disk's own hash is done.
 pub enum FileHash {
-    /// The file is the disk, byte for byte.
+    /// The file is the disk, byte for byte: its hash is the whole-disk SHA-256, computed only
+    /// when asked for (it costs the disk's size).
     Disk,
-    /// The file is the disk followed by these bytes (a fixed VHD's footer).
+    /// The file is the disk followed by these bytes (a fixed VHD's footer): the whole-disk
+    /// SHA-256 continued over them, when it is computed.
     DiskThen(Vec<u8>),
     /// Hashed as it was written.
     Known(String),
@@ -69,12 +71,13 @@ pub trait FormatWriter: BlockSink + Send {
     fn finish(self: Box<Self>, len: u64) -> io::Result<Finished>;
 }
 
-/// A written output: format, file (still temporary), size and SHA-256.
+/// A written output: format, file (still temporary), size and SHA-256 (see [`FileHash`]: absent
+/// for the raw image and the VHD unless the whole-disk SHA-256 was asked for).
 pub struct Written {
     pub format: DiskFormat,
     pub output: TempOutput,
     pub size: u64,
-    pub sha256: String,
+    pub sha256: Option<String>,
 }
 
 impl Written {
@@ -170,10 +173,11 @@ pub fn hash_outputs(
         let sha256 = match p {
             Pending::Disk => digest.sha256.clone(),
             Pending::DiskThen => extended.clone(),
-            Pending::Known(s) => s,
-            Pending::Reading(t) => t
-                .join()
-                .map_err(|_| io::Error::other("hashing an output panicked"))??,
+            Pending::Known(s) => Some(s),
+            Pending::Reading(t) => Some(
+                t.join()
+                    .map_err(|_| io::Error::other("hashing an output panicked"))??,
+            ),
         };
         out.push(Written {
             format,

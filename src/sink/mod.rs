@@ -13,7 +13,7 @@ pub mod vmdk;
 
 pub use file::FileSink;
 pub use formats::{DiskFormat, DiskOutputs, FormatIdentity, Written};
-pub use hash::{DiskDigest, HashSink, PendingDigest};
+pub use hash::{DiskDigest, HashSink, PendingDigest, Want};
 pub use output::TempOutput;
 
 use std::io;

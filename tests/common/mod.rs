@@ -5,6 +5,7 @@ pub mod boot;
 pub mod debrepo;
 pub mod ext4_check;
 pub mod moto;
+pub mod pkgtree;
 pub mod registry;
 
 use std::path::Path;
