@@ -287,6 +287,19 @@ fn disk_formats_equal_the_raw_disk_for_qemu_img() {
         );
     }
 
+    // Only the raw image is an EBS snapshot's bytes: kiln upload refuses the others at once.
+    for (name, f) in [("qcow2", &q), ("VMDK", &v), ("VHD", &h)] {
+        let o = run(kiln()
+            .arg("upload")
+            .arg(f)
+            .args(["--region", "us-east-1"])
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(&format!("is a {name} image")),
+            "{err}"
+        );
+    }
     // The manifest records every file with its size and sha256 (with --sha256, the raw image's
     // and the VHD's too).
     let outputs = m["outputs"].as_array().unwrap();

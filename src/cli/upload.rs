@@ -30,6 +30,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let size = std::fs::metadata(&a.image)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
+    if let Some(format) = container_format(&a.image, size)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
+    {
+        anyhow::bail!(
+            "{} is a {format} image: an EBS snapshot is the raw disk, byte for byte; upload the \
+             build's raw image (kiln build --format raw)",
+            a.image.display()
+        );
+    }
     // The kiln:image-sha256 tag needs the image's whole-disk sha256 before
     // the first block. A manifest beside the image may name it (`build --sha256`, or an older
     // kiln); otherwise it is computed first, from the data regions alone (the zeros are hashed,
@@ -146,6 +155,28 @@ fn manifest_claim(image: &std::path::Path, size: u64) -> Option<Claim> {
         version: m.version,
         sha256: disk.sha256.filter(|s| s.len() == 64),
         blocks: disk.blocks.filter(|b| b.is_current()),
+    })
+}
+
+/// The disk format a file is wrapped in, if it is one `kiln build` writes besides raw: qcow2 and
+/// VMDK by their magic at the start, a fixed VHD by its footer's cookie in the last sector (where
+/// a raw GPT disk has its backup header, `EFI PART`).
+fn container_format(image: &std::path::Path, size: u64) -> std::io::Result<Option<&'static str>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(image)?;
+    let mut head = [0u8; 4];
+    if size >= 4 {
+        f.read_exact_at(&mut head, 0)?;
+    }
+    let mut cookie = [0u8; 8];
+    if size >= 512 {
+        f.read_exact_at(&mut cookie, size - 512)?;
+    }
+    Ok(match (&head, &cookie) {
+        (b"QFI\xfb", _) => Some("qcow2"),
+        (b"KDMV", _) => Some("VMDK"),
+        (_, b"conectix") => Some("VHD"),
+        _ => None,
     })
 }
 
