@@ -303,12 +303,13 @@ fn the_proxy_replays_tokens_as_aws_does() {
                 .client_token("kiln-test-token")
                 .send(),
         )
+        .map_err(Box::new)
     };
     let first = start(1).unwrap().snapshot_id.unwrap();
     assert_eq!(start(1).unwrap().snapshot_id.unwrap(), first);
     let other = start(2).unwrap_err();
     assert_eq!(
-        aws_sdk_ebs::error::ProvideErrorMetadata::code(&other),
+        aws_sdk_ebs::error::ProvideErrorMetadata::code(&*other),
         Some("ConflictException")
     );
     let ec2 = aws_sdk_ec2::Client::from_conf(
@@ -337,12 +338,13 @@ fn the_proxy_replays_tokens_as_aws_does() {
                 .client_token("kiln-copy-token")
                 .send(),
         )
+        .map_err(Box::new)
     };
     let a = copy("one").unwrap().image_id.unwrap();
     assert_eq!(copy("one").unwrap().image_id.unwrap(), a);
     let other = copy("two").unwrap_err();
     assert_eq!(
-        aws_sdk_ec2::error::ProvideErrorMetadata::code(&other),
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(&*other),
         Some("IdempotentParameterMismatch")
     );
     let copies = proxy.ops("CopyImage");

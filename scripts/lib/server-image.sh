@@ -119,7 +119,7 @@ make_root_fs() {
   sectors=$(( sectors / 2048 * 2048 ))
   rm -f "$OUT/root.img"
   mke2fs -q -F -t ext4 -L root -U 6b696c6e-7365-7276-6572-0000000000f5 -E root_owner=0:0 \
-    -d "$OUT/rootfs" "$OUT/root.img" $((sectors / 2))k
+    -d "$OUT/rootfs" "$OUT/root.img" $((sectors / 2))k >&2  # stdout names the images only ("Creating regular file" otherwise)
   echo "$sectors" >"$OUT/root.sectors"
   touch "$OUT/root.img.done"
 }
