@@ -294,8 +294,6 @@ fn the_proxy_replays_tokens_as_aws_does() {
             .credentials_provider(creds.clone())
             .build(),
     );
-    // The SDK's own error type, as the SDK returns it.
-    #[allow(clippy::result_large_err)]
     let start = |size: i64| {
         rt.block_on(
             ebs.start_snapshot()
@@ -327,8 +325,6 @@ fn the_proxy_replays_tokens_as_aws_does() {
         .unwrap()
         .image_id
         .unwrap();
-    // The SDK's own error type, as the SDK returns it.
-    #[allow(clippy::result_large_err)]
     let copy = |name: &str| {
         rt.block_on(
             ec2.copy_image()
