@@ -40,6 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         groups: Vec::new(),
         ami: None,
         boot: None,
+        output: Default::default(),
+        container: None,
         tests: vec![],
     };
     let store = ContentStore::new()?;

@@ -14,6 +14,8 @@ pub mod disk;
 pub mod fs;
 pub mod imds;
 pub mod manifest;
+pub mod oci;
+pub mod outputs;
 pub mod packages;
 pub mod pipeline;
 pub mod qemu;

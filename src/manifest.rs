@@ -17,7 +17,13 @@ pub struct Manifest {
     pub name: String,
     pub version: String,
     pub arch: String,
-    pub image: ImageInfo,
+    /// The disk, when the build streamed one (a disk format, or `--upload`): the raw image's
+    /// name, size and sha256, whatever formats it was written in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageInfo>,
+    /// Every file the build wrote, one per format (raw, qcow2, vhd, vmdk, oci).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputRecord>,
     pub disk_guid: String,
     pub source_date_epoch: i64,
     pub partitions: Vec<PartitionInfo>,
@@ -80,6 +86,31 @@ impl ImageInfo {
             .filter(|b| b.is_current())
             .map(|b| b.sha256.as_str())
     }
+}
+
+/// One output file (or OCI layout directory) of a build.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// `raw`, `qcow2`, `vhd`, `vmdk` or `oci`.
+    pub format: String,
+    /// The file's (or the layout directory's) name; it sits beside the manifest.
+    pub file: String,
+    /// Of the file (absent for an OCI layout directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Of the file (an OCI archive's too). The raw image and the VHD hold every byte of the disk:
+    /// theirs is recorded only with `kiln build --sha256` (see `outputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// OCI: the digest `index.json` names (the image manifest, or the multi-arch image index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// OCI: this recipe's image manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// OCI: the tag `index.json` gives the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -151,27 +182,25 @@ pub fn partitions(plan: &DiskPlan) -> Vec<PartitionInfo> {
         .collect()
 }
 
-/// Fills in everything but the inputs, which the caller appends.
+/// Fills in everything but the inputs and outputs, which the caller appends. `disk` is the
+/// streamed disk's raw image path and digests (absent when only an OCI image was built).
 pub fn new(
     recipe: &Recipe,
     plan: &DiskPlan,
-    image: &Path,
-    digest: crate::sink::DiskDigest,
+    disk: Option<(&Path, crate::sink::DiskDigest)>,
 ) -> Manifest {
     Manifest {
         kiln_version: env!("CARGO_PKG_VERSION").into(),
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
         arch: recipe.image.arch.as_str().into(),
-        image: ImageInfo {
-            file: image
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+        image: disk.map(|(image, digest)| ImageInfo {
+            file: file_name(image),
             size: plan.size,
             blocks: digest.blocks,
             sha256: digest.sha256,
-        },
+        }),
+        outputs: Vec::new(),
         disk_guid: uuid_string(&plan.disk_guid).to_uppercase(),
         source_date_epoch: recipe.image.source_date_epoch,
         partitions: partitions(plan),
@@ -190,6 +219,13 @@ pub fn new(
         snapshot: None,
         test: recipe.test_plan(),
     }
+}
+
+/// The last component of a path, as the manifest names files beside it.
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Writes the manifest atomically (temp file + rename) as pretty JSON.

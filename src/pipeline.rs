@@ -4,22 +4,26 @@
 //! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
 //!             → configure_etc | configure_fstab → install_tree → install_bootloader
 //!             → split_filesystems → check_fit
+//!             → plan_outputs
 //!             → write_disk (GPT head, each filesystem, GPT tail; block-mapped, and with
-//!               `--sha256` hashed whole, as it streams)
-//!             → finalize_image → write_block_map → write_manifest → write_sbom
+//!               `--sha256` hashed whole, as it streams into every disk format at once)
+//!               | write_oci (the tree as an OCI layer, beside it)
+//!             → finalize_outputs → write_block_map → write_manifest → write_sbom
 //! ```
 //!
 //! Each step is logged and timed through `tracing`. The disk is streamed into a
-//! [`BlockSink`], so the same steps write an image file or feed an uploader.
+//! [`BlockSink`], so the same steps write image files or feed an uploader. What each format
+//! needs (its target, its writer, its manifest record) is in [`crate::outputs`].
 
 use crate::boot::{self, BootError};
 use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
 use crate::fs::ext4;
-use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
+use crate::manifest::{self, InputInfo, Manifest, OutputRecord, PackageInfo};
+use crate::outputs;
 use crate::packages::{self, PackageError};
-use crate::recipe::{Filesystem, Recipe, RecipeError};
-use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink, PendingDigest, Want};
+use crate::recipe::{Filesystem, OutputFormat, Recipe, RecipeError};
+use crate::sink::{BlockSink, DiskDigest, HashSink, PendingDigest, Want};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
 };
@@ -47,10 +51,15 @@ pub struct BuildOptions {
     /// Also compute the SHA-256 of the whole disk (`--sha256`): it hashes every zero byte, so it
     /// costs the disk's size, where the blocks digest costs only its data.
     pub sha256: bool,
+    /// The formats to write; `None`: the recipe's `[output] formats` (default raw).
+    pub formats: Option<Vec<OutputFormat>>,
+    /// The OCI image as one `.tar`; `None`: the recipe's `[output] oci_archive`.
+    pub oci_archive: Option<bool>,
 }
 
 #[derive(Debug)]
 pub struct BuildOutput {
+    /// The raw image's path (`-o`); the other formats sit beside it (see `manifest.outputs`).
     pub image: PathBuf,
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
@@ -127,7 +136,7 @@ impl Prepared {
     }
 }
 
-fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub(crate) fn step<T, E>(name: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     let t = Instant::now();
     tracing::info!("{name}");
     let r = f();
@@ -233,30 +242,24 @@ pub fn write_disk(
     hashed.finish_later().map(|(_, d)| d).map_err(disk_error)
 }
 
-/// [`write_disk`] with the block map, and the whole-disk SHA-256 if `sha256`, calling
-/// `after_write` once the last byte is written while the digests are finished (the file build
-/// syncs the image there), then waiting for them.
-pub fn write_disk_then(
+/// [`write_disk`] into a build's disk formats (see [`crate::outputs`]): with the block map, and
+/// the whole-disk SHA-256 only if `sha256`. The digests are still being finished on their
+/// threads when it returns, while the formats complete their files.
+pub fn write_disk_mapped(
     p: &Prepared,
     sink: &mut dyn BlockSink,
     progress: Option<&dyn Progress>,
     sha256: bool,
-    after_write: &mut dyn FnMut() -> io::Result<()>,
-) -> Result<DiskDigest, BuildError> {
+) -> Result<PendingDigest, BuildError> {
     let want = Want {
         sha256,
         blocks: true,
     };
     let hashed = write_hashed(p, sink, progress, want)?;
-    after_write().map_err(disk_error)?;
-    let (_, digest) = hashed.finish().map_err(disk_error)?;
-    if let Some(pr) = progress {
-        pr.finish();
-    }
-    Ok(digest)
+    hashed.finish_later().map(|(_, d)| d).map_err(disk_error)
 }
 
-fn disk_error(source: io::Error) -> BuildError {
+pub(crate) fn disk_error(source: io::Error) -> BuildError {
     BuildError::Output {
         path: PathBuf::from("<disk>"),
         source,
@@ -292,49 +295,53 @@ fn write_hashed<'a>(
     Ok(hashed)
 }
 
-/// `kiln build`: the recipe to an image file and its manifest.
+/// `kiln build`: the recipe to its image files (one per format) and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let popts = opts.packages.clone().unwrap_or_default();
     let prepared = prepare_with(recipe_path, opts.locked, &popts)?;
-    let image = opts.output.clone().unwrap_or_else(|| {
-        PathBuf::from("out").join(format!("{}.raw", prepared.recipe.image.name))
-    });
-    let out_err = |source| BuildError::Output {
-        path: image.clone(),
-        source,
-    };
-    let mut file = FileSink::create(&image, prepared.plan.size).map_err(out_err)?;
-    let syncer = file.sync_handle().map_err(out_err)?;
-    let mut sync = || syncer.sync_all();
-    let digest = step("write_disk", || {
-        write_disk_then(
-            &prepared,
-            &mut file,
-            opts.progress.as_deref(),
-            opts.sha256,
-            &mut sync,
-        )
-    })?;
-    step("finalize_image", || file.persist()).map_err(out_err)?;
-    let (manifest_path, m) = write_records(&prepared, &image, digest, None)?;
+    let targets = step("plan_outputs", || outputs::plan(&prepared.recipe, &opts))?;
+    // write_disk | write_oci, side by side; every file complete under a temporary name.
+    let written = outputs::write(&prepared, &targets, opts.progress.as_deref(), opts.sha256)?;
+    let (digest, records) = step("finalize_outputs", || written.persist())?;
+    let (manifest_path, m) = write_records(&prepared, &targets.image, digest, None, records)?;
     Ok(BuildOutput {
-        image,
+        image: targets.image,
         manifest_path,
         manifest: m,
     })
 }
 
-/// Writes the manifest (and the SBOM when packages are installed) for a disk with `digest`,
-/// named as if it were the image file `image`; shared by file builds and `--upload`.
+/// `kiln build A.toml B.toml --format oci`: one multi-arch OCI image (see [`crate::outputs`]).
+pub use crate::outputs::build_multiarch_oci;
+
+/// Writes the manifest (and the SBOM when packages are installed) for a build whose disk (if it
+/// streamed one) has `digest` and whose files are `outputs`, named as if it were the raw image
+/// `image`; shared by file builds and `--upload`.
 pub fn write_records(
     prepared: &Prepared,
     image: &Path,
-    digest: DiskDigest,
+    digest: Option<DiskDigest>,
     snapshot: Option<manifest::SnapshotInfo>,
+    outputs: Vec<OutputRecord>,
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest::manifest_path(image);
-    let map = digest.map.clone();
-    let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, digest);
+    write_records_at(prepared, &manifest_path, digest, snapshot, outputs, image)
+}
+
+/// [`write_records`] with the manifest's path given (a multi-arch OCI build writes one per
+/// recipe).
+pub fn write_records_at(
+    prepared: &Prepared,
+    manifest_path: &Path,
+    digest: Option<DiskDigest>,
+    snapshot: Option<manifest::SnapshotInfo>,
+    outputs: Vec<OutputRecord>,
+    image: &Path,
+) -> Result<(PathBuf, Manifest), BuildError> {
+    let manifest_path = manifest_path.to_path_buf();
+    let map = digest.as_ref().and_then(|d| d.map.clone());
+    let mut m = manifest::new(&prepared.recipe, &prepared.plan, digest.map(|d| (image, d)));
+    m.outputs = outputs;
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
     m.snapshot = snapshot;
@@ -357,14 +364,14 @@ pub fn write_records(
     }
     step("write_manifest", || manifest::write(&m, &manifest_path))
         .map_err(|e| out_err(&manifest_path, e))?;
-    if !m.packages.is_empty() {
-        let path = packages::sbom::sbom_path(image);
+    if let (false, Some(subject)) = (m.packages.is_empty(), outputs::sbom_subject(&m)) {
+        let path = outputs::sbom_path(&manifest_path);
         let doc = packages::sbom::document(
             &m.name,
             &m.version,
-            &m.image.file,
-            m.image.blocks_sha256().unwrap_or_default(),
-            m.image.sha256.as_deref(),
+            &subject.file,
+            &subject.identity,
+            subject.sha256.as_deref(),
             m.source_date_epoch,
             &m.packages,
         );

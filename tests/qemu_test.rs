@@ -8,6 +8,7 @@ mod common;
 
 use common::boot::build_hand;
 use common::run_ok;
+use kiln::qemu::overlay::ImageFormat;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -374,7 +375,7 @@ fn the_overlay_is_a_clean_qcow2_over_the_untouched_image() {
     std::fs::write(&raw, &data).unwrap();
     let before = common::sha256_file(&raw);
     let ov = dir.path().join("disk.qcow2");
-    kiln::qemu::overlay::create(&ov, &raw, 5 << 30).unwrap();
+    kiln::qemu::overlay::create(&ov, &raw, ImageFormat::Raw, 5 << 30).unwrap();
     let qemu_img = |args: &[&str]| {
         let mut c = Command::new("qemu-img");
         c.args(args).arg(&ov);
@@ -440,4 +441,51 @@ fn the_overlay_is_a_clean_qcow2_over_the_untouched_image() {
             .arg(&ov),
     );
     assert_eq!(o.status.code(), Some(1), "now they differ: {}", text(&o));
+}
+
+/// A qcow2 image (`kiln build --format qcow2`) is the overlay's backing file as qcow2: qemu-img
+/// reads the overlay as the disk the qcow2 holds, not as the qcow2 file's bytes.
+#[test]
+fn the_overlay_over_a_qcow2_image_names_it_as_qcow2() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("img.raw");
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&raw, &data).unwrap();
+    let q = dir.path().join("img.qcow2");
+    let o = common::run(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&q),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let before = common::sha256_file(&q);
+    let ov = dir.path().join("disk.qcow2");
+    kiln::qemu::overlay::create(&ov, &q, ImageFormat::Qcow2, 1 << 30).unwrap();
+    let info = common::run(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&ov),
+    );
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["backing-filename-format"], "qcow2");
+    assert_eq!(info["virtual-size"], 1u64 << 30);
+    let o = common::run(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&ov),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Named as raw, the same overlay would read the qcow2 file's own bytes: a different disk.
+    let wrong = dir.path().join("wrong.qcow2");
+    kiln::qemu::overlay::create(&wrong, &q, ImageFormat::Raw, 1 << 30).unwrap();
+    let o = common::run(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&wrong),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(common::sha256_file(&q), before, "the image was written");
 }

@@ -43,6 +43,8 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
         groups: vec![],
         ami: None,
         boot: None,
+        output: Default::default(),
+        container: None,
         tests: vec![],
     }
 }

@@ -188,17 +188,21 @@ pub fn build_test_publish(
     let out = pipeline::build(recipe_path, build)?;
     test(&out).map_err(PublishError::Test)?;
     let m = &out.manifest;
+    let disk = m.image.as_ref().ok_or_else(|| BuildError::Output {
+        path: out.image.clone(),
+        source: std::io::Error::other("the build wrote no raw image to publish"),
+    })?;
     let target = Target {
         ami,
         arch: recipe.image.arch,
         identity: ImageIdentity {
             name: m.name.clone(),
             version: m.version.clone(),
-            blocks: m.image.blocks_sha256().map(str::to_string),
-            sha256: m.image.sha256.clone(),
+            blocks: disk.blocks_sha256().map(str::to_string),
+            sha256: disk.sha256.clone(),
         },
         image: out.image.clone(),
-        size: m.image.size,
+        size: disk.size,
     };
     publish(handle, &target, opts, hooks)
 }

@@ -1,25 +1,38 @@
-//! `kiln build RECIPE [-o IMAGE] [--json]`, and `kiln build RECIPE --upload`: the disk streamed
-//! straight into an EBS snapshot, with no image file.
+//! `kiln build RECIPE [-o IMAGE] [--format F]... [--json]`, `kiln build A.toml B.toml --format oci`
+//! (one multi-arch OCI image), and `kiln build RECIPE --upload`: the disk streamed straight into an
+//! EBS snapshot, with no image file.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::pipeline::{self, BuildOptions, Progress};
+use kiln::pipeline::{self, BuildOptions, BuildOutput, Progress};
+use kiln::recipe::{OutputFormat, FORMATS_EXPECTED};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The recipe (TOML).
-    pub recipe: PathBuf,
-    /// Where to write the image; default out/<name>.raw.
+    /// The recipe (TOML); several (one per architecture, with --format oci) make one multi-arch
+    /// OCI image.
+    #[arg(required = true, num_args = 1..)]
+    pub recipes: Vec<PathBuf>,
+    /// Where to write the raw image; default out/<name>.raw. The other formats go beside it with
+    /// their own extension (.qcow2, .vhd, .vmdk, .oci or .oci.tar).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Print the image's and the manifest's paths and the image's digests as JSON on stdout.
+    /// An output format: raw, qcow2, vhd, vmdk or oci (repeatable; default the recipe's
+    /// [output] formats, else raw). All disk formats are written in the same pass over the disk.
+    #[arg(long = "format", value_name = "FORMAT", value_parser = parse_format)]
+    pub formats: Vec<OutputFormat>,
+    /// Write the OCI image as one .oci.tar archive instead of a layout directory.
+    #[arg(long)]
+    pub oci_archive: bool,
+    /// Print the manifest's path, each output's path and digests, and the disk's digests as JSON
+    /// on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Also compute the SHA-256 of the whole disk (into the manifest and the output). It hashes
-    /// every zero byte: seconds per 4 GiB of disk, whatever the disk holds. `kiln hash IMAGE`
-    /// computes it later.
+    /// Also compute the SHA-256 of the whole disk (into the manifest and the output), and so of
+    /// the raw and VHD files. It hashes every zero byte: seconds per 4 GiB of disk, whatever the
+    /// disk holds. `kiln hash IMAGE` computes it later.
     #[arg(long)]
     pub sha256: bool,
     /// Install exactly the packages in `<recipe stem>.lock` (made by `kiln lock`); with a warm
@@ -50,8 +63,22 @@ impl Progress for Bar {
     }
 }
 
+fn parse_format(s: &str) -> Result<OutputFormat, String> {
+    OutputFormat::parse(s)
+        .ok_or_else(|| format!("unknown format {s:?}; expected {FORMATS_EXPECTED}"))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.recipes.len() > 1 && (args.upload || args.formats != [OutputFormat::Oci]) {
+        anyhow::bail!(
+            "several recipes make one multi-arch OCI image: give --format oci (and only that); \
+             build disk images one recipe at a time"
+        );
+    }
     if args.upload {
+        if !args.formats.is_empty() || args.oci_archive {
+            anyhow::bail!("--upload streams the disk into EBS and writes no image file: it takes no --format or --oci-archive");
+        }
         return run_upload(args);
     }
     let progress: Option<Box<dyn Progress>> = if std::io::stderr().is_terminal() {
@@ -67,40 +94,90 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let out = pipeline::build(
-        &args.recipe,
-        BuildOptions {
-            output: args.output,
-            progress,
-            locked: args.locked,
-            packages: Some(kiln::packages::Options {
-                progress: std::io::stderr().is_terminal(),
-                ..Default::default()
-            }),
-            sha256: args.sha256,
-        },
-    )?;
-    let image = &out.manifest.image;
-    let blocks = image.blocks_sha256().unwrap_or_default();
-    if args.json {
-        let mut v = serde_json::json!({
-            "manifest": out.manifest_path,
-            "image": out.image,
-            "blocks_sha256": blocks,
-        });
-        if let Some(sha) = &image.sha256 {
-            v["sha256"] = sha.as_str().into();
-        }
-        println!("{v}");
-    } else {
-        println!("image: {}", out.image.display());
-        println!("blocks sha256: {blocks}");
-        if let Some(sha) = &image.sha256 {
-            println!("sha256: {sha}");
-        }
-        println!("manifest: {}", out.manifest_path.display());
+    let opts = BuildOptions {
+        output: args.output,
+        progress,
+        locked: args.locked,
+        packages: Some(kiln::packages::Options {
+            progress: std::io::stderr().is_terminal(),
+            ..Default::default()
+        }),
+        sha256: args.sha256,
+        formats: (!args.formats.is_empty()).then_some(args.formats),
+        oci_archive: args.oci_archive.then_some(true),
+    };
+    let outs = match args.recipes.as_slice() {
+        [one] => vec![pipeline::build(one, opts)?],
+        many => pipeline::build_multiarch_oci(many, opts)?,
+    };
+    for out in &outs {
+        print_output(out, args.json);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per output (`raw` is `image:`), with its sha256 or an OCI image's digest when
+/// known; the disk's digests; the manifest. Or one JSON object per recipe.
+fn print_output(out: &BuildOutput, json: bool) {
+    let m = &out.manifest;
+    let dir = out
+        .manifest_path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let blocks = m.image.as_ref().and_then(|i| i.blocks_sha256());
+    let sha256 = m.image.as_ref().and_then(|i| i.sha256.as_deref());
+    if json {
+        let outputs: Vec<_> = m
+            .outputs
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "format": o.format,
+                    "path": dir.join(&o.file),
+                    "sha256": o.sha256,
+                    "digest": o.digest,
+                })
+            })
+            .collect();
+        let mut v = serde_json::json!({
+            "manifest": out.manifest_path,
+            "outputs": outputs,
+        });
+        if m.outputs.iter().any(|o| o.format == "raw") {
+            v["image"] = serde_json::json!(out.image);
+        }
+        if let Some(b) = blocks {
+            v["blocks_sha256"] = b.into();
+        }
+        if let Some(sha) = sha256 {
+            v["sha256"] = sha.into();
+        }
+        println!("{v}");
+        return;
+    }
+    for o in &m.outputs {
+        let path = dir.join(&o.file);
+        let label = match o.format.as_str() {
+            "raw" => "image".to_string(),
+            f => f.to_string(),
+        };
+        match (&o.digest, &o.sha256, o.format.as_str()) {
+            (Some(d), _, _) => println!("{label}: {}  {d}", path.display()),
+            // The raw image's sha256 is the disk's, printed below.
+            (None, Some(s), f) if f != "raw" => {
+                println!("{label}: {}  sha256:{s}", path.display())
+            }
+            _ => println!("{label}: {}", path.display()),
+        }
+    }
+    if let Some(b) = blocks {
+        println!("blocks sha256: {b}");
+    }
+    if let Some(sha) = sha256 {
+        println!("sha256: {sha}");
+    }
+    println!("manifest: {}", out.manifest_path.display());
 }
 
 /// `--upload`: prepare, then stream the disk into an EbsSink.
@@ -114,7 +191,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal(),
         ..Default::default()
     };
-    let prepared = pipeline::prepare_with(&args.recipe, args.locked, &popts)?;
+    let prepared = pipeline::prepare_with(&args.recipes[0], args.locked, &popts)?;
     let recipe = &prepared.recipe;
     let ami = recipe.ami.as_ref();
     if args.aws.region.is_none() {
@@ -196,7 +273,8 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         snapshot_id: report.snapshot_id.clone(),
         region: report.region.clone(),
     };
-    let (manifest_path, _) = pipeline::write_records(&prepared, &image, digest, Some(snapshot))?;
+    let (manifest_path, _) =
+        pipeline::write_records(&prepared, &image, Some(digest), Some(snapshot), Vec::new())?;
     if args.json {
         println!("{}", aws_common::upload_json(&report));
     } else {

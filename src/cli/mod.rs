@@ -7,6 +7,7 @@ mod hash;
 mod images;
 mod lock;
 mod publish;
+mod push;
 mod register;
 mod test;
 mod upload;
@@ -28,8 +29,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build a raw GPT disk image from a recipe.
+    /// Build a recipe's images: a raw GPT disk, and qcow2, VHD, VMDK or an OCI image (--format).
     Build(build::Args),
+    /// Push an OCI image layout (from `kiln build --format oci`) to a registry.
+    Push(push::Args),
     /// Print an image file's sha256 (or, with --blocks, its blocks digest), reading only its data.
     Hash(hash::Args),
     /// Resolve a recipe's packages and write `<recipe stem>.lock` beside it.
@@ -64,6 +67,7 @@ pub struct ImdsRelayArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(a),
+        Command::Push(a) => push::run(a),
         Command::Hash(a) => hash::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Upload(a) => upload::run(a),

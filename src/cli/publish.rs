@@ -142,6 +142,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             ..Default::default()
         }),
         sha256: a.sha256,
+        // An AMI is made from the raw disk, whatever else the recipe's [output] asks for.
+        formats: Some(vec![kiln::recipe::OutputFormat::Raw]),
+        ..Default::default()
     };
     let report = publish::build_test_publish(
         rt.handle(),

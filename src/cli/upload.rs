@@ -46,6 +46,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let size = std::fs::metadata(&a.image)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
+    if let Some(format) = container_format(&a.image, size)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
+    {
+        anyhow::bail!(
+            "{} is a {format} image: an EBS snapshot is the raw disk, byte for byte; upload the \
+             build's raw image (kiln build --format raw)",
+            a.image.display()
+        );
+    }
     // The snapshot is named by the image's blocks digest (kiln:image-blocks-sha256). A manifest
     // beside the image records it, and then the blocks sent (hashed anyway for their checksums)
     // must be the ones it records, or the upload fails and the snapshot is deleted. Without a
@@ -223,12 +232,35 @@ enum Check {
 /// The manifest beside the image, if it describes a disk of this size.
 fn manifest_claim(image: &std::path::Path, size: u64) -> Option<Claim> {
     let m = kiln::manifest::read(&kiln::manifest::manifest_path(image)).ok()?;
-    (m.image.size == size).then(|| Claim {
+    let disk = m.image?;
+    (disk.size == size).then(|| Claim {
         name: m.name,
         version: m.version,
         arch: m.arch,
-        sha256: m.image.sha256.filter(|s| s.len() == 64),
-        blocks: m.image.blocks.filter(|b| b.is_current()),
+        sha256: disk.sha256.filter(|s| s.len() == 64),
+        blocks: disk.blocks.filter(|b| b.is_current()),
+    })
+}
+
+/// The disk format a file is wrapped in, if it is one `kiln build` writes besides raw: qcow2 and
+/// VMDK by their magic at the start, a fixed VHD by its footer's cookie in the last sector (where
+/// a raw GPT disk has its backup header, `EFI PART`).
+fn container_format(image: &std::path::Path, size: u64) -> std::io::Result<Option<&'static str>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(image)?;
+    let mut head = [0u8; 4];
+    if size >= 4 {
+        f.read_exact_at(&mut head, 0)?;
+    }
+    let mut cookie = [0u8; 8];
+    if size >= 512 {
+        f.read_exact_at(&mut cookie, size - 512)?;
+    }
+    Ok(match (&head, &cookie) {
+        (b"QFI\xfb", _) => Some("qcow2"),
+        (b"KDMV", _) => Some("VMDK"),
+        (_, b"conectix") => Some("VHD"),
+        _ => None,
     })
 }
 

@@ -16,16 +16,18 @@ pub fn detect(image: &Path) -> Result<Arch, QemuError> {
     from_gpt(image)
 }
 
-/// The manifest beside the image, when it describes this very file.
+/// The manifest beside the image, when it describes this very file (the raw image, or one of
+/// the build's other formats, such as a qcow2).
 fn from_manifest(image: &Path) -> Option<Arch> {
     let path = crate::manifest::manifest_path(image);
     let m = crate::manifest::read(&path).ok()?;
-    if Some(m.image.file.as_str()) != image.file_name().and_then(|n| n.to_str()) {
-        tracing::debug!(
-            "{} describes {}, not this image",
-            path.display(),
-            m.image.file
-        );
+    let name = image.file_name().and_then(|n| n.to_str())?;
+    let described = m.image.as_ref().is_some_and(|i| i.file == name)
+        || m.outputs
+            .iter()
+            .any(|o| o.file == name && o.format != "oci");
+    if !described {
+        tracing::debug!("{} does not describe {name}", path.display());
         return None;
     }
     parse_arch(&m.arch)

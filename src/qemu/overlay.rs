@@ -1,4 +1,5 @@
-//! The test machine's disk: an empty qcow2 overlay whose backing file is the image, with the
+//! The test machine's disk: an empty qcow2 overlay whose backing file is the image (raw, or a
+//! qcow2 from `kiln build --format qcow2`), with the
 //! virtual size of the AMI's volume. The guest sees a disk as large as the EBS volume an
 //! instance of the AMI would get (so growpart and resize2fs run as on a real launch); its
 //! writes land in the overlay, in the run's private directory; the image is opened read-only,
@@ -24,9 +25,37 @@ const MAX_BACKING_NAME: usize = 1023;
 /// refcount_order 4: 16-bit refcounts (what qemu-img creates by default).
 const REFCOUNT_ORDER: u32 = 4;
 
-/// Writes an overlay of `size` bytes over the raw image `backing` (an absolute path) to `path`.
-pub fn create(path: &Path, backing: &Path, size: u64) -> io::Result<()> {
-    let bytes = build(backing.as_os_str().as_encoded_bytes(), size)?;
+/// The image's format, which the overlay names as its backing format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    #[default]
+    Raw,
+    Qcow2,
+}
+
+impl ImageFormat {
+    /// qcow2 when the file starts with qcow2's magic (`QFI\xfb`), else raw. Never QEMU's own
+    /// probing: a raw guest disk could start with any bytes, and QEMU refuses to probe a backing
+    /// file's format for that reason.
+    pub fn from_magic(first: &[u8]) -> ImageFormat {
+        match first.starts_with(b"QFI\xfb") {
+            true => ImageFormat::Qcow2,
+            false => ImageFormat::Raw,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// Writes an overlay of `size` bytes over the image `backing` (an absolute path, in `format`)
+/// to `path`.
+pub fn create(path: &Path, backing: &Path, format: ImageFormat, size: u64) -> io::Result<()> {
+    let bytes = build(backing.as_os_str().as_encoded_bytes(), format, size)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -36,7 +65,7 @@ pub fn create(path: &Path, backing: &Path, size: u64) -> io::Result<()> {
 }
 
 /// The overlay's bytes.
-pub fn build(backing: &[u8], size: u64) -> io::Result<Vec<u8>> {
+pub fn build(backing: &[u8], format: ImageFormat, size: u64) -> io::Result<Vec<u8>> {
     if backing.is_empty() || backing.len() > MAX_BACKING_NAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -63,7 +92,7 @@ pub fn build(backing: &[u8], size: u64) -> io::Result<Vec<u8>> {
     // The header extension (type, length, data padded to 8 bytes), the end marker, then the
     // backing file name.
     let ext_at = HEADER_LEN as usize;
-    let fmt = b"raw";
+    let fmt = format.as_str().as_bytes();
     be32(&mut out, ext_at, EXT_BACKING_FORMAT);
     be32(&mut out, ext_at + 4, fmt.len() as u32);
     out[ext_at + 8..ext_at + 8 + fmt.len()].copy_from_slice(fmt);
@@ -102,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_header_names_the_backing_file_and_counts_every_cluster() {
-        let b = build(b"/img/a.raw", 8 << 30).unwrap();
+        let b = build(b"/img/a.raw", ImageFormat::Raw, 8 << 30).unwrap();
         assert_eq!(&b[0..4], b"QFI\xfb");
         assert_eq!(b.len(), 4 * CLUSTER as usize, "8 GiB needs one L1 cluster");
         let off = u64::from_be_bytes(b[8..16].try_into().unwrap()) as usize;
@@ -116,8 +145,34 @@ mod tests {
         );
         let refs = &b[2 * CLUSTER as usize..2 * CLUSTER as usize + 10];
         assert_eq!(refs, &[0, 1, 0, 1, 0, 1, 0, 1, 0, 0]);
-        assert!(build(b"", 1).is_err());
-        assert!(build(&[b'a'; 1024], 1).is_err());
-        assert!(build(b"/x", 1 << 60).is_err());
+        assert!(build(b"", ImageFormat::Raw, 1).is_err());
+        assert!(build(&[b'a'; 1024], ImageFormat::Raw, 1).is_err());
+        assert!(build(b"/x", ImageFormat::Raw, 1 << 60).is_err());
+    }
+
+    /// The backing format extension: type, length, the name padded to 8 bytes, the end marker.
+    fn backing_format(b: &[u8]) -> &[u8] {
+        let at = HEADER_LEN as usize;
+        assert_eq!(&b[at..at + 4], &EXT_BACKING_FORMAT.to_be_bytes());
+        let len = u32::from_be_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
+        &b[at + 8..at + 8 + len]
+    }
+
+    #[test]
+    fn a_qcow2_image_is_named_as_the_backing_format() {
+        assert_eq!(
+            ImageFormat::from_magic(b"QFI\xfb\0\0\0\x03"),
+            ImageFormat::Qcow2
+        );
+        assert_eq!(ImageFormat::from_magic(b"\0\0\0\0"), ImageFormat::Raw);
+        assert_eq!(ImageFormat::from_magic(b""), ImageFormat::Raw);
+        let raw = build(b"/img/a.raw", ImageFormat::Raw, 1 << 30).unwrap();
+        assert_eq!(backing_format(&raw), b"raw");
+        let q = build(b"/img/a.qcow2", ImageFormat::Qcow2, 1 << 30).unwrap();
+        assert_eq!(backing_format(&q), b"qcow2");
+        // The backing file name follows the (padded) extension and its end marker.
+        let off = u64::from_be_bytes(q[8..16].try_into().unwrap()) as usize;
+        assert_eq!(off, HEADER_LEN as usize + 8 + 8 + 8);
+        assert_eq!(&q[off..off + 12], b"/img/a.qcow2");
     }
 }

@@ -50,12 +50,8 @@ impl Vm {
         stdio: Stdio3,
     ) -> Result<Vm, QemuError> {
         let setup = Setup::new(image, &opts.machine)?;
-        let image_len = std::fs::metadata(image)
-            .map_err(|source| QemuError::Image {
-                path: image.to_path_buf(),
-                source,
-            })?
-            .len();
+        // A qcow2 image's disk is its virtual size, not its file's.
+        let image_len = setup.image.disk_size;
         let volume_size = match opts.volume_size {
             Some(v) if v < image_len => {
                 return Err(QemuError::VolumeTooSmall {
@@ -76,11 +72,13 @@ impl Vm {
             path: image.to_path_buf(),
             source,
         })?;
-        overlay::create(&overlay_path, &backing, volume_size).map_err(|source| QemuError::Io {
-            what: "create the disk overlay",
-            path: overlay_path.clone(),
-            source,
-        })?;
+        overlay::create(&overlay_path, &backing, setup.image.format, volume_size).map_err(
+            |source| QemuError::Io {
+                what: "create the disk overlay",
+                path: overlay_path.clone(),
+                source,
+            },
+        )?;
         let qmp_path = dir.join("qmp.sock");
 
         let identity = opts.ec2.as_ref().map(|e| {

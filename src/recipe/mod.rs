@@ -19,6 +19,7 @@ mod boot;
 mod error;
 mod expand;
 mod layout;
+mod output;
 mod parse;
 mod raw;
 mod size;
@@ -32,6 +33,7 @@ pub use ami::{
 pub use boot::{Boot, Compression, Initrd, KernelChoice, Loader};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
+pub use output::{valid_tag, Container, LayerCompression, Output, OutputFormat, FORMATS_EXPECTED};
 pub use parse::{parse_guid, EnvLookup};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
 pub use test::{
@@ -190,6 +192,10 @@ pub struct Recipe {
     pub ami: Option<Ami>,
     /// `[boot]`: the boot loader, kernel command line and generated initrd.
     pub boot: Option<Boot>,
+    /// `[output]`: the formats a build writes (default: raw).
+    pub output: Output,
+    /// `[container]`: the OCI image's configuration.
+    pub container: Option<Container>,
     /// `[[test]]`: the checks `kiln test` runs on the booted image, in recipe order.
     pub tests: Vec<Test>,
 }

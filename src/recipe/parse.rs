@@ -83,6 +83,14 @@ impl Recipe {
             Some(b) => Some(ctx.boot(b, &partitions)?),
             None => None,
         };
+        let output = match &raw.output {
+            Some(o) => ctx.output(o, &image)?,
+            None => Default::default(),
+        };
+        let container = match &raw.container {
+            Some(c) => Some(ctx.container(c)?),
+            None => None,
+        };
         let tests = ctx.tests(&raw.test)?;
         Ok(Recipe {
             path: path.to_owned(),
@@ -96,6 +104,8 @@ impl Recipe {
             groups,
             ami,
             boot,
+            output,
+            container,
             tests,
         })
     }

@@ -62,6 +62,8 @@ pub struct RawRecipe {
     pub group: Vec<Spanned<RawGroup>>,
     pub ami: Option<Spanned<RawAmi>>,
     pub boot: Option<Spanned<super::boot::RawBoot>>,
+    pub output: Option<Spanned<super::output::RawOutput>>,
+    pub container: Option<Spanned<super::output::RawContainer>>,
     #[serde(default)]
     pub test: Vec<Spanned<super::test::RawTest>>,
 }

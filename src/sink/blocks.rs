@@ -42,8 +42,10 @@ pub enum Block<'a> {
     Gap,
 }
 
-/// Cuts a sequential sparse stream into [`BLOCK_SIZE`] blocks.
+/// Cuts a sequential sparse stream into whole blocks ([`BLOCK_SIZE`] unless made
+/// [`Chunker::with_block_size`]: the disk formats cut it into their clusters and grains).
 pub struct Chunker {
+    block: u64,
     /// The stream position.
     pos: u64,
     /// The bytes of the current block, from its start to `pos`; empty while nothing has been
@@ -56,6 +58,7 @@ pub struct Chunker {
 impl Default for Chunker {
     fn default() -> Self {
         Chunker {
+            block: B,
             pos: 0,
             buf: Vec::new(),
             gaps: true,
@@ -75,6 +78,16 @@ impl Chunker {
         }
     }
 
+    /// A chunker handing out blocks of `block` bytes (a power of two), without gaps: the disk
+    /// formats store only the clusters and grains something was written into, so a gap costs
+    /// them nothing however long it is (issue 16: no step may scale with the disk's size).
+    pub fn with_block_size(block: u64) -> Self {
+        Chunker {
+            block,
+            ..Chunker::without_gaps()
+        }
+    }
+
     pub fn pos(&self) -> u64 {
         self.pos
     }
@@ -83,10 +96,10 @@ impl Chunker {
     pub fn write(&mut self, offset: u64, mut data: &[u8], emit: &mut Emit) -> io::Result<()> {
         self.zeros_to(offset, emit)?;
         while !data.is_empty() {
-            let index = self.pos / B;
-            let at = (self.pos % B) as usize;
-            let n = (B as usize - at).min(data.len());
-            if at == 0 && n == B as usize {
+            let index = self.pos / self.block;
+            let at = (self.pos % self.block) as usize;
+            let n = (self.block as usize - at).min(data.len());
+            if at == 0 && n == self.block as usize {
                 // A whole aligned block: handed out without a copy.
                 emit(index, Block::Data(&data[..n]))?;
             } else {
@@ -94,7 +107,7 @@ impl Chunker {
                     self.buf.resize(at, 0);
                 }
                 self.buf.extend_from_slice(&data[..n]);
-                if at + n == B as usize {
+                if at + n == self.block as usize {
                     self.flush(index, emit)?;
                 }
             }
@@ -111,8 +124,8 @@ impl Chunker {
                 self.pos = to;
                 break;
             }
-            let index = self.pos / B;
-            let block_end = (index + 1) * B;
+            let index = self.pos / self.block;
+            let block_end = (index + 1) * self.block;
             let step = to.min(block_end) - self.pos;
             if !self.buf.is_empty() {
                 self.buf.resize(self.buf.len() + step as usize, 0);
@@ -132,8 +145,8 @@ impl Chunker {
     /// Zeros up to `end`, then the block `end` falls in, padded with zeros, if it is partial.
     pub fn finish(&mut self, end: u64, emit: &mut Emit) -> io::Result<()> {
         self.zeros_to(end, emit)?;
-        if self.pos % B != 0 {
-            let index = self.pos / B;
+        if self.pos % self.block != 0 {
+            let index = self.pos / self.block;
             if self.buf.is_empty() {
                 if self.gaps {
                     emit(index, Block::Gap)?;
@@ -146,7 +159,7 @@ impl Chunker {
     }
 
     fn flush(&mut self, index: u64, emit: &mut Emit) -> io::Result<()> {
-        self.buf.resize(B as usize, 0);
+        self.buf.resize(self.block as usize, 0);
         let r = emit(index, Block::Data(&self.buf));
         self.buf.clear();
         r

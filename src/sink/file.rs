@@ -1,6 +1,7 @@
 //! A sparse image file, written to a temporary file beside the target and renamed on success.
 
 use super::blocks::is_zero;
+use super::output::TempOutput;
 use super::{check_order, BlockSink};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -12,9 +13,7 @@ use std::path::{Path, PathBuf};
 /// renames it into place. Dropping the sink without persisting removes the temporary file, so a
 /// failed or interrupted build leaves nothing behind.
 pub struct FileSink {
-    /// `None` only after `persist` has taken it.
-    tmp: Option<tempfile::NamedTempFile>,
-    target: PathBuf,
+    out: TempOutput,
     len: u64,
     pos: u64,
     file_pos: u64,
@@ -25,26 +24,8 @@ const BLOCK: usize = 4096;
 impl FileSink {
     /// Creates the temporary file for an image of `len` bytes that will become `target`.
     pub fn create(target: &Path, len: u64) -> io::Result<Self> {
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir)?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{name}.");
-        let tmp = crate::cleanup::create_registered(
-            || {
-                tempfile::Builder::new()
-                    .prefix(&prefix)
-                    .suffix(".tmp")
-                    .tempfile_in(&dir)
-            },
-            |t| t.path().to_path_buf(),
-        )?;
-        tmp.as_file()
+        let out = TempOutput::create(target)?;
+        out.file()?
             .set_len(len)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EFBIG) => io::Error::new(
@@ -53,14 +34,13 @@ impl FileSink {
                         "the filesystem holding {} cannot hold a {len}-byte file (ext4's limit is \
                      16 TiB - 4 KiB); write the image onto XFS, btrfs or tmpfs, or stream it \
                      with --upload",
-                        dir.display()
+                        out.temp_path().parent().unwrap_or(Path::new(".")).display()
                     ),
                 ),
                 _ => e,
             })?;
         Ok(FileSink {
-            tmp: Some(tmp),
-            target: target.to_path_buf(),
+            out,
             len,
             pos: 0,
             file_pos: 0,
@@ -69,63 +49,39 @@ impl FileSink {
 
     /// The temporary path being written (for tools that read the image before it is renamed).
     pub fn temp_path(&self) -> &Path {
-        self.tmp.as_ref().map(|t| t.path()).unwrap_or(&self.target)
+        self.out.temp_path()
     }
 
     /// A second handle on the temporary file, to sync it from elsewhere while the sink is
     /// borrowed (the pipeline syncs while the disk's hash is being finished).
     pub fn sync_handle(&self) -> io::Result<File> {
-        match &self.tmp {
-            Some(t) => t.as_file().try_clone(),
-            None => Err(io::Error::other("image already persisted")),
+        self.out.file()?.try_clone()
+    }
+
+    /// The written file, still under its temporary name, once the writes are checked.
+    pub fn into_output(self) -> io::Result<TempOutput> {
+        if self.pos > self.len {
+            return Err(io::Error::other(format!(
+                "image overran its size: {} > {}",
+                self.pos, self.len
+            )));
         }
+        Ok(self.out)
     }
 
     /// Syncs and renames the file into place; returns the final path.
-    pub fn persist(mut self) -> io::Result<PathBuf> {
-        let tmp = self
-            .tmp
-            .take()
-            .ok_or_else(|| io::Error::other("image already persisted"))?;
-        crate::cleanup::unregister(tmp.path());
-        let (target, len, pos) = (self.target.clone(), self.len, self.pos);
-        if pos > len {
-            return Err(io::Error::other(format!(
-                "image overran its size: {pos} > {len}"
-            )));
-        }
-        tmp.as_file().sync_all()?;
-        // The temp file is created 0600; an image is an ordinary output file.
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        tmp.persist(&target).map_err(|e| e.error)?;
-        Ok(target)
-    }
-
-    fn file(&mut self) -> &mut File {
-        self.tmp
-            .as_mut()
-            .expect("the temp file exists until persist")
-            .as_file_mut()
+    pub fn persist(self) -> io::Result<PathBuf> {
+        self.into_output()?.persist()
     }
 
     fn put(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut f = self.out.file()?;
         if self.file_pos != offset {
-            self.file().seek(SeekFrom::Start(offset))?;
+            f.seek(SeekFrom::Start(offset))?;
         }
-        self.file().write_all(data)?;
+        f.write_all(data)?;
         self.file_pos = offset + data.len() as u64;
         Ok(())
-    }
-}
-
-impl Drop for FileSink {
-    fn drop(&mut self) {
-        // The temp file itself is removed by `NamedTempFile`'s own drop.
-        if let Some(t) = &self.tmp {
-            crate::cleanup::unregister(t.path());
-        }
     }
 }
 

@@ -97,25 +97,41 @@ fn join<T>(thread: JoinHandle<Option<T>>) -> io::Result<T> {
 
 /// A digest still being computed on its threads, after the last byte was written.
 pub struct PendingDigest {
-    hasher: Option<JoinHandle<Option<[u8; 32]>>>,
+    hasher: Option<JoinHandle<Option<Sha256>>>,
     mapper: Option<JoinHandle<Option<MapData>>>,
 }
 
 impl PendingDigest {
     pub fn wait(self) -> io::Result<DiskDigest> {
-        let sha256 = match self.hasher {
-            Some(h) => Some(crate::util::hex(&join(h)?)),
-            None => None,
+        Ok(self.wait_extended(&[])?.0)
+    }
+
+    /// The digests, and (when the whole-disk SHA-256 was asked for) the SHA-256 of the disk
+    /// followed by `suffix`: a fixed VHD is the disk and its 512-byte footer, so its hash costs
+    /// 512 bytes more, not a second pass over the disk.
+    pub fn wait_extended(self, suffix: &[u8]) -> io::Result<(DiskDigest, Option<String>)> {
+        let (sha256, extended) = match self.hasher {
+            Some(h) => {
+                let state = join(h)?;
+                let sha256 = crate::util::hex(&state.clone().finalize());
+                let mut extended = state;
+                extended.update(suffix);
+                (Some(sha256), Some(crate::util::hex(&extended.finalize())))
+            }
+            None => (None, None),
         };
         let map = match self.mapper {
             Some(m) => Some(join(m)?),
             None => None,
         };
-        Ok(DiskDigest {
-            sha256,
-            blocks: map.as_ref().map(|m| m.info.clone()),
-            map,
-        })
+        Ok((
+            DiskDigest {
+                sha256,
+                blocks: map.as_ref().map(|m| m.info.clone()),
+                map,
+            },
+            extended,
+        ))
     }
 }
 
@@ -123,7 +139,7 @@ impl PendingDigest {
 /// forwards the write.
 pub struct HashSink<S> {
     inner: S,
-    hasher: Option<Worker<[u8; 32]>>,
+    hasher: Option<Worker<Sha256>>,
     mapper: Option<Worker<MapData>>,
     pos: u64,
     len: u64,
@@ -143,7 +159,7 @@ impl<S: BlockSink> HashSink<S> {
                 },
                 |(mut h, pos), len| {
                     crate::util::sha256_zeros(&mut h, len - pos);
-                    h.finalize().into()
+                    h
                 },
             )
         });

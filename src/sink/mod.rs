@@ -4,11 +4,18 @@
 pub mod blocks;
 pub mod ebs;
 mod file;
+pub mod formats;
 mod hash;
 pub mod mapfile;
+mod output;
+pub mod qcow2;
+pub mod vhd;
+pub mod vmdk;
 
 pub use file::FileSink;
+pub use formats::{DiskFormat, DiskOutputs, FormatIdentity, Written};
 pub use hash::{DiskDigest, HashSink, PendingDigest, Want};
+pub use output::TempOutput;
 
 use std::io;
 

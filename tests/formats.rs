@@ -1,0 +1,362 @@
+//! `kiln build --format`: qcow2, VHD and VMDK written in the disk's one pass and checked by
+//! qemu-img (check, compare with the raw disk, info), a qcow2 booted by `kiln test`;
+//! reproducibility of every format (twice, and as nobody); bad input. The OCI image's own tests
+//! are in tests/oci.rs.
+
+mod common;
+#[path = "common/formats.rs"]
+mod fmt;
+
+use common::{run, run_ok};
+use fmt::{blocks_digest_script, qemu_img_json};
+use fmt::{build, kiln, manifest, recipe, sha256_file};
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn disk_formats_equal_the_raw_disk_for_qemu_img() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), "fmt", "");
+    let out = tmp.path().join("out");
+    let raw = out.join("fmt.raw");
+    let o = build(&r, &raw, &["raw", "qcow2", "vhd", "vmdk"], &["--sha256"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = manifest(&out.join("fmt.manifest.json"));
+    let disk_sha = m["image"]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(sha256_file(&raw), disk_sha);
+    // The disk's identity, the blocks digest, recomputed by the script from its definition.
+    let blocks = run_ok(Command::new(blocks_digest_script()).arg(&raw));
+    assert_eq!(
+        m["image"]["blocks"]["sha256"].as_str().unwrap(),
+        blocks.split_whitespace().next().unwrap()
+    );
+
+    // qcow2: qemu-img check is clean, version 3 (compat 1.1), sparse.
+    let q = out.join("fmt.qcow2");
+    let check = run(Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&q));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("No errors were found"));
+    let info = qemu_img_json(&["info", "--output=json", "-f", "qcow2"], &q);
+    assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
+    assert_eq!(info["virtual-size"], 600u64 << 20);
+    assert_eq!(info["cluster-size"], 65536);
+    assert!(
+        std::fs::metadata(&q).unwrap().len() < 40 << 20,
+        "only non-zero clusters stored"
+    );
+
+    // VMDK: streamOptimized, compressed.
+    let v = out.join("fmt.vmdk");
+    let info = qemu_img_json(&["info", "--output=json", "-f", "vmdk"], &v);
+    assert_eq!(
+        info["format-specific"]["data"]["create-type"],
+        "streamOptimized"
+    );
+    assert_eq!(
+        info["format-specific"]["data"]["extents"][0]["compressed"],
+        true
+    );
+    assert_eq!(info["virtual-size"], 600u64 << 20);
+    let check = run(Command::new("qemu-img")
+        .args(["check", "-f", "vmdk"])
+        .arg(&v));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // VHD: fixed, the raw disk's size exactly (whole MiB), footer last.
+    let h = out.join("fmt.vhd");
+    let info = qemu_img_json(&["info", "--output=json", "-f", "vpc"], &h);
+    assert_eq!(info["virtual-size"], 600u64 << 20);
+    let bytes = std::fs::metadata(&h).unwrap().len();
+    assert_eq!(bytes, (600 << 20) + 512);
+
+    // Each one holds exactly the raw disk.
+    for (fmt, f) in [("qcow2", &q), ("vmdk", &v), ("vpc", &h)] {
+        let c = run(Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", fmt])
+            .arg(&raw)
+            .arg(f));
+        assert!(
+            c.status.success(),
+            "{fmt}: {}{}",
+            String::from_utf8_lossy(&c.stdout),
+            String::from_utf8_lossy(&c.stderr)
+        );
+    }
+
+    // Only the raw image is an EBS snapshot's bytes: kiln upload refuses the others at once.
+    for (name, f) in [("qcow2", &q), ("VMDK", &v), ("VHD", &h)] {
+        let o = run(kiln()
+            .arg("upload")
+            .arg(f)
+            .args(["--region", "us-east-1"])
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(&format!("is a {name} image")),
+            "{err}"
+        );
+    }
+    // The manifest records every file with its size and sha256 (with --sha256, the raw image's
+    // and the VHD's too).
+    let outputs = m["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 4);
+    for o in outputs {
+        let f = out.join(o["file"].as_str().unwrap());
+        assert_eq!(
+            o["sha256"].as_str().unwrap(),
+            sha256_file(&f),
+            "{}",
+            f.display()
+        );
+        assert_eq!(
+            o["size"].as_u64().unwrap(),
+            std::fs::metadata(&f).unwrap().len()
+        );
+        if o["format"] == "raw" {
+            assert_eq!(o["sha256"].as_str().unwrap(), disk_sha);
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with('.')),
+        "no temporary file left: {names:?}"
+    );
+}
+
+/// Without `--sha256` nothing hashes the whole disk: the raw image and the VHD (every byte of the
+/// disk) have no sha256 in the manifest, the qcow2 and the VMDK (the data only) still have theirs,
+/// and the disk is named by its blocks digest. `kiln hash` gives the missing ones later.
+#[test]
+fn only_the_data_sized_files_are_hashed_without_sha256() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), "cheap", "");
+    let out = tmp.path().join("out");
+    let raw = out.join("cheap.raw");
+    let o = build(&r, &raw, &["raw", "qcow2", "vhd", "vmdk"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = manifest(&out.join("cheap.manifest.json"));
+    assert!(m["image"].get("sha256").is_none(), "{m}");
+    let blocks = run_ok(Command::new(blocks_digest_script()).arg(&raw));
+    assert_eq!(
+        m["image"]["blocks"]["sha256"].as_str().unwrap(),
+        blocks.split_whitespace().next().unwrap()
+    );
+    let json: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["blocks_sha256"], m["image"]["blocks"]["sha256"]);
+    assert!(json.get("sha256").is_none());
+    for o in m["outputs"].as_array().unwrap() {
+        let f = out.join(o["file"].as_str().unwrap());
+        match o["format"].as_str().unwrap() {
+            "raw" | "vhd" => {
+                assert!(o.get("sha256").is_none(), "{o}");
+                let later = run_ok(kiln().arg("hash").arg(&f));
+                assert!(later.starts_with(&sha256_file(&f)), "{later}");
+            }
+            _ => assert_eq!(o["sha256"].as_str().unwrap(), sha256_file(&f), "{o}"),
+        }
+    }
+}
+
+/// Every output, twice (the second time as nobody when run as root): the same bytes, the same
+/// digests.
+#[test]
+fn every_format_is_reproducible_for_root_and_nobody() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = recipe(tmp.path(), "rep", "");
+    for e in std::fs::read_dir(tmp.path()).unwrap() {
+        std::fs::set_permissions(e.unwrap().path(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+    }
+    let all = ["raw", "qcow2", "vhd", "vmdk", "oci"];
+    let a = tmp.path().join("a");
+    let o = build(&r, &a.join("rep.raw"), &all, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = tmp.path().join("b");
+    std::fs::create_dir(&b).unwrap();
+    std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let o = if is_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .arg("build")
+            .arg(&r)
+            .arg("-o")
+            .arg(b.join("rep.raw"))
+            .env("HOME", "/tmp");
+        for f in all {
+            c.args(["--format", f]);
+        }
+        run(&mut c)
+    } else {
+        build(&r, &b.join("rep.raw"), &all, &[])
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ma = manifest(&a.join("rep.manifest.json"));
+    let mb = manifest(&b.join("rep.manifest.json"));
+    assert_eq!(
+        ma["outputs"], mb["outputs"],
+        "same files, sizes, sha256s and digests"
+    );
+    assert_eq!(ma["outputs"].as_array().unwrap().len(), 5);
+    for f in [
+        "rep.raw",
+        "rep.qcow2",
+        "rep.vhd",
+        "rep.vmdk",
+        "rep.oci/index.json",
+    ] {
+        assert_eq!(sha256_file(&a.join(f)), sha256_file(&b.join(f)), "{f}");
+    }
+    let oci = ma["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["format"] == "oci")
+        .unwrap();
+    assert!(oci["digest"].as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn bad_formats_are_errors_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let r = recipe(tmp.path(), "bad", "");
+    // An unknown --format.
+    let o = build(&r, &out.join("bad.raw"), &["qcow3"], &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unknown format \"qcow3\"") && err.contains("vmdk"),
+        "{err}"
+    );
+    // An unknown format in [output], at its line and column.
+    let r2 = recipe(
+        tmp.path(),
+        "bad2",
+        "[output]\nformats = [\"raw\", \"iso\"]\n",
+    );
+    let o = build(&r2, &out.join("bad2.raw"), &[], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad2.toml:") && err.contains("unknown output format \"iso\""),
+        "{err}"
+    );
+    // A VHD of a size that is not whole MiB.
+    let text = std::fs::read_to_string(&r)
+        .unwrap()
+        .replace("size = \"600MiB\"", "size = \"629146112\"")
+        .replace(
+            "[container]",
+            "[output]\nformats = [\"vhd\"]\n\n[container]",
+        );
+    let r3 = tmp.path().join("bad3.toml");
+    std::fs::write(&r3, text).unwrap();
+    let o = build(&r3, &out.join("bad3.raw"), &[], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad3.toml:") && err.contains("whole number of MiB"),
+        "{err}"
+    );
+    // Two formats onto one file.
+    let o = build(&r, &out.join("bad.vmdk"), &["raw", "vmdk"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("both be written to"), "{err}");
+    // Several recipes are for one multi-arch OCI image only.
+    let o = run(kiln()
+        .arg("build")
+        .arg(&r)
+        .arg(&r)
+        .args(["--format", "qcow2"]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("multi-arch"));
+    // An existing non-layout directory where the OCI layout would go is refused, and kept.
+    std::fs::create_dir_all(out.join("bad.oci")).unwrap();
+    std::fs::write(out.join("bad.oci/mine"), "keep").unwrap();
+    let o = build(&r, &out.join("bad.raw"), &["qcow2", "oci"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not an OCI image layout"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("bad.oci/mine")).unwrap(),
+        "keep"
+    );
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        left,
+        ["bad.oci"],
+        "no image, no temporary file, no manifest"
+    );
+}
+
+/// `kiln test` boots a qcow2 (attached as qcow2; its architecture from the manifest beside it).
+#[test]
+fn kiln_test_boots_the_qcow2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let init = dir.join("init");
+    std::fs::write(
+        &init,
+        "#!/bin/busybox sh\necho KILN-BOOT-OK\n/bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    let hand = common::boot::HandMade {
+        name: "q",
+        version: "1",
+        seed: Some("qcow2-boot"),
+        init: init.to_str().unwrap(),
+        bootloader: true,
+    };
+    let img = dir.join("q.raw");
+    let write = |partuuid: &str| {
+        let recipe = dir.join("q.toml");
+        std::fs::write(&recipe, hand.recipe(partuuid)).unwrap();
+        let o = build(&recipe, &img, &["qcow2"], &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        common::boot::root_partuuid(&dir.join("q.manifest.json"))
+    };
+    let partuuid = write("00000000-0000-0000-0000-000000000000");
+    write(&partuuid);
+    let q = dir.join("q.qcow2");
+    assert!(!img.exists(), "no raw image was written");
+    let before = sha256_file(&q);
+    // kiln test's machine: the qcow2 is the backing file of the run's overlay, named as qcow2,
+    // and the volume is the disk's virtual size, not the file's.
+    let run_tmp = tempfile::tempdir().unwrap();
+    let o = run(kiln()
+        .arg("test")
+        .arg(&q)
+        .args(["--timeout", "240"])
+        .env("TMPDIR", run_tmp.path()));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && stdout.contains("console shows \"KILN-BOOT-OK\"  console  pass"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    common::boot::assert_nothing_left(run_tmp.path());
+    assert_eq!(sha256_file(&q), before, "the image is never modified");
+}
