@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod boot;
 pub mod cleanup;
+pub mod configure;
 pub mod disk;
 pub mod fs;
 pub mod manifest;

@@ -32,6 +32,9 @@ pub struct Manifest {
     /// The EBS snapshot the disk was streamed into (`kiln build --upload`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// The maintainer-script commands kiln did not apply, per package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintainer_scripts: Option<crate::configure::Report>,
 }
 
 /// One installed Debian package.
@@ -165,6 +168,7 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
         packages: Vec::new(),
         boot_mode: None,
         snapshot: None,
+        maintainer_scripts: None,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Args {
     /// cache this needs no network.
     #[arg(long)]
     pub locked: bool,
+    /// Fail when a maintainer-script command was not applied (they are listed in the
+    /// manifest's maintainer_scripts.not_applied either way).
+    #[arg(long)]
+    pub strict_scripts: bool,
     /// Stream the disk into an EBS snapshot instead of a file (the manifest is still written,
     /// to out/<name>.manifest.json or beside -o).
     #[arg(long)]
@@ -72,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 progress: std::io::stderr().is_terminal(),
                 ..Default::default()
             }),
+            strict_scripts: args.strict_scripts,
         },
     )?;
     if args.json {
@@ -100,6 +105,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let prepared = pipeline::prepare_with(&args.recipe, args.locked, &popts)?;
+    pipeline::check_scripts(&prepared, args.strict_scripts)?;
     let recipe = &prepared.recipe;
     let ami = recipe.ami.as_ref();
     if args.aws.region.is_none() {

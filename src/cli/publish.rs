@@ -38,6 +38,9 @@ pub struct Args {
     /// Install exactly the packages in `<recipe stem>.lock`.
     #[arg(long)]
     pub locked: bool,
+    /// Fail when a maintainer-script command was not applied (as `kiln build --strict-scripts`).
+    #[arg(long)]
+    pub strict_scripts: bool,
     /// Where to write the image; default out/<name>.raw.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -104,6 +107,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             progress: std::io::stderr().is_terminal(),
             ..Default::default()
         }),
+        strict_scripts: a.strict_scripts,
     };
     let report = publish::build_test_publish(
         rt.handle(),
