@@ -196,6 +196,16 @@ pub fn prepare_with(
     let (mut built, pending) = step("install_tree", || {
         tree::build_tree_on_deferred(base, &recipe, &store)
     })?;
+    if recipe.services.is_some() {
+        step("configure_services", || {
+            configure::services::apply(&mut built.tree, &recipe)
+        })?;
+    }
+    if recipe.packages.is_some() {
+        step("prepare_first_boot", || {
+            configure::firstboot::apply(&mut built.tree, sde)
+        })?;
+    }
     let installed = match &recipe.boot {
         Some(b) => Some(step("install_bootloader", || {
             boot::install(&mut built.tree, &recipe, b, &plan, &store)

@@ -77,6 +77,8 @@ const APPLY: &[&str] = &[
     "pam-auth-update",
     "setcap",
     "run-parts",
+    "locale-gen",
+    "update-locale",
 ];
 
 /// Commands that only read: text tools and lookups (their answer may be unknown).
@@ -119,6 +121,7 @@ const QUERY: &[&str] = &[
     "nproc",
     "df",
     "lsb_release",
+    "find",
     "getcap",
     "mountpoint",
     "aa-enabled",
@@ -173,10 +176,7 @@ const NOT_APPLIED: &[(&str, &str)] = &[
     ("perl", "kiln does not run perl code"),
     ("python3", "kiln does not run Python code"),
     ("python", "kiln does not run Python code"),
-    ("locale-gen", "kiln does not generate locales"),
-    ("update-locale", "kiln does not generate locales"),
     ("dpkg-reconfigure", "kiln does not reconfigure packages"),
-    ("find", "kiln does not run find"),
     ("xargs", "kiln does not run xargs"),
 ];
 
@@ -200,6 +200,14 @@ pub fn classify(name: &str, args: &[&str]) -> Class {
         return Class::NotApplied("kiln does not run Python code");
     }
     // `sed` without -i only reads.
+    // find only reads unless it deletes or runs something.
+    if name == "find"
+        && args
+            .iter()
+            .any(|a| matches!(*a, "-delete" | "-exec" | "-execdir" | "-ok" | "-fprint"))
+    {
+        return Class::NotApplied("kiln does not run find with -delete or -exec");
+    }
     if name == "sed" {
         if args
             .iter()
@@ -231,6 +239,7 @@ pub fn classify(name: &str, args: &[&str]) -> Class {
                     | &"-s"
                     | &"--status"
                     | &"-l"
+                    | &"--list"
                     | &"-L"
                     | &"--listfiles"
                     | &"-S"
@@ -254,6 +263,45 @@ pub fn classify(name: &str, args: &[&str]) -> Class {
         return Class::NotApplied(r);
     }
     Class::NotApplied(NO_RULE)
+}
+
+/// Commands whose operands are file names (relative ones are read against the working
+/// directory after `cd`).
+pub fn takes_paths(name: &str) -> bool {
+    matches!(
+        name,
+        "ln" | "mkdir"
+            | "cp"
+            | "mv"
+            | "rm"
+            | "rmdir"
+            | "touch"
+            | "chmod"
+            | "chown"
+            | "chgrp"
+            | "install"
+            | "sed"
+            | "ucf"
+            | "ucfr"
+            | "setcap"
+    )
+}
+
+/// Queries whose operands (other than options) are all file names.
+pub fn reads_paths(name: &str) -> bool {
+    matches!(
+        name,
+        "cat"
+            | "ls"
+            | "stat"
+            | "md5sum"
+            | "sha256sum"
+            | "readlink"
+            | "realpath"
+            | "cmp"
+            | "getcap"
+            | "dpkg-realpath"
+    )
 }
 
 pub const NO_RULE: &str = "kiln has no rule for this command";

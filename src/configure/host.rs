@@ -33,6 +33,10 @@ pub struct World<'t> {
     pub versions: Vec<(String, String)>,
     /// How deeply helper scripts from the tree are being read (see [`World::helper`]).
     helper_depth: usize,
+    /// The current package's prefix under /var/lib/dpkg/info.
+    pub pkg_key: String,
+    /// Packages whose debconf `config` script has run.
+    configs_run: std::collections::BTreeSet<String>,
 }
 
 impl<'t> World<'t> {
@@ -51,6 +55,8 @@ impl<'t> World<'t> {
             temp_count: 0,
             versions: Vec::new(),
             helper_depth: 0,
+            pkg_key: String::new(),
+            configs_run: Default::default(),
         }
     }
 
@@ -215,6 +221,10 @@ impl<'t> World<'t> {
             "dpkg-maintscript-helper" => self.maintscript_helper(args),
             "update-shells" => {
                 super::generated::update_shells(self.tree, sde).map(|()| Output::ok())
+            }
+            "locale-gen" => super::generated::locale_gen(self.tree, args).map(|()| Output::ok()),
+            "update-locale" => {
+                super::generated::update_locale(self.tree, args, sde).map(|()| Output::ok())
             }
             "linux-update-symlinks" => {
                 super::generated::linux_update_symlinks(self.tree, args, sde).map(|()| Output::ok())
@@ -450,6 +460,38 @@ impl<'t> World<'t> {
                 },
             ),
             ("uname", ["-s"]) => Output::text(0, "Linux\n"),
+            // The kernel the image boots, when there is one.
+            ("uname", ["-r"]) => {
+                let k = fsops::glob(self.tree, "/boot/vmlinuz-*");
+                match &k[..] {
+                    [one] => {
+                        Output::text(0, format!("{}\n", one.trim_start_matches("/boot/vmlinuz-")))
+                    }
+                    _ => Output::unknown(),
+                }
+            }
+            ("dpkg" | "dpkg-query", ["-s" | "--status", pkg]) => {
+                let status =
+                    fsops::read_text(self.tree, "/var/lib/dpkg/status").unwrap_or_default();
+                let name = pkg.split(':').next().unwrap_or(pkg);
+                let head = format!("Package: {name}");
+                match status
+                    .split("\n\n")
+                    .find(|p| p.lines().next() == Some(head.as_str()))
+                {
+                    Some(p) => Output::text(0, format!("{}\n", p.trim_end())),
+                    None => Output::code(1),
+                }
+            }
+            // Only "not installed" is answered: the listing of an installed package is not.
+            ("dpkg" | "dpkg-query", ["-l" | "--list", pkg]) => {
+                let name = pkg.split(':').next().unwrap_or(pkg);
+                if self.versions.iter().any(|(n, _)| n == name) {
+                    Output::unknown()
+                } else {
+                    Output::code(1)
+                }
+            }
             // Nothing runs in an image being built.
             ("pidof" | "pgrep", _) => Output::code(1),
             ("ischroot", _) => Output::ok(),
@@ -476,6 +518,19 @@ impl<'t> World<'t> {
     }
 
     fn text_query(&mut self, name: &str, args: &[&str], stdin: Option<&Val>) -> Output {
+        // Text tools with file operands read the files instead of stdin.
+        if let Some((opts, files)) = textutil::split_files(name, args) {
+            let mut text = String::new();
+            for f in files {
+                match fsops::read_text(self.tree, f) {
+                    Some(t) => text.push_str(&t),
+                    None if f == "/dev/null" => {}
+                    None => return Output::code(2),
+                }
+            }
+            let data = Val::Known(text);
+            return self.text_query(name, &opts, Some(&data));
+        }
         let input = match stdin {
             Some(Val::Known(s)) => Some(s.as_str()),
             Some(Val::Unknown) => None,
@@ -484,6 +539,7 @@ impl<'t> World<'t> {
         let keys: Vec<String> = self.versions.iter().map(|(n, _)| n.clone()).collect();
         let answer = match (name, input) {
             ("seq", _) => textutil::seq(args),
+            ("expr", _) => textutil::expr(args),
             ("tr", Some(i)) => textutil::tr(args, i),
             ("sort", Some(i)) if args.iter().all(|a| a.starts_with('-')) => textutil::sort(args, i),
             ("uniq", Some(i)) => textutil::uniq(args, i),
@@ -601,13 +657,52 @@ pub fn compare_versions(a: &str, op: &str, b: &str) -> Tri {
 
 impl Host for World<'_> {
     fn run(&mut self, call: &Call) -> Output {
+        tracing::trace!(
+            "{} {} line {}: {}{}",
+            self.package,
+            self.script,
+            call.line,
+            if call.certain() { "" } else { "(uncertain) " },
+            call.show()
+        );
         let Some(first) = call.argv.first().and_then(Val::as_str) else {
             self.not_applied(call, "the command's name is unknown");
             return Output::unknown();
         };
         let name = first.rsplit('/').next().unwrap_or(first).to_owned();
         let args_known = call.args();
-        match commands::classify(&name, &args_known.clone().unwrap_or_default()) {
+        let class = commands::classify(&name, &args_known.clone().unwrap_or_default());
+        // After `cd`, relative operands name files under the working directory.
+        let has_relative = call.cwd != "/"
+            && args_known
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|x| !x.starts_with('/') && !x.starts_with('-')));
+        let relative = has_relative && commands::takes_paths(&name);
+        if has_relative && class == Class::Query && commands::reads_paths(&name) {
+            let abs: Vec<String> = args_known
+                .iter()
+                .flatten()
+                .map(|a| {
+                    if a.starts_with('/') || a.starts_with('-') {
+                        (*a).to_owned()
+                    } else {
+                        fsops::join(call.cwd, a)
+                    }
+                })
+                .collect();
+            let refs: Vec<&str> = abs.iter().map(String::as_str).collect();
+            return self.query(&name, &refs, call.stdin);
+        }
+        if name == "find" {
+            return match &args_known {
+                Some(a) => match textutil::find(self.tree, call.cwd, a) {
+                    Some((rc, out)) => Output::text(rc, out),
+                    None => Output::unknown(),
+                },
+                None => Output::unknown(),
+            };
+        }
+        match class {
             Class::Query => match &args_known {
                 Some(a) => self.query(&name, a, call.stdin),
                 None => Output::unknown(),
@@ -617,6 +712,16 @@ impl Host for World<'_> {
                     self.not_applied(call, "an argument is unknown");
                     return Output::unknown();
                 };
+                if relative {
+                    self.not_applied(
+                        call,
+                        format!(
+                            "relative paths after `cd {}`: kiln applies file commands from / only",
+                            call.cwd
+                        ),
+                    );
+                    return Output::unknown();
+                }
                 if let Some(why) = call.uncertain {
                     self.not_applied(
                         call,
@@ -664,9 +769,17 @@ impl Host for World<'_> {
         fsops::glob(self.tree, pattern)
     }
 
-    fn source(&mut self, path: &str, _call: &Call) -> bool {
-        // debconf's shell library: its db_* functions arrive here as commands.
-        path == "/usr/share/debconf/confmodule"
+    fn source(&mut self, path: &str, call: &Call) -> bool {
+        // debconf's shell library: its db_* functions arrive here as commands. Loading it from
+        // a maintainer script first runs the package's `config` script, once (debconf's
+        // confmodule does, when dpkg-preconfigure has not).
+        if path != "/usr/share/debconf/confmodule" {
+            return false;
+        }
+        if self.script != "config" && self.configs_run.insert(self.pkg_key.clone()) {
+            self.run_config(call);
+        }
+        true
     }
 
     fn cannot(&mut self, what: &str, line: usize) {
@@ -745,6 +858,35 @@ impl World<'_> {
             Some(t) => Val::Known(t),
             None => Val::Unknown,
         }
+    }
+
+    /// The current package's debconf `config` script, as `config configure ''`.
+    fn run_config(&mut self, call: &Call) {
+        let path = format!("{}/{}.config", super::INFO_DIR, self.pkg_key);
+        let Some(text) = fsops::read_text(self.tree, &path) else {
+            return;
+        };
+        let saved = std::mem::replace(&mut self.script, "config".to_owned());
+        match super::script::parse(&text) {
+            Ok(script) => {
+                let (_, errexit) = super::shebang(&text);
+                let pkg = self.package.clone();
+                let env = [
+                    ("DPKG_MAINTSCRIPT_PACKAGE", pkg.as_str()),
+                    ("DPKG_ROOT", ""),
+                    ("DEBIAN_FRONTEND", "noninteractive"),
+                ];
+                let doubt = call.uncertain.map(str::to_owned);
+                let mut sh = super::script::Shell::new(self, &path, &["configure", ""], &env);
+                sh.set_errexit(errexit);
+                if let Some(d) = doubt {
+                    sh.doubt(d);
+                }
+                sh.run(&script);
+            }
+            Err(e) => self.cannot(&format!("kiln cannot read {path}: {e}"), 1),
+        }
+        self.script = saved;
     }
 
     /// A command kiln has no rule for that is a shell script in the tree (a package's helper,

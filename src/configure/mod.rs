@@ -142,6 +142,7 @@ fn run_script(world: &mut World, pkg: &Installed, which: &str, args: &[&str]) {
         return;
     };
     world.package = pkg.name.clone();
+    world.pkg_key = pkg.key.clone();
     world.script = if args.first() == Some(&"triggered") {
         format!("{which} triggered")
     } else {

@@ -1,6 +1,7 @@
 //! The installed packages (from the tree's `/var/lib/dpkg/status`) in the order dpkg configures
-//! them: a package after what it `Depends`/`Pre-Depends` on, ties and dependency cycles broken
-//! by name. The order depends on nothing but the package set, so account ids allocated along
+//! them: the `Essential: yes` packages and what they depend on first (as debootstrap and
+//! mmdebstrap configure the essential set before the rest), then the others; within each, a
+//! package after what it `Depends`/`Pre-Depends` on, ties and dependency cycles broken by name. The order depends on nothing but the package set, so account ids allocated along
 //! it are the same on every build of the same packages.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ pub struct Installed {
     /// Each dependency as its alternatives' package names.
     pub depends: Vec<Vec<String>>,
     pub provides: Vec<String>,
+    pub essential: bool,
 }
 
 fn names(rel: &str) -> Vec<Vec<String>> {
@@ -60,6 +62,7 @@ pub fn parse_status(text: &str) -> Vec<Installed> {
                 .into_iter()
                 .flatten()
                 .collect(),
+            essential: field(&p, "Essential") == Some("yes"),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -90,15 +93,32 @@ pub fn configure_order(pkgs: &[Installed]) -> Vec<usize> {
                 .collect()
         })
         .collect();
+    // The essential set: Essential packages and everything they depend on.
+    let mut first = vec![false; pkgs.len()];
+    let mut todo: Vec<usize> = (0..pkgs.len()).filter(|&i| pkgs[i].essential).collect();
+    while let Some(i) = todo.pop() {
+        if !std::mem::replace(&mut first[i], true) {
+            todo.extend(deps[i].iter().copied());
+        }
+    }
     let mut done = vec![false; pkgs.len()];
     let mut out = Vec::with_capacity(pkgs.len());
-    // pkgs is sorted by name, so the lowest index ready is the first by name.
-    while out.len() < pkgs.len() {
-        let ready = (0..pkgs.len()).find(|&i| !done[i] && deps[i].iter().all(|&d| done[d]));
-        // A cycle: configure the first remaining package by name.
-        let next = ready.unwrap_or_else(|| (0..pkgs.len()).find(|&i| !done[i]).unwrap_or(0));
-        done[next] = true;
-        out.push(next);
+    for phase in [true, false] {
+        let member = |i: usize| first[i] == phase;
+        let total = (0..pkgs.len()).filter(|&i| member(i)).count();
+        let start = out.len();
+        // pkgs is sorted by name, so the lowest index ready is the first by name.
+        while out.len() - start < total {
+            let ready = (0..pkgs.len())
+                .find(|&i| member(i) && !done[i] && deps[i].iter().all(|&d| done[d]));
+            // A cycle: configure the first remaining package by name.
+            let Some(next) = ready.or_else(|| (0..pkgs.len()).find(|&i| member(i) && !done[i]))
+            else {
+                break;
+            };
+            done[next] = true;
+            out.push(next);
+        }
     }
     out
 }
@@ -109,7 +129,7 @@ mod tests {
 
     #[test]
     fn dependencies_first_then_by_name() {
-        let status = "Package: openssh-server\nVersion: 1\nArchitecture: amd64\nDepends: libc6 (>= 2.36), ucf, adduser | passwd\n\nPackage: ucf\nVersion: 1\nArchitecture: all\nDepends: debconf\n\nPackage: libc6\nVersion: 2.36\nArchitecture: amd64\nMulti-Arch: same\nDepends: libgcc-s1\n\nPackage: libgcc-s1\nVersion: 1\nArchitecture: amd64\nMulti-Arch: same\nDepends: libc6\n\nPackage: adduser\nVersion: 1\nArchitecture: all\nPre-Depends: passwd\n\nPackage: passwd\nVersion: 1\nArchitecture: amd64\n\nPackage: debconf\nVersion: 1\nArchitecture: all\n";
+        let status = "Package: openssh-server\nVersion: 1\nArchitecture: amd64\nDepends: libc6 (>= 2.36), ucf, adduser | passwd\n\nPackage: ucf\nVersion: 1\nArchitecture: all\nDepends: debconf\n\nPackage: libc6\nVersion: 2.36\nArchitecture: amd64\nMulti-Arch: same\nDepends: libgcc-s1\n\nPackage: libgcc-s1\nVersion: 1\nArchitecture: amd64\nMulti-Arch: same\nDepends: libc6\n\nPackage: adduser\nVersion: 1\nArchitecture: all\nPre-Depends: passwd\n\nPackage: passwd\nVersion: 1\nArchitecture: amd64\nEssential: yes\n\nPackage: debconf\nVersion: 1\nArchitecture: all\n";
         let p = parse_status(status);
         assert_eq!(
             p.iter().find(|x| x.name == "libc6").unwrap().key,
@@ -121,12 +141,12 @@ mod tests {
             .collect();
         assert_eq!(
             order,
-            // libc6 and libgcc-s1 depend on each other: the cycle is broken by name once
-            // nothing else is ready.
+            // passwd is Essential: first. libc6 and libgcc-s1 depend on each other: the cycle
+            // is broken by name once nothing else is ready.
             [
-                "debconf",
                 "passwd",
                 "adduser",
+                "debconf",
                 "ucf",
                 "libc6",
                 "libgcc-s1",

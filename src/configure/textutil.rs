@@ -268,6 +268,10 @@ pub fn wc(args: &[&str], input: &str) -> Answer {
 /// sed without -i: `s/RE/REPL/[g]`, `/RE/d`, `/RE/p` with -n, several -e; basic regular
 /// expressions.
 pub fn sed(args: &[&str], input: &str) -> Answer {
+    // No input lines: no output, whatever the script (without -i, which reads files).
+    if input.is_empty() && !args.iter().any(|a| a.starts_with("-i")) {
+        return Some((0, String::new()));
+    }
     let mut quiet = false;
     let mut scripts = Vec::new();
     let mut ext = false;
@@ -295,9 +299,9 @@ pub fn sed(args: &[&str], input: &str) -> Answer {
     }
     let re = |p: &str| {
         let src = if ext {
-            p.to_owned()
+            super::script::ere_for_regex_lite(p)
         } else {
-            super::script::bre_to_ere(p)
+            super::script::ere_for_regex_lite(&super::script::bre_to_ere(p))
         };
         regex_lite::Regex::new(&src).ok()
     };
@@ -457,6 +461,167 @@ pub fn sed_in_place(tree: &mut Tree, args: &[&str], sde: crate::tree::Time) -> R
     Ok(0)
 }
 
+/// expr(1): `STRING : REGEX` (anchored basic regular expression: the first group's text, or
+/// the length of the match) and two-operand arithmetic and comparisons.
+pub fn expr(args: &[&str]) -> Answer {
+    let [a, op, b] = args else { return None };
+    let result = match *op {
+        ":" => {
+            let src = super::script::ere_for_regex_lite(&super::script::bre_to_ere(b));
+            let re = regex_lite::Regex::new(&format!("^(?:{src})")).ok()?;
+            match re.captures(a) {
+                Some(c) if c.len() > 1 => c.get(1).map_or(String::new(), |m| m.as_str().to_owned()),
+                Some(c) => c
+                    .get(0)
+                    .map_or(0, |m| m.as_str().chars().count())
+                    .to_string(),
+                None if re.captures_len() > 1 => String::new(),
+                None => "0".to_owned(),
+            }
+        }
+        _ => {
+            let (x, y) = (a.parse::<i64>(), b.parse::<i64>());
+            match (op, x.clone(), y.clone()) {
+                (&"+", Ok(x), Ok(y)) => x.checked_add(y)?.to_string(),
+                (&"-", Ok(x), Ok(y)) => x.checked_sub(y)?.to_string(),
+                (&"*", Ok(x), Ok(y)) => x.checked_mul(y)?.to_string(),
+                (&"/", Ok(x), Ok(y)) => x.checked_div(y)?.to_string(),
+                (&"%", Ok(x), Ok(y)) => x.checked_rem(y)?.to_string(),
+                (&("=" | "!=" | "<" | ">" | "<=" | ">="), _, _) => {
+                    let ord = match (x, y) {
+                        (Ok(x), Ok(y)) => x.cmp(&y),
+                        _ => a.cmp(b),
+                    };
+                    let t = match *op {
+                        "=" => ord.is_eq(),
+                        "!=" => !ord.is_eq(),
+                        "<" => ord.is_lt(),
+                        ">" => ord.is_gt(),
+                        "<=" => ord.is_le(),
+                        _ => ord.is_ge(),
+                    };
+                    (t as i32).to_string()
+                }
+                _ => return None,
+            }
+        }
+    };
+    // expr exits 1 when the result is null or 0.
+    let rc = if result.is_empty() || result == "0" {
+        1
+    } else {
+        0
+    };
+    Some((rc, result + "\n"))
+}
+
+/// For a text tool called with file operands: (the options and script, the files).
+pub fn split_files<'a>(name: &str, args: &[&'a str]) -> Option<(Vec<&'a str>, Vec<&'a str>)> {
+    let mut opts = Vec::new();
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    match name {
+        "sed" => {
+            let mut script = false;
+            while let Some(a) = it.next() {
+                if *a == "-e" {
+                    opts.push(*a);
+                    opts.push(*it.next()?);
+                    script = true;
+                } else if a.starts_with('-') {
+                    opts.push(*a);
+                } else if !script {
+                    opts.push(*a);
+                    script = true;
+                } else {
+                    files.push(*a);
+                }
+            }
+        }
+        "sort" | "uniq" | "head" | "tail" | "wc" | "cut" => {
+            while let Some(a) = it.next() {
+                if a.starts_with('-') && a.len() > 1 {
+                    opts.push(*a);
+                    if matches!(*a, "-n" | "-d" | "-f" | "-k" | "-t" | "-c")
+                        && name != "wc"
+                        && name != "uniq"
+                        && !(name == "sort" && *a == "-n")
+                    {
+                        opts.push(*it.next()?);
+                    }
+                } else {
+                    files.push(*a);
+                }
+            }
+        }
+        _ => return None,
+    }
+    (!files.is_empty()).then_some((opts, files))
+}
+
+/// `find START... [-type f|d|l] [-name GLOB] [-print]`, listed in sorted order under each start
+/// as written (`./x` for `.`).
+pub fn find(tree: &Tree, cwd: &str, args: &[&str]) -> Answer {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i < args.len() && !args[i].starts_with('-') {
+        starts.push(args[i]);
+        i += 1;
+    }
+    let (mut kind, mut name) = (None, None);
+    while i < args.len() {
+        match args[i] {
+            "-type" => {
+                kind = Some(*args.get(i + 1)?);
+                i += 2;
+            }
+            "-name" => {
+                name = Some(*args.get(i + 1)?);
+                i += 2;
+            }
+            "-print" => i += 1,
+            _ => return None,
+        }
+    }
+    if starts.is_empty() {
+        starts.push(".");
+    }
+    let mut out = String::new();
+    for st in starts {
+        let abs = if st.starts_with('/') {
+            st.to_owned()
+        } else {
+            fsops::join(cwd, st)
+        };
+        let Some(root) = fsops::lookup(tree, &abs, true) else {
+            return Some((1, out));
+        };
+        let mut todo = vec![(st.trim_end_matches('/').to_owned(), root)];
+        while let Some((shown, id)) = todo.pop() {
+            let node = tree.node(id);
+            let k = match node.kind {
+                Kind::Dir(_) => "d",
+                Kind::File(_) => "f",
+                Kind::Symlink(_) => "l",
+                _ => "o",
+            };
+            let base = shown.rsplit('/').next().unwrap_or(&shown);
+            if kind.is_none_or(|t| t == k)
+                && name.is_none_or(|n| super::script::glob_match(n, base))
+            {
+                out.push_str(&shown);
+                out.push('\n');
+            }
+            if let Some(e) = tree.children(id) {
+                for (n, c) in e.iter().rev() {
+                    todo.push((format!("{shown}/{}", String::from_utf8_lossy(n)), *c));
+                }
+            }
+        }
+    }
+    Some((0, out))
+}
+
 /// `ls [-L|-d|-1] PATH...`: whether they exist (the listing itself only for plain files).
 pub fn ls(tree: &Tree, args: &[&str]) -> Answer {
     let paths: Vec<&str> = args
@@ -612,6 +777,16 @@ mod tests {
     #[test]
     fn text_tools() {
         assert_eq!(seq(&["6", "-1", "4"]).unwrap().1, "6\n5\n4\n");
+        assert_eq!(
+            expr(&[", None,", ":", ".*, None,.*"]).unwrap(),
+            (0, "7\n".into())
+        );
+        assert_eq!(
+            expr(&[", x,", ":", ".*, None,.*"]).unwrap(),
+            (1, "0\n".into())
+        );
+        assert_eq!(expr(&["abc", ":", "a\\(.\\)"]).unwrap(), (0, "b\n".into()));
+        assert_eq!(expr(&["3", "+", "4"]).unwrap(), (0, "7\n".into()));
         assert_eq!(tr(&[",", "\\n"], "a,b").unwrap().1, "a\nb");
         assert_eq!(tr(&["[:upper:]", "[:lower:]"], "AbC").unwrap().1, "abc");
         assert_eq!(sort(&[], "b\na\nb\n").unwrap().1, "a\nb\nb\n");
@@ -649,6 +824,11 @@ mod tests {
         );
         assert_eq!(sed(&["s/a/&&/g"], "aba\n").unwrap().1, "aabaa\n");
         assert!(sed(&["-i", "s/a/b/", "f"], "").is_none());
+        assert_eq!(
+            sed(&["-e", r"s/^\.\///"], "./a/b.crt\n").unwrap().1,
+            "a/b.crt\n"
+        );
+        assert_eq!(sed(&["-e", "s/^[[:space:]]*//"], "  x\n").unwrap().1, "x\n");
         // libnss-myhostname's edit of nsswitch.conf.
         let nss = "passwd:         files\nhosts:          files dns\n";
         let out = sed(

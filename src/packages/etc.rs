@@ -96,11 +96,12 @@ pub fn fstab(plan: &DiskPlan) -> String {
     let mut out = String::from("# <file system> <mount point> <type> <options> <dump> <pass>\n");
     for p in parts {
         let mount = p.mount.as_deref().unwrap_or("/");
-        let (fs, opts) = match p.filesystem {
+        let (fs, default) = match p.filesystem {
             Filesystem::Ext4 => ("ext4", "errors=remount-ro"),
             Filesystem::Vfat => ("vfat", "umask=0077"),
             Filesystem::None => continue,
         };
+        let opts = p.options.as_deref().unwrap_or(default);
         let pass = if mount == "/" { 1 } else { 2 };
         out.push_str(&format!(
             "PARTUUID={} {mount} {fs} {opts} 0 {pass}\n",

@@ -19,6 +19,7 @@ mod expand;
 mod layout;
 mod parse;
 mod raw;
+mod services;
 mod size;
 mod system;
 
@@ -30,6 +31,7 @@ pub use boot::{Boot, Compression, Initrd, KernelChoice, Loader};
 pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use parse::{parse_guid, EnvLookup};
+pub use services::{ServiceUnit, Services};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
 
 use std::path::PathBuf;
@@ -113,6 +115,8 @@ pub struct Partition {
     pub filesystem: Filesystem,
     /// Absolute path in the tree whose subtree this filesystem holds (`/` for the root).
     pub mount: Option<String>,
+    /// Mount options for `/etc/fstab` (`None`: kiln's defaults for the filesystem).
+    pub options: Option<String>,
     pub pos: Pos,
 }
 
@@ -183,6 +187,8 @@ pub struct Recipe {
     pub ami: Option<Ami>,
     /// `[boot]`: the boot loader, kernel command line and generated initrd.
     pub boot: Option<Boot>,
+    /// `[services]`: units to enable, disable or mask, and the default target.
+    pub services: Option<Services>,
 }
 
 /// Where a `[[repository]]` lives.

@@ -83,6 +83,10 @@ impl Recipe {
             Some(b) => Some(ctx.boot(b, &partitions)?),
             None => None,
         };
+        let services = match &raw.services {
+            Some(s) => Some(ctx.services(s)?),
+            None => None,
+        };
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
@@ -95,6 +99,7 @@ impl Recipe {
             groups,
             ami,
             boot,
+            services,
         })
     }
 }
@@ -453,12 +458,31 @@ impl<'a> Ctx<'a> {
             }
             None => None,
         };
+        let options = match &r.options {
+            Some(o) => {
+                let v = self.s(o)?;
+                if mount.is_none()
+                    || v.is_empty()
+                    || v.contains(|c: char| c.is_whitespace() || c == '#')
+                {
+                    return Err(self.err(
+                        o,
+                        K::Value,
+                        format!("mount options {v:?} are not usable here"),
+                        "comma-separated fstab options such as \"rw,discard,errors=remount-ro\", on a partition with a mount",
+                    ));
+                }
+                Some(v)
+            }
+            None => None,
+        };
         Ok(Partition {
             label,
             ptype,
             size,
             filesystem,
             mount,
+            options,
             pos: self.pos(raw.span().start),
         })
     }

@@ -62,6 +62,7 @@ pub struct RawRecipe {
     pub group: Vec<Spanned<RawGroup>>,
     pub ami: Option<Spanned<RawAmi>>,
     pub boot: Option<Spanned<super::boot::RawBoot>>,
+    pub services: Option<Spanned<super::services::RawServices>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +85,7 @@ pub struct RawPartition {
     pub size: Spanned<Scalar>,
     pub filesystem: S,
     pub mount: Option<S>,
+    pub options: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

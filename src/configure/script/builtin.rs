@@ -38,7 +38,23 @@ pub(super) fn run(
     };
     let empty = || Val::known("");
     match name {
-        ":" | "true" | "trap" | "cd" | "wait" | "hash" => ok(sh, Status::OK, empty()),
+        ":" | "true" | "trap" | "wait" | "hash" => ok(sh, Status::OK, empty()),
+        "cd" => {
+            let target = match known.as_deref() {
+                Some([d]) => sh.abs(d),
+                Some([]) => "/root".to_owned(),
+                _ => {
+                    sh.host.cannot("`cd` to a directory that is unknown", line);
+                    return ok(sh, Status::Unknown, empty());
+                }
+            };
+            if sh.host.test_path('d', &target) == Tri::True {
+                sh.cwd = normalize(&target);
+                ok(sh, Status::OK, empty())
+            } else {
+                ok(sh, Status::Code(1), empty())
+            }
+        }
         "false" => ok(sh, Status::Code(1), empty()),
         "echo" => {
             let Some(a) = known else {
@@ -160,16 +176,18 @@ pub(super) fn run(
         }
         "." | "source" => {
             let doubt = sh.uncertain().map(str::to_owned);
+            let cwd = sh.cwd.clone();
             let call = Call {
                 argv,
                 env,
                 stdin,
                 uncertain: doubt.as_deref(),
                 line,
+                cwd: &cwd,
             };
             match args.first() {
                 Some(Val::Known(p)) => {
-                    let p = p.clone();
+                    let p = sh.abs(p);
                     if sh.host.source(&p, &call) {
                         return ok(sh, Status::OK, empty());
                     }
@@ -222,12 +240,14 @@ pub(super) fn run(
                     return Some(r);
                 }
                 let doubt = sh.uncertain().map(str::to_owned);
+                let cwd = sh.cwd.clone();
                 let call = Call {
                     argv: &rest,
                     env,
                     stdin,
                     uncertain: doubt.as_deref(),
                     line,
+                    cwd: &cwd,
                 };
                 let out = sh.host.run(&call);
                 return ok(sh, out.status, out.stdout);
@@ -269,12 +289,14 @@ pub(super) fn run(
                 Some(r) => r,
                 None => {
                     let doubt = sh.uncertain().map(str::to_owned);
+                    let cwd = sh.cwd.clone();
                     let call = Call {
                         argv: &rest,
                         env,
                         stdin,
                         uncertain: doubt.as_deref(),
                         line,
+                        cwd: &cwd,
                     };
                     let o = sh.host.run(&call);
                     sh.last = o.status;
@@ -322,6 +344,21 @@ pub(super) fn run(
     }
 }
 
+/// `/a/./b/../c` → `/a/c` (lexically; `cd` has checked the directory exists).
+fn normalize(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
 /// Whether `name` is a shell builtin.
 pub fn is_builtin(name: &str) -> bool {
     BUILTINS.contains(&name)
@@ -333,7 +370,8 @@ pub(super) fn which(sh: &mut Shell, name: &str) -> Option<String> {
         return Some(name.to_owned());
     }
     if name.contains('/') {
-        return (sh.host.test_path('x', name) == Tri::True).then(|| name.to_owned());
+        let p = sh.abs(name);
+        return (sh.host.test_path('x', &p) == Tri::True).then(|| name.to_owned());
     }
     PATH.iter()
         .map(|d| format!("{d}/{name}"))
@@ -414,7 +452,10 @@ pub(super) fn test(sh: &mut Shell, a: &[Val]) -> Tri {
                     }
                     match c {
                         't' => Tri::False,
-                        _ => sh.host.test_path(c, &p),
+                        _ => {
+                            let p = sh.abs(&p);
+                            sh.host.test_path(c, &p)
+                        }
                     }
                 }
                 _ => Tri::Unknown,
@@ -545,7 +586,8 @@ fn grep(sh: &mut Shell, args: Option<&[&str]>, stdin: Option<&Val>) -> (Status, 
     } else {
         let mut all = String::new();
         for f in &rest {
-            match sh.host.read(f) {
+            let f = sh.abs(f);
+            match sh.host.read(&f) {
                 Val::Known(s) => all.push_str(&s),
                 Val::Unknown => return (Status::Unknown, Val::Unknown),
             }
@@ -557,9 +599,9 @@ fn grep(sh: &mut Shell, args: Option<&[&str]>, stdin: Option<&Val>) -> (Status, 
         let mut src = if fixed {
             regex_escape(p)
         } else if ext {
-            p.clone()
+            ere_for_regex_lite(p)
         } else {
-            bre_to_ere(p)
+            ere_for_regex_lite(&bre_to_ere(p))
         };
         if whole {
             src = format!("^(?:{src})$");
@@ -605,6 +647,28 @@ fn regex_escape(s: &str) -> String {
 
 /// POSIX basic regular expressions → extended: `\( \) \{ \} \|` become operators and the bare
 /// characters become literals.
+/// A regular expression as regex-lite takes it: a backslash before a character that is not
+/// special (`\/`, `\-`, which POSIX allows) is dropped.
+pub fn ere_for_regex_lite(p: &str) -> String {
+    let mut o = String::new();
+    let mut cs = p.chars();
+    while let Some(c) = cs.next() {
+        if c != '\\' {
+            o.push(c);
+            continue;
+        }
+        match cs.next() {
+            Some(d) if d.is_ascii_alphanumeric() || "\\.+*?()|[]{}^$-#&~ ".contains(d) => {
+                o.push('\\');
+                o.push(d);
+            }
+            Some(d) => o.push(d),
+            None => o.push_str("\\\\"),
+        }
+    }
+    o
+}
+
 pub fn bre_to_ere(p: &str) -> String {
     let mut o = String::new();
     let mut cs = p.chars().peekable();

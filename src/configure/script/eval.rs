@@ -154,6 +154,8 @@ pub struct Call<'a> {
     /// condition): the host must not apply it.
     pub uncertain: Option<&'a str>,
     pub line: usize,
+    /// The working directory (`/` unless the script ran `cd`).
+    pub cwd: &'a str,
 }
 
 impl Call<'_> {
@@ -240,6 +242,8 @@ pub struct Shell<'h> {
     pub(super) exit_code: Status,
     heredocs: Vec<Word>,
     locals: Vec<Vec<(String, Option<Val>)>>,
+    /// The working directory (`cd`).
+    pub(super) cwd: String,
 }
 
 impl<'h> Shell<'h> {
@@ -266,6 +270,18 @@ impl<'h> Shell<'h> {
             exit_code: Status::OK,
             heredocs: Vec::new(),
             locals: Vec::new(),
+            cwd: "/".into(),
+        }
+    }
+
+    /// `path` made absolute against the working directory.
+    pub(super) fn abs(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            path.to_owned()
+        } else if self.cwd == "/" {
+            format!("/{path}")
+        } else {
+            format!("{}/{path}", self.cwd)
         }
     }
 
@@ -313,6 +329,7 @@ impl<'h> Shell<'h> {
     /// Runs `f` speculatively: variables it changes are unknown afterwards, and an exit or
     /// return inside it makes what follows uncertain.
     fn speculate(&mut self, why: &str, f: impl FnOnce(&mut Self) -> Flow) -> Flow {
+        tracing::trace!("undecided: {why}");
         let before = self.vars.clone();
         let flow = self.doubting(why.to_owned(), f);
         let changed: Vec<String> = self
@@ -628,7 +645,10 @@ impl<'h> Shell<'h> {
                 RedirOp::In if fd == 0 => {
                     let p = self.expand_string(&r.target);
                     stdin = Some(match p {
-                        Val::Known(p) => self.host.read(&p),
+                        Val::Known(p) => {
+                            let p = self.abs(&p);
+                            self.host.read(&p)
+                        }
                         Val::Unknown => Val::Unknown,
                     });
                 }
@@ -637,6 +657,10 @@ impl<'h> Shell<'h> {
                     if p.as_str() == Some("/dev/null") {
                         discard = true;
                     } else {
+                        let p = match p {
+                            Val::Known(p) => Val::Known(self.abs(&p)),
+                            u => u,
+                        };
                         out_to = Some((p, r.op == RedirOp::Append));
                     }
                 }
@@ -650,6 +674,7 @@ impl<'h> Shell<'h> {
         let line = s.line;
         if argv.is_empty() {
             let doubt = self.uncertain().map(str::to_owned);
+            let cwd = self.cwd.clone();
             for (name, v) in env {
                 self.set_var(&name, v);
             }
@@ -660,6 +685,7 @@ impl<'h> Shell<'h> {
                     stdin: None,
                     uncertain: doubt.as_deref(),
                     line,
+                    cwd: &cwd,
                 };
                 self.host.write(p, &Val::known(""), *append, &call);
             }
@@ -671,13 +697,16 @@ impl<'h> Shell<'h> {
         let (flow, out) = self.invoke(&argv, &env, stdin.as_ref(), line);
         // set -e: a failing command outside a condition ends the script.
         let flow = match (flow, self.last) {
-            (Flow::Normal, Status::Code(c)) if c != 0 && self.errexit && self.in_condition == 0 => {
+            (Flow::Normal, Status::Code(c))
+                if c != 0 && self.errexit && self.in_condition == 0 && !piped =>
+            {
                 let call = Call {
                     argv: &argv,
                     env: &env,
                     stdin: None,
                     uncertain: self.uncertain(),
                     line,
+                    cwd: &self.cwd,
                 };
                 let what = format!("set -e stops the script here: {} exits {c}", call.show());
                 self.host.cannot(&what, line);
@@ -695,12 +724,14 @@ impl<'h> Shell<'h> {
         match out_to {
             Some((Val::Known(p), append)) => {
                 let doubt = self.uncertain().map(str::to_owned);
+                let cwd = self.cwd.clone();
                 let call = Call {
                     argv: &argv,
                     env: &env,
                     stdin: None,
                     uncertain: doubt.as_deref(),
                     line,
+                    cwd: &cwd,
                 };
                 self.host.write(&p, &out, append, &call);
             }
@@ -736,12 +767,14 @@ impl<'h> Shell<'h> {
             Some(Val::Known(n)) => n.clone(),
             _ => {
                 let doubt = self.uncertain().map(str::to_owned);
+                let cwd = self.cwd.clone();
                 let call = Call {
                     argv,
                     env,
                     stdin,
                     uncertain: doubt.as_deref(),
                     line,
+                    cwd: &cwd,
                 };
                 let out = self.host.run(&call);
                 self.last = out.status;
@@ -755,12 +788,14 @@ impl<'h> Shell<'h> {
             return r;
         }
         let doubt = self.uncertain().map(str::to_owned);
+        let cwd = self.cwd.clone();
         let call = Call {
             argv,
             env,
             stdin,
             uncertain: doubt.as_deref(),
             line,
+            cwd: &cwd,
         };
         let out = self.host.run(&call);
         self.last = out.status;
@@ -944,7 +979,14 @@ impl<'h> Shell<'h> {
             if unknown {
                 fields.push(Val::Unknown);
             } else if globbable && !self.noglob {
-                let matches = self.host.glob(&cur);
+                let pattern = self.abs(&cur);
+                let prefix = pattern.len() - cur.len();
+                let matches: Vec<String> = self
+                    .host
+                    .glob(&pattern)
+                    .into_iter()
+                    .map(|m| m.get(prefix..).unwrap_or(&m).to_owned())
+                    .collect();
                 if matches.is_empty() {
                     fields.push(Val::Known(cur));
                 } else {
@@ -1008,7 +1050,13 @@ impl<'h> Shell<'h> {
                     });
                 }
                 Part::Arith(text) => {
-                    let v = builtin::arith(self, text);
+                    let v = match super::parse::parse_word_text(text) {
+                        Ok(w) => match self.expand_string(&w) {
+                            Val::Known(t) => builtin::arith(self, &t),
+                            Val::Unknown => Val::Unknown,
+                        },
+                        Err(_) => Val::Unknown,
+                    };
                     out.push(Seg {
                         text: v.as_str().map(str::to_owned),
                         quoted: false,

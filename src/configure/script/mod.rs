@@ -11,6 +11,6 @@ mod parse;
 mod tests;
 mod word;
 
-pub use builtin::{bre_to_ere, glob_match, PATH};
+pub use builtin::{bre_to_ere, ere_for_regex_lite, glob_match, PATH};
 pub use eval::{Call, Host, Output, Shell, Status, Tri, Val};
 pub use parse::{is_name, parse, ParseError};

@@ -23,6 +23,13 @@ impl std::fmt::Display for ParseError {
 /// Deeper nesting than any real script has; the limit keeps recursion bounded.
 pub(super) const MAX_DEPTH: usize = 100;
 
+/// Reads the text of an arithmetic expansion as a word in which `$...` and `` `...` `` expand
+/// (XCU §2.6.4: parameter and command substitution come before the arithmetic).
+pub fn parse_word_text(text: &str) -> Result<Word, ParseError> {
+    let mut p = Parser::new(text, 1);
+    Ok(Word(p.chars_until(|_| false, Mode::HereDoc)?))
+}
+
 /// Reads a whole script.
 pub fn parse(src: &str) -> Result<Script, ParseError> {
     let mut p = Parser::new(src, 1);
