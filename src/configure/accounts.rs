@@ -544,35 +544,27 @@ fn parse_useradd(args: &[&str]) -> Result<Request, String> {
             "--password",
         ],
     );
-    let mut r: (
-        bool,
-        Option<u32>,
-        Option<String>,
-        Vec<String>,
-        Option<String>,
-        bool,
-        Option<String>,
-        Option<String>,
-    ) = (false, None, None, Vec::new(), None, false, None, None);
+    let (mut system, mut uid, mut group, mut groups, mut home) = (false, None, None, vec![], None);
+    let (mut create_home, mut shell, mut gecos) = (false, None, None);
     let mut name = None;
     let mut user_group = None;
     while let Some(a) = o.next()? {
         match a {
-            Arg::Opt("-r" | "--system", _) => r.0 = true,
-            Arg::Opt("-u" | "--uid", Some(v)) => r.1 = Some(num(&v)?),
-            Arg::Opt("-g" | "--gid", v) => r.2 = v,
+            Arg::Opt("-r" | "--system", _) => system = true,
+            Arg::Opt("-u" | "--uid", Some(v)) => uid = Some(num(&v)?),
+            Arg::Opt("-g" | "--gid", v) => group = v,
             Arg::Opt("-G" | "--groups", Some(v)) => {
-                r.3 = v
+                groups = v
                     .split(',')
                     .filter(|s| !s.is_empty())
                     .map(Into::into)
                     .collect()
             }
-            Arg::Opt("-d" | "--home-dir" | "--home", v) => r.4 = v,
-            Arg::Opt("-m" | "--create-home", _) => r.5 = true,
-            Arg::Opt("-M" | "--no-create-home", _) => r.5 = false,
-            Arg::Opt("-s" | "--shell", v) => r.6 = v,
-            Arg::Opt("-c" | "--comment", v) => r.7 = v,
+            Arg::Opt("-d" | "--home-dir" | "--home", v) => home = v,
+            Arg::Opt("-m" | "--create-home", _) => create_home = true,
+            Arg::Opt("-M" | "--no-create-home", _) => create_home = false,
+            Arg::Opt("-s" | "--shell", v) => shell = v,
+            Arg::Opt("-c" | "--comment", v) => gecos = v,
             Arg::Opt("-U" | "--user-group", _) => user_group = Some(true),
             Arg::Opt("-N" | "--no-user-group", _) => user_group = Some(false),
             Arg::Opt("-K" | "--key" | "-o" | "--non-unique" | "-l" | "--no-log-init", _) => {}
@@ -582,21 +574,21 @@ fn parse_useradd(args: &[&str]) -> Result<Request, String> {
         }
     }
     let name = name.ok_or("useradd without a name")?;
-    if !r.0 && r.1.is_none() {
+    if !system && uid.is_none() {
         return Err("only system accounts (-r) or fixed UIDs are created at build time".into());
     }
     // login.defs USERGROUPS_ENAB yes: a same-named group unless -g or -N.
-    let user_group = user_group.unwrap_or(r.2.is_none());
+    let user_group = user_group.unwrap_or(group.is_none());
     Ok(Request::UserAdd {
         name,
-        system: r.0,
-        uid: r.1,
-        group: r.2,
-        groups: r.3,
-        home: r.4,
-        create_home: r.5,
-        shell: r.6,
-        gecos: r.7,
+        system,
+        uid,
+        group,
+        groups,
+        home,
+        create_home,
+        shell,
+        gecos,
         user_group,
     })
 }

@@ -7,11 +7,11 @@ use crate::tree::{Kind, Meta, Node, Time, Tree};
 
 pub type Ids<'a> = &'a dyn Fn(&str, bool) -> Option<u32>;
 
+/// Flags, (option, value) pairs and operands of a command line.
+type Split<'a> = (Vec<String>, Vec<(String, String)>, Vec<&'a str>);
+
 /// Short and long flags before the operands (`-sf`, `--force`); stops at `--`.
-fn split_flags<'a>(
-    args: &[&'a str],
-    with_value: &[&str],
-) -> Result<(Vec<String>, Vec<(String, String)>, Vec<&'a str>), String> {
+fn split_flags<'a>(args: &[&'a str], with_value: &[&str]) -> Result<Split<'a>, String> {
     let mut flags = Vec::new();
     let mut values = Vec::new();
     let mut ops = Vec::new();
@@ -200,11 +200,11 @@ pub fn mkdir(tree: &mut Tree, args: &[&str], sde: Time) -> Result<i32, String> {
     };
     let mut rc = 0;
     for d in ops {
-        if !parents {
-            if fsops::lookup(tree, d, false).is_some() || !fsops::is_dir(tree, fsops::parent(d)) {
-                rc = 1;
-                continue;
-            }
+        if !parents
+            && (fsops::lookup(tree, d, false).is_some() || !fsops::is_dir(tree, fsops::parent(d)))
+        {
+            rc = 1;
+            continue;
         }
         let existed = fsops::is_dir(tree, d);
         let id = fsops::mkdir_p(tree, d, &Meta::new(0o755, 0, 0, sde)).map_err(terr)?;

@@ -9,11 +9,13 @@
 //!
 //! - [`accounts`] and [`sysusers`]: base-passwd's masters, adduser/useradd/groupadd calls and
 //!   every sysusers.d file;
-//! - [`alternatives`]: update-alternatives;
+//! - [`alternatives`] for update-alternatives;
 //! - [`units`], [`dsh`], [`sysv`]: systemctl, deb-systemd-helper, update-rc.d;
 //! - [`ucf`], [`fileutil`], [`generated`]: configuration generated from templates (ucf), the
 //!   file commands scripts run (ln, cp, echo > file, ...), and helper programs done natively;
-//! - [`debconf`]: the template defaults a noninteractive install answers with.
+//! - [`debconf`] for the template defaults a noninteractive install answers with;
+//! - [`kmod`], [`certs`], [`ldcache`]: what depmod (the kernel's postinst),
+//!   update-ca-certificates and ldconfig (triggers) write, each byte-identical to the tool.
 //!
 //! What kiln does not apply is listed in the [`report::Report`] (the manifest's
 //! `maintainer_scripts`); [`commands`] is the table that decides.
@@ -23,16 +25,20 @@
 
 pub mod accounts;
 pub mod alternatives;
+pub mod certs;
 pub mod commands;
 pub mod debconf;
 pub mod divert;
 pub mod dsh;
 mod error;
+pub mod files;
 pub mod fileutil;
 pub mod firstboot;
 pub mod fsops;
 pub mod generated;
 pub mod host;
+pub mod kmod;
+pub mod ldcache;
 pub mod order;
 pub mod pam;
 pub mod report;
@@ -107,12 +113,31 @@ pub fn configure_packages(tree: &mut Tree, recipe: &Recipe) -> Result<Report, Co
         });
     }
     world.accounts.write(world.tree, sde)?;
-    // The kernel modules, CA certificates and ld.so.cache steps are wired here by the lead
-    // once they are merged (configure::kmod, configure::certs, configure::ldcache):
-    //   kmod::apply(world.tree, ...)?; certs::apply(world.tree, ...)?; ldcache::apply(world.tree, ...)?;
+    // What the kernel's postinst (depmod), then the triggers that run last on a normal
+    // install (ca-certificates' update-ca-certificates, then libc-bin's ldconfig) leave.
+    kmod::apply(world.tree, sde).map_err(|e| image_err("depmod", e))?;
+    let certs =
+        certs::apply(world.tree, sde).map_err(|e| image_err("update-ca-certificates", e))?;
+    for hook in &certs.hooks_not_run {
+        world.report.not_applied.push(report::Entry {
+            package: "ca-certificates".into(),
+            script: "postinst triggered".into(),
+            line: 0,
+            command: hook.clone(),
+            reason: "kiln does not run update-ca-certificates' hooks".into(),
+        });
+    }
+    ldcache::apply(world.tree, sde).map_err(|e| image_err("ldconfig", e))?;
     let mut report = std::mem::take(&mut world.report);
     report.sort();
     Ok(report)
+}
+
+fn image_err(what: &str, e: impl std::fmt::Display) -> ConfigureError {
+    ConfigureError::Image {
+        path: what.into(),
+        problem: e.to_string(),
+    }
 }
 
 /// The first line of a maintainer script: its interpreter and whether it sets `-e`.

@@ -281,13 +281,12 @@ pub fn is_masked(tree: &Tree, scope: Scope, name: &str) -> bool {
     }
 }
 
+/// (link path, target) pairs, and the `Also=` units.
+pub type Links = (Vec<(String, String)>, Vec<String>);
+
 /// The links enabling `name` would make: (link path, target), in systemctl's order (aliases,
 /// then WantedBy, RequiredBy, UpheldBy), and the `Also=` units. `Err` names what is missing.
-pub fn links_for(
-    tree: &Tree,
-    scope: Scope,
-    name: &str,
-) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+pub fn links_for(tree: &Tree, scope: Scope, name: &str) -> Result<Links, String> {
     let unit = UnitName::parse(name).ok_or_else(|| format!("{name:?} is not a unit name"))?;
     let path = find_unit(tree, scope, name).ok_or_else(|| format!("unit {name} does not exist"))?;
     let text = fsops::read_text(tree, &path).unwrap_or_default();

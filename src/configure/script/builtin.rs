@@ -436,7 +436,7 @@ pub(super) fn test(sh: &mut Shell, a: &[Val]) -> Tri {
             Val::Known(x) => Tri::from(!x.is_empty()),
             Val::Unknown => Tri::Unknown,
         },
-        [op, x] if op.as_str() == Some("!") => test(sh, std::slice::from_ref(x)).not(),
+        [op, x] if op.as_str() == Some("!") => !test(sh, std::slice::from_ref(x)),
         [op, x] => {
             let (Some(op), x) = (s(op), s(x)) else {
                 return Tri::Unknown;
@@ -464,7 +464,7 @@ pub(super) fn test(sh: &mut Shell, a: &[Val]) -> Tri {
         [l, op, r] if l.as_str() == Some("(") && r.as_str() == Some(")") => {
             test(sh, std::slice::from_ref(op))
         }
-        [n, rest @ ..] if n.as_str() == Some("!") => test(sh, rest).not(),
+        [n, rest @ ..] if n.as_str() == Some("!") => !test(sh, rest),
         [l, op, r] => {
             let (Some(l), Some(op), Some(r)) = (s(l), s(op), s(r)) else {
                 return Tri::Unknown;

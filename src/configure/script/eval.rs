@@ -44,19 +44,23 @@ pub enum Tri {
     Unknown,
 }
 
+impl std::ops::Not for Tri {
+    type Output = Tri;
+    fn not(self) -> Tri {
+        match self {
+            Tri::True => Tri::False,
+            Tri::False => Tri::True,
+            Tri::Unknown => Tri::Unknown,
+        }
+    }
+}
+
 impl Tri {
     pub fn from(b: bool) -> Tri {
         if b {
             Tri::True
         } else {
             Tri::False
-        }
-    }
-    pub fn not(self) -> Tri {
-        match self {
-            Tri::True => Tri::False,
-            Tri::False => Tri::True,
-            Tri::Unknown => Tri::Unknown,
         }
     }
     pub fn and(self, o: Tri) -> Tri {
@@ -369,7 +373,7 @@ impl<'h> Shell<'h> {
                 let flow = self.pipeline(cmds);
                 if *negate {
                     self.in_condition -= 1;
-                    self.last = match self.last.truth().not() {
+                    self.last = match !self.last.truth() {
                         Tri::True => Status::OK,
                         Tri::False => Status::Code(1),
                         Tri::Unknown => Status::Unknown,
@@ -547,7 +551,7 @@ impl<'h> Shell<'h> {
             if f != Flow::Normal {
                 return f;
             }
-            let go = if until { t.not() } else { t };
+            let go = if until { !t } else { t };
             match go {
                 Tri::False => return Flow::Normal,
                 Tri::Unknown => {
