@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ami: None,
         boot: None,
         services: None,
+        tests: vec![],
     };
     let store = ContentStore::new()?;
     let built = build_tree(&recipe, &store)?;

@@ -7,10 +7,12 @@
 
 pub mod aws;
 pub mod boot;
+pub mod checks;
 pub mod cleanup;
 pub mod configure;
 pub mod disk;
 pub mod fs;
+pub mod imds;
 pub mod manifest;
 pub mod packages;
 pub mod pipeline;

@@ -35,6 +35,10 @@ pub struct Manifest {
     /// The maintainer-script commands kiln did not apply, per package.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintainer_scripts: Option<crate::configure::Report>,
+    /// The recipe's `[[test]]`s and the AMI's machine (volume size, IMDSv2), which
+    /// `kiln test IMAGE` runs (absent when the recipe has neither tests nor `[ami]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<crate::recipe::TestPlan>,
 }
 
 /// One installed Debian package.
@@ -188,6 +192,7 @@ pub fn new(
         boot_mode: None,
         snapshot: None,
         maintainer_scripts: None,
+        test: recipe.test_plan(),
     }
 }
 

@@ -44,6 +44,7 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
         ami: None,
         boot: None,
         services: None,
+        tests: vec![],
     }
 }
 

@@ -11,6 +11,8 @@
 //! `components`, `keyring`), `[packages]` (`include`, `exclude`, `required`), `[[user]]` and
 //! `[[group]]` describe the system; package files are installed first, then accounts and
 //! `/etc`, then the entries above on top (so the recipe's own files win).
+//!
+//! `[[test]]` lists the checks `kiln test` runs on the booted image (see `test`).
 
 mod ami;
 mod boot;
@@ -22,6 +24,7 @@ mod raw;
 mod services;
 mod size;
 mod system;
+mod test;
 
 pub use ami::{
     format_utc, parse_duration, parse_utc, valid_account, valid_organization_arn, valid_ou_arn,
@@ -33,6 +36,10 @@ pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use parse::{parse_guid, EnvLookup};
 pub use services::{ServiceUnit, Services};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
+pub use test::{
+    HttpTest, Pattern, SshTest, SystemdTest, Test, TestKind, TestPlan, DEFAULT_TIMEOUT_SECS,
+    DEFAULT_USER,
+};
 
 use std::path::PathBuf;
 
@@ -189,6 +196,8 @@ pub struct Recipe {
     pub boot: Option<Boot>,
     /// `[services]`: units to enable, disable or mask, and the default target.
     pub services: Option<Services>,
+    /// `[[test]]`: the checks `kiln test` runs on the booted image, in recipe order.
+    pub tests: Vec<Test>,
 }
 
 /// Where a `[[repository]]` lives.

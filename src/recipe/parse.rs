@@ -87,6 +87,7 @@ impl Recipe {
             Some(s) => Some(ctx.services(s)?),
             None => None,
         };
+        let tests = ctx.tests(&raw.test)?;
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
@@ -100,6 +101,7 @@ impl Recipe {
             ami,
             boot,
             services,
+            tests,
         })
     }
 }
@@ -218,7 +220,7 @@ impl<'a> Ctx<'a> {
         self.expand_at(v.get_ref(), v.span())
     }
 
-    fn expand_at(&self, s: &str, span: Range<usize>) -> Result<String, RecipeError> {
+    pub(super) fn expand_at(&self, s: &str, span: Range<usize>) -> Result<String, RecipeError> {
         expand(s, self.env).map_err(|e| {
             // Point at the `${` in the source when it is written there verbatim (no escapes
             // before it), else at the start of the value.

@@ -63,6 +63,8 @@ pub struct RawRecipe {
     pub ami: Option<Spanned<RawAmi>>,
     pub boot: Option<Spanned<super::boot::RawBoot>>,
     pub services: Option<Spanned<super::services::RawServices>>,
+    #[serde(default)]
+    pub test: Vec<Spanned<super::test::RawTest>>,
 }
 
 #[derive(Debug, Deserialize)]

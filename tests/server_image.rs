@@ -1,0 +1,227 @@
+//! `kiln test` on a real Debian server image: systemd, udev, cloud-init with its EC2 datasource,
+//! OpenSSH, amazon-ec2-utils and nginx, booted as an instance of its AMI would boot. Every check
+//! kind passes on a good image (SSH with the key the metadata service served, systemd running,
+//! nginx's page, the user data run by cloud-init, the root grown to the volume by cloud-init's
+//! growpart and resize2fs, cloud-init's `cloud-id` saying `aws` (ds-identify and the EC2
+//! datasource took the machine for EC2), `ec2-metadata` unmodified, IMDSv2 enforced, a reboot
+//! with the same host keys), and each fails with its own reason on an image whose nginx
+//! configuration is broken.
+//!
+//! The image under test is kiln's own: recipes/web.toml built from this machine's Debian mirror
+//! (its tests come from the manifest, as `kiln test IMAGE` runs them), and, for the failures,
+//! a variant of it with an nginx configuration `nginx -t` refuses. The conventional mmdebstrap
+//! image (`scripts/lib/server-image.sh`) stays the baseline of scripts/bench-boot only.
+
+mod common;
+
+use common::boot::assert_nothing_left;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A built image in its own directory.
+struct Built {
+    _dir: tempfile::TempDir,
+    image: PathBuf,
+}
+
+/// Builds a copy of recipes/web.toml (beside copies of its files) edited by `edit`.
+fn build_web(edit: &dyn Fn(String) -> String) -> Built {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["debian-server", "web"] {
+        let to = dir.path().join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(repo().join("recipes").join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(repo().join("recipes/web.toml")).unwrap();
+    let recipe = dir.path().join("web.toml");
+    std::fs::write(&recipe, edit(text)).unwrap();
+    let image = dir.path().join("web.raw");
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("build")
+            .arg(&recipe)
+            .arg("-o")
+            .arg(&image)
+            .env("KILN_CACHE", common::pkgtree::cache()),
+    );
+    Built { _dir: dir, image }
+}
+
+/// web.toml with [`EXTRA_TESTS`] after its own.
+fn good() -> Built {
+    build_web(&|text: String| format!("{text}{EXTRA_TESTS}"))
+}
+
+/// web.toml with nginx's configuration broken: `nginx -t` fails, so does nginx.service. Its
+/// own tests are replaced by [`BROKEN_TESTS`].
+fn broken_nginx() -> Built {
+    build_web(&|text: String| {
+        let cut = text.find("\n[[test]]").expect("web.toml has tests");
+        format!(
+            "{}\n[[file]]\npath = \"/etc/nginx/conf.d/broken.conf\"\ncontent = \"this_is_not_an_nginx_directive on;\\n\"\n{BROKEN_TESTS}",
+            &text[..cut]
+        )
+    })
+}
+
+const USER_DATA: &str = "#!/bin/sh\necho 'user-data ran' > /var/tmp/kiln-user-data\n";
+
+/// Added to web.toml's own tests: what needs `--user-data` or a machine that is not EC2.
+const EXTRA_TESTS: &str = r#"
+[[test]]
+name = "user-data ran"
+ssh = { command = "cat /var/tmp/kiln-user-data", output = "^user-data ran$" }
+[[test]]
+name = "cloud-init took it for AWS"
+ssh = { command = "cloud-id", output = "^aws$" }
+[[test]]
+name = "ec2-metadata works unmodified"
+ssh = { command = "ec2-metadata --instance-id --availability-zone", output = "(?m)^instance-id: i-0[0-9a-f]{16}\n^placement: us-east-1a$" }
+[[test]]
+name = "token-less metadata refused"
+ssh = { command = "curl -s -o /dev/null -w '%{http_code}' http://169.254.169.254/latest/meta-data/instance-id", output = "^401$" }
+[[test]]
+name = "time synced from the recipe's servers"
+ssh = { command = "systemd-analyze cat-config systemd/timesyncd.conf", output = "(?m)^FallbackNTP=169.254.169.123" }
+[[test]]
+name = "no password logins"
+ssh = { command = "sudo sshd -T", output = "(?m)^passwordauthentication no$" }
+"#;
+
+/// On the broken image: each check fails its own way.
+const BROKEN_TESTS: &str = r#"
+[[test]]
+name = "system running"
+systemd = { state = "running", active = ["nginx.service"] }
+timeout = "900s"
+[[test]]
+name = "ssh command fails"
+ssh = { command = "echo checking; exit 1" }
+timeout = "90s"
+[[test]]
+name = "web answers"
+http = { port = 80 }
+timeout = "20s"
+"#;
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `kiln test IMG [--recipe RECIPE] --json ARGS`.
+fn run(img: &Path, recipe: Option<&Path>, args: &[&str]) -> (Output, Value) {
+    let tmp = tempfile::tempdir().unwrap();
+    // The console log goes beside the image (target/server-image/…), kept for a look.
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("test")
+        .arg(img)
+        .args(
+            recipe
+                .map(|r| vec![std::ffi::OsStr::new("--recipe"), r.as_os_str()])
+                .unwrap_or_default(),
+        )
+        .arg("--json")
+        .args(args)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_nothing_left(tmp.path());
+    let j: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", text(&o)));
+    (o, j)
+}
+
+fn result<'a>(j: &'a Value, name: &str) -> &'a Value {
+    j["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no result {name:?} in {j:#}"))
+}
+
+#[test]
+fn every_check_passes_on_kilns_web_image() {
+    let b = good();
+    let img = &b.image;
+    let before = common::sha256_file(img);
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(img.with_extension("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let tests = manifest["test"]["tests"].as_array().unwrap();
+    let names: Vec<&str> = tests.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"user-data ran"), "{names:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let ud = dir.path().join("user-data");
+    std::fs::write(&ud, USER_DATA).unwrap();
+    // The recipe's own tests, from the manifest.
+    let (o, j) = run(img, None, &["--user-data", ud.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{j:#}", text(&o));
+    let results = j["results"].as_array().unwrap();
+    // Every check, then every check but the reboot again after it.
+    assert_eq!(results.len(), 2 * names.len() - 1, "{j:#}");
+    for r in results {
+        assert_eq!(r["passed"], true, "{r:#}");
+    }
+    for n in &names {
+        assert!(results.iter().any(|r| r["name"] == *n), "{n} did not run");
+    }
+    assert!(results
+        .iter()
+        .any(|r| r["after_reboot"] == true && r["name"] == "login as admin with the served key"));
+    assert!(j["first_ssh_login"].as_f64().unwrap() > 0.0, "{j:#}");
+    assert!(
+        j["first_ssh_login_after_reboot"].as_f64().is_some(),
+        "{j:#}"
+    );
+    // The host keys made on first boot (no key is in the image) are the same after the reboot.
+    let keys = j["host_keys"].as_str().unwrap();
+    assert!(
+        keys == "console" || keys == "first-login-confirmed",
+        "host keys checked against cloud-init's console block: {keys}"
+    );
+    assert!(j["imds"]["refused"].as_u64().unwrap() >= 1, "{j:#}");
+    assert_eq!(common::sha256_file(img), before, "the image was modified");
+}
+
+#[test]
+fn each_check_fails_with_its_own_reason_on_a_broken_nginx() {
+    let b = broken_nginx();
+    let (o, j) = run(&b.image, None, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{j:#}", text(&o));
+    let reason = |n: &str| {
+        let r = result(&j, n);
+        assert_eq!(r["passed"], false, "{r:#}");
+        r["reason"].as_str().unwrap().to_string()
+    };
+    let r = reason("system running");
+    assert!(
+        r.starts_with("the system is degraded, not running; failed units: ")
+            && r.contains("nginx.service"),
+        "{r}"
+    );
+    let r = reason("ssh command fails");
+    assert!(
+        r.starts_with("`echo checking; exit 1` exited 1, expected 0; stdout: \"checking\""),
+        "{r}"
+    );
+    let r = reason("web answers");
+    assert!(
+        r.starts_with("nothing listens on port 80 in the guest (connection refused)"),
+        "{r}"
+    );
+}
