@@ -225,3 +225,32 @@ fn each_check_fails_with_its_own_reason_on_a_broken_nginx() {
         "{r}"
     );
 }
+
+/// recipes/debian-server-arm64.toml, built on this (x86_64) machine without emulation, boots
+/// under AAVMF and passes its own checks: admin's login with the served key, systemd running
+/// with no failed unit, cloud-init done, awk/which/vi through the alternatives.
+#[test]
+fn the_arm64_server_image_passes_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("arm64.raw");
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("build")
+            .arg(repo().join("recipes/debian-server-arm64.toml"))
+            .arg("-o")
+            .arg(&image)
+            .env("KILN_CACHE", common::pkgtree::cache()),
+    );
+    let (o, j) = run(&image, None, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{j:#}", text(&o));
+    let results = j["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "{j:#}");
+    for r in results {
+        assert_eq!(r["passed"], true, "{r:#}");
+    }
+    let log = std::fs::read_to_string(image.with_extension("console.log")).unwrap();
+    assert!(
+        log.contains("Linux version 6.1.0-") && log.contains("-cloud-arm64"),
+        "an arm64 kernel booted"
+    );
+}
