@@ -42,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         boot: None,
         output: Default::default(),
         container: None,
+        services: None,
         tests: vec![],
     };
     let store = ContentStore::new()?;

@@ -38,6 +38,9 @@ pub struct Manifest {
     /// The EBS snapshot the disk was streamed into (`kiln build --upload`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// The maintainer-script commands kiln did not apply, per package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintainer_scripts: Option<crate::configure::Report>,
     /// The recipe's `[[test]]`s and the AMI's machine (volume size, IMDSv2), which
     /// `kiln test IMAGE` runs (absent when the recipe has neither tests nor `[ami]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,6 +220,7 @@ pub fn new(
         packages: Vec::new(),
         boot_mode: None,
         snapshot: None,
+        maintainer_scripts: None,
         test: recipe.test_plan(),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
-//!             → configure_etc | configure_fstab → install_tree → install_bootloader
+//!             → configure_packages → configure_etc | configure_fstab → install_tree
+//!             → configure_services → prepare_first_boot → install_bootloader
 //!             → split_filesystems → check_fit
 //!             → plan_outputs
 //!             → write_disk (GPT head, each filesystem, GPT tail; block-mapped, and with
@@ -16,6 +17,7 @@
 //! needs (its target, its writer, its manifest record) is in [`crate::outputs`].
 
 use crate::boot::{self, BootError};
+use crate::configure::{self, ConfigureError};
 use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
 use crate::fs::ext4;
@@ -48,6 +50,8 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Cache, APT configuration and clock for packages; `None`: the defaults.
     pub packages: Option<packages::Options>,
+    /// `--strict-scripts`: a maintainer-script command kiln did not apply fails the build.
+    pub strict_scripts: bool,
     /// Also compute the SHA-256 of the whole disk (`--sha256`): it hashes every zero byte, so it
     /// costs the disk's size, where the blocks digest costs only its data.
     pub sha256: bool,
@@ -99,6 +103,8 @@ pub enum BuildError {
     Packages(#[from] PackageError),
     #[error(transparent)]
     Boot(#[from] BootError),
+    #[error(transparent)]
+    Configure(#[from] ConfigureError),
 }
 
 /// A recipe turned into filesystems' trees and a disk plan: everything needed to stream the disk.
@@ -113,6 +119,8 @@ pub struct Prepared {
     pub packages: Vec<PackageInfo>,
     /// What `[boot]` installed (loader, kernel, command line).
     pub boot: Option<boot::Installed>,
+    /// The maintainer-script commands kiln did not apply (the manifest's `maintainer_scripts`).
+    pub scripts: configure::Report,
     /// Holds extracted archive members until the disk is written.
     _store: ContentStore,
 }
@@ -165,6 +173,7 @@ pub fn prepare_with(
     let sde = Time::from_secs(recipe.image.source_date_epoch);
     let mut base = Tree::new(Meta::new(0o755, 0, 0, sde));
     let mut installed_packages = Vec::new();
+    let mut scripts = configure::Report::default();
     if recipe.packages.is_some() {
         let fetcher = packages::Fetcher::new(popts.cache.clone());
         let chosen = step("resolve_packages", || match locked {
@@ -179,6 +188,12 @@ pub fn prepare_with(
             packages::install_packages(&recipe, &chosen, &debs, Some(&keep), &store)
         })?;
         installed_packages = packages::package_infos(&chosen);
+        scripts = step("configure_packages", || {
+            configure::configure_packages(&mut base, &recipe)
+        })?;
+        if let Some(w) = scripts.summary() {
+            tracing::warn!("{w}");
+        }
     }
     if recipe.packages.is_some() || !recipe.users.is_empty() || !recipe.groups.is_empty() {
         step("configure_etc", || {
@@ -193,6 +208,16 @@ pub fn prepare_with(
     let (mut built, pending) = step("install_tree", || {
         tree::build_tree_on_deferred(base, &recipe, &store)
     })?;
+    if recipe.services.is_some() {
+        step("configure_services", || {
+            configure::services::apply(&mut built.tree, &recipe)
+        })?;
+    }
+    if recipe.packages.is_some() {
+        step("prepare_first_boot", || {
+            configure::firstboot::apply(&mut built.tree, sde)
+        })?;
+    }
     let installed = match &recipe.boot {
         Some(b) => Some(step("install_bootloader", || {
             boot::install(&mut built.tree, &recipe, b, &plan, &store)
@@ -221,6 +246,7 @@ pub fn prepare_with(
         pending: Mutex::new(Some(pending)),
         packages: installed_packages,
         boot: installed,
+        scripts,
         _store: store,
     })
 }
@@ -295,10 +321,25 @@ fn write_hashed<'a>(
     Ok(hashed)
 }
 
+/// `--strict-scripts`: fails when a maintainer-script command was not applied.
+pub fn check_scripts(p: &Prepared, strict: bool) -> Result<(), BuildError> {
+    match p.scripts.not_applied.first() {
+        Some(first) if strict => Err(BuildError::Configure(ConfigureError::Strict {
+            count: p.scripts.not_applied.len(),
+            first: format!(
+                "{} {} line {}: {} ({})",
+                first.package, first.script, first.line, first.command, first.reason
+            ),
+        })),
+        _ => Ok(()),
+    }
+}
+
 /// `kiln build`: the recipe to its image files (one per format) and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let popts = opts.packages.clone().unwrap_or_default();
     let prepared = prepare_with(recipe_path, opts.locked, &popts)?;
+    check_scripts(&prepared, opts.strict_scripts)?;
     let targets = step("plan_outputs", || outputs::plan(&prepared.recipe, &opts))?;
     // write_disk | write_oci, side by side; every file complete under a temporary name.
     let written = outputs::write(&prepared, &targets, opts.progress.as_deref(), opts.sha256)?;
@@ -345,6 +386,7 @@ pub fn write_records_at(
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
     m.snapshot = snapshot;
+    m.maintainer_scripts = (!prepared.scripts.is_empty()).then(|| prepared.scripts.clone());
     m.boot_mode = prepared
         .boot
         .as_ref()

@@ -18,6 +18,7 @@ fn part(label: &str, ptype: PartType, size: PartSize, fs: Filesystem) -> Partiti
         size,
         filesystem: fs,
         mount: None,
+        options: None,
         pos: Pos::default(),
     }
 }

@@ -56,6 +56,7 @@ fn full_recipe_parses() {
             size: PartSize::Bytes(512 * MIB),
             filesystem: Filesystem::Vfat,
             mount: Some("/boot/efi".into()),
+            options: None,
             pos: Pos {
                 file: path.clone(),
                 line: 9,

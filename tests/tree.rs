@@ -45,6 +45,7 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
         boot: None,
         output: Default::default(),
         container: None,
+        services: None,
         tests: vec![],
     }
 }

@@ -27,7 +27,7 @@ declare -A TOOLS=(
   [fsck.fat]=dosfstools [mkfs.vfat]=dosfstools
   [mtype]=mtools [mcopy]=mtools
   [sfdisk]=fdisk [sgdisk]=gdisk
-  [faketime]=faketime [setpriv]=util-linux [blkid]=util-linux
+  [faketime]=faketime [setpriv]=util-linux [blkid]=util-linux [pwconv]=passwd [grpconv]=passwd
   [qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm [qemu-img]=qemu-utils
   [qemu-aarch64-static]=qemu-user-static
   [qemu-io]=qemu-utils [mmdebstrap]=mmdebstrap

@@ -39,6 +39,10 @@ pub struct Args {
     /// cache this needs no network.
     #[arg(long)]
     pub locked: bool,
+    /// Fail when a maintainer-script command was not applied (they are listed in the
+    /// manifest's maintainer_scripts.not_applied either way).
+    #[arg(long)]
+    pub strict_scripts: bool,
     /// Stream the disk into an EBS snapshot instead of a file (the manifest is still written,
     /// to out/<name>.manifest.json or beside -o).
     #[arg(long)]
@@ -103,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..Default::default()
         }),
         sha256: args.sha256,
+        strict_scripts: args.strict_scripts,
         formats: (!args.formats.is_empty()).then_some(args.formats),
         oci_archive: args.oci_archive.then_some(true),
     };
@@ -192,6 +197,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let prepared = pipeline::prepare_with(&args.recipes[0], args.locked, &popts)?;
+    pipeline::check_scripts(&prepared, args.strict_scripts)?;
     let recipe = &prepared.recipe;
     let ami = recipe.ami.as_ref();
     if args.aws.region.is_none() {

@@ -50,6 +50,9 @@ pub struct Args {
     /// Install exactly the packages in `<recipe stem>.lock`.
     #[arg(long)]
     pub locked: bool,
+    /// Fail when a maintainer-script command was not applied (as `kiln build --strict-scripts`).
+    #[arg(long)]
+    pub strict_scripts: bool,
     /// Where to write the image; default out/<name>.raw.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -144,6 +147,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         sha256: a.sha256,
         // An AMI is made from the raw disk, whatever else the recipe's [output] asks for.
         formats: Some(vec![kiln::recipe::OutputFormat::Raw]),
+        strict_scripts: a.strict_scripts,
         ..Default::default()
     };
     let report = publish::build_test_publish(

@@ -37,6 +37,8 @@ pub struct PartitionPlan {
     pub last_lba: u64,
     pub filesystem: Filesystem,
     pub mount: Option<String>,
+    /// `/etc/fstab` mount options, if the recipe gives them.
+    pub options: Option<String>,
     /// UUID of the filesystem inside, derived from the seed (unused for `none`).
     pub fs_uuid: [u8; 16],
     pub pos: Pos,
@@ -200,6 +202,7 @@ pub fn plan_parts(
             last_lba: end / SECTOR - 1,
             filesystem: p.filesystem,
             mount: p.mount.clone(),
+            options: p.options.clone(),
             fs_uuid: derive_uuid(seed, &format!("filesystem:{}", p.label)),
             pos: p.pos.clone(),
         });
@@ -219,6 +222,7 @@ mod tests {
             size,
             filesystem: Filesystem::None,
             mount: None,
+            options: None,
             pos: Pos::default(),
         }
     }

@@ -22,6 +22,7 @@ mod layout;
 mod output;
 mod parse;
 mod raw;
+mod services;
 mod size;
 mod system;
 mod test;
@@ -35,6 +36,7 @@ pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, ExpandError, ExpandErrorKind};
 pub use output::{valid_tag, Container, LayerCompression, Output, OutputFormat, FORMATS_EXPECTED};
 pub use parse::{parse_guid, EnvLookup};
+pub use services::{ServiceUnit, Services};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
 pub use test::{
     HttpTest, Pattern, SshTest, SystemdTest, Test, TestKind, TestPlan, DEFAULT_TIMEOUT_SECS,
@@ -122,6 +124,8 @@ pub struct Partition {
     pub filesystem: Filesystem,
     /// Absolute path in the tree whose subtree this filesystem holds (`/` for the root).
     pub mount: Option<String>,
+    /// Mount options for `/etc/fstab` (`None`: kiln's defaults for the filesystem).
+    pub options: Option<String>,
     pub pos: Pos,
 }
 
@@ -196,6 +200,8 @@ pub struct Recipe {
     pub output: Output,
     /// `[container]`: the OCI image's configuration.
     pub container: Option<Container>,
+    /// `[services]`: units to enable, disable or mask, and the default target.
+    pub services: Option<Services>,
     /// `[[test]]`: the checks `kiln test` runs on the booted image, in recipe order.
     pub tests: Vec<Test>,
 }

@@ -91,6 +91,10 @@ impl Recipe {
             Some(c) => Some(ctx.container(c)?),
             None => None,
         };
+        let services = match &raw.services {
+            Some(s) => Some(ctx.services(s)?),
+            None => None,
+        };
         let tests = ctx.tests(&raw.test)?;
         Ok(Recipe {
             path: path.to_owned(),
@@ -106,6 +110,7 @@ impl Recipe {
             boot,
             output,
             container,
+            services,
             tests,
         })
     }
@@ -469,12 +474,31 @@ impl<'a> Ctx<'a> {
             }
             None => None,
         };
+        let options = match &r.options {
+            Some(o) => {
+                let v = self.s(o)?;
+                if mount.is_none()
+                    || v.is_empty()
+                    || v.contains(|c: char| c.is_whitespace() || c == '#')
+                {
+                    return Err(self.err(
+                        o,
+                        K::Value,
+                        format!("mount options {v:?} are not usable here"),
+                        "comma-separated fstab options such as \"rw,discard,errors=remount-ro\", on a partition with a mount",
+                    ));
+                }
+                Some(v)
+            }
+            None => None,
+        };
         Ok(Partition {
             label,
             ptype,
             size,
             filesystem,
             mount,
+            options,
             pos: self.pos(raw.span().start),
         })
     }

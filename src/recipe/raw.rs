@@ -64,6 +64,7 @@ pub struct RawRecipe {
     pub boot: Option<Spanned<super::boot::RawBoot>>,
     pub output: Option<Spanned<super::output::RawOutput>>,
     pub container: Option<Spanned<super::output::RawContainer>>,
+    pub services: Option<Spanned<super::services::RawServices>>,
     #[serde(default)]
     pub test: Vec<Spanned<super::test::RawTest>>,
 }
@@ -88,6 +89,7 @@ pub struct RawPartition {
     pub size: Spanned<Scalar>,
     pub filesystem: S,
     pub mount: Option<S>,
+    pub options: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

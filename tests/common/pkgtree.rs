@@ -17,6 +17,22 @@ pub fn cache() -> PathBuf {
 /// bookworm, as `kiln build` installs it. The store holds the files' contents: keep it alive
 /// as long as the tree.
 pub fn packages_tree(arch: &str, packages: &[&str]) -> (Tree, ContentStore) {
+    packages_tree_without(arch, packages, &[])
+}
+
+/// [`packages_tree`] with `exclude` left out (recipe `exclude`: not even as a Recommends).
+pub fn packages_tree_without(
+    arch: &str,
+    packages: &[&str],
+    exclude: &[&str],
+) -> (Tree, ContentStore) {
+    let quoted = |l: &[&str]| {
+        l.iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let exclude = quoted(exclude);
     let dir = tempfile::tempdir().unwrap();
     let list = packages
         .iter()
@@ -42,6 +58,7 @@ suite = "bookworm"
 components = ["main"]
 [packages]
 include = [{list}]
+exclude = [{exclude}]
 "#
     );
     let path = dir.path().join("pkgtree.toml");
