@@ -28,6 +28,8 @@ pub enum PackageError {
     },
     #[error("{url}: {problem}")]
     Index { url: String, problem: String },
+    #[error("{url}: the download is larger than the {size} bytes the signed index names; stopped there (the mirror serves another file)")]
+    TooLarge { url: String, size: u64 },
     #[error("cannot install {package}: {problem}\n  needed by: {chain}")]
     Unsatisfiable {
         package: String,

@@ -10,6 +10,7 @@ use pgp::composed::{CleartextSignedMessage, Deserializable, PublicOrSecret, Sign
 
 use super::error::{PackageError, Result};
 use super::index::{field, paragraphs};
+use super::names;
 
 /// What kiln uses from a Release file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,26 +80,39 @@ pub fn verify(text: &str, keys: &[SignedPublicKey], url: &str, keyring: &Path) -
     Ok(msg.signed_text().replace("\r\n", "\n"))
 }
 
-/// Parses the (already verified) Release text.
-pub fn parse(text: &str) -> Release {
+/// Parses the (already verified) Release text. Every `SHA256` line must be `digest size name`
+/// with a 64-hex digest and a relative name: the digest names a cache file and the name a URL.
+pub fn parse(text: &str) -> std::result::Result<Release, String> {
     let ps = paragraphs(text);
     let empty = Vec::new();
     let p = ps.first().unwrap_or(&empty);
     let mut sha256 = BTreeMap::new();
     for line in field(p, "SHA256").unwrap_or("").lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
-        if let [hash, size, name] = w[..] {
-            if let Ok(size) = size.parse() {
-                sha256.insert(name.to_owned(), (size, hash.to_ascii_lowercase()));
+        let entry = match w[..] {
+            [] => continue,
+            [hash, size, name] => {
+                let hash = hash.to_ascii_lowercase();
+                names::check_sha256(&hash)
+                    .and_then(|()| names::check_repo_path(name))
+                    .and_then(|()| {
+                        size.parse::<u64>()
+                            .map_err(|_| format!("size {size:?} is not a number"))
+                    })
+                    .map(|size| (name, size, hash))
             }
-        }
+            _ => Err("is not \"digest size name\"".to_owned()),
+        };
+        let (name, size, hash) =
+            entry.map_err(|e| format!("SHA256 line {:?}: {e}", line.trim()))?;
+        sha256.insert(name.to_owned(), (size, hash));
     }
-    Release {
+    Ok(Release {
         suite: field(p, "Suite").unwrap_or("").to_owned(),
         codename: field(p, "Codename").unwrap_or("").to_owned(),
         valid_until: field(p, "Valid-Until").and_then(parse_rfc2822),
         sha256,
-    }
+    })
 }
 
 /// Checks that `rel` is the suite asked for (by `Suite` or `Codename`: bookworm's file says
@@ -169,10 +183,12 @@ mod tests {
 
     #[test]
     fn suite_or_codename_and_expiry() {
-        let r = parse(
+        let r = parse(&format!(
             "Suite: oldstable\nCodename: bookworm\nValid-Until: Thu, 01 Jan 1970 00:01:40 UTC\n\
-             SHA256:\n 0123 10 main/binary-amd64/Packages.xz\n",
-        );
+             SHA256:\n {} 10 main/binary-amd64/Packages.xz\n",
+            "0123".repeat(16)
+        ))
+        .unwrap();
         assert_eq!(r.sha256["main/binary-amd64/Packages.xz"].0, 10);
         assert!(check(&r, "bookworm", Some(50), "u").is_ok());
         assert!(check(&r, "oldstable", None, "u").is_ok());
@@ -181,5 +197,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expired"));
+    }
+
+    #[test]
+    fn sha256_lines_are_digests_and_relative_names() {
+        let with = |line: &str| parse(&format!("Suite: s\nSHA256:\n {line}\n"));
+        let d = "ab".repeat(32);
+        assert!(with(&format!("{d} 10 main/binary-amd64/Packages.xz")).is_ok());
+        let e = with("../../victim 10 main/binary-amd64/Packages.xz").unwrap_err();
+        assert!(e.contains("64 lower-case hex"), "{e}");
+        let e = with(&format!("{d} 10 ../../../etc/passwd")).unwrap_err();
+        assert!(e.contains("\"..\""), "{e}");
+        assert!(with(&format!("{d} ten main/x")).is_err());
+        assert!(with(&format!("{d} 10")).is_err());
     }
 }
