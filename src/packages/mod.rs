@@ -13,6 +13,7 @@ mod error;
 pub mod etc;
 pub mod fetch;
 pub mod index;
+pub mod keys;
 pub mod lock;
 pub mod names;
 mod put;
@@ -143,7 +144,7 @@ pub fn fetch_indexes(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Resu
             problem: "is not UTF-8 text".into(),
         })?;
         let keys = release::load_keyring(&repo.keyring)?;
-        let signed = release::verify(&text, &keys, &url, &repo.keyring)?;
+        let signed = release::verify(&text, &keys, &url, &repo.keyring, opts.now)?;
         let rel = release::parse(&signed).map_err(|problem| PackageError::Release {
             url: url.clone(),
             problem,

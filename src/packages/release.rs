@@ -7,9 +7,11 @@ use std::io::BufReader;
 use std::path::Path;
 
 use pgp::composed::{CleartextSignedMessage, Deserializable, PublicOrSecret, SignedPublicKey};
+use pgp::types::KeyDetails;
 
 use super::error::{PackageError, Result};
 use super::index::{field, paragraphs};
+use super::keys::{self, Which};
 use super::names;
 
 /// What kiln uses from a Release file.
@@ -23,13 +25,26 @@ pub struct Release {
     pub sha256: BTreeMap<String, (u64, String)>,
 }
 
+/// The most a keyring file may hold.
+const MAX_KEYRING: u64 = 16 << 20;
+
 /// Every public key in an OpenPGP keyring file (binary or ASCII-armoured).
 pub fn load_keyring(path: &Path) -> Result<Vec<SignedPublicKey>> {
     let fail = |problem: String| PackageError::Keyring {
         path: path.to_owned(),
         problem,
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    // Debian's keyring is about 100 KiB; the cap keeps a wrong path (a huge file, /proc/kcore)
+    // from being read whole.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_KEYRING + 1), &mut bytes)
+        })
+        .map_err(|e| fail(format!("cannot be read: {e}")))?;
+    if bytes.len() as u64 > MAX_KEYRING {
+        return Err(fail(format!("is larger than {MAX_KEYRING} bytes")));
+    }
     let parsed: Vec<_> = if bytes.starts_with(b"-----BEGIN") {
         SignedPublicKey::from_armor_many(&bytes[..])
             .map_err(|e| fail(e.to_string()))?
@@ -64,20 +79,68 @@ pub fn public_of(k: PublicOrSecret) -> SignedPublicKey {
 
 /// Checks the cleartext signature of `text` against every primary key and subkey of `keys`;
 /// returns the signed text (with `\n` line ends).
-pub fn verify(text: &str, keys: &[SignedPublicKey], url: &str, keyring: &Path) -> Result<String> {
+///
+/// A signature counts only when it verifies and its key is one gpgv would accept at `now`
+/// (see [`keys::usable`]: not expired, not revoked, allowed to sign); signatures by keys the
+/// keyring lacks are ignored, as APT ignores them.
+pub fn verify(
+    text: &str,
+    keyring_keys: &[SignedPublicKey],
+    url: &str,
+    keyring: &Path,
+    now: Option<i64>,
+) -> Result<String> {
     let bad = || PackageError::BadSignature {
         url: url.to_owned(),
         keyring: keyring.to_owned(),
     };
     let (msg, _) = CleartextSignedMessage::from_string(text).map_err(|_| bad())?;
-    let ok = keys.iter().any(|k| {
-        msg.verify(&k.primary_key).is_ok()
-            || k.public_subkeys.iter().any(|s| msg.verify(&s.key).is_ok())
-    });
-    if !ok {
+    let signed = msg.signed_text();
+    let mut refused = Vec::new();
+    for sig in msg.signatures() {
+        // RFC 9580 §5.2.3.11: a signature without a creation time is not valid.
+        let Some(created) = sig.created().map(|t| i64::from(t.as_secs())) else {
+            continue;
+        };
+        let expired = sig
+            .signature_expiration_time()
+            .filter(|d| d.as_secs() > 0)
+            .map(|d| created + i64::from(d.as_secs()))
+            .filter(|end| now.is_some_and(|n| *end <= n));
+        for k in keyring_keys {
+            let subkeys = k.public_subkeys.iter().enumerate();
+            let made_by = if sig.verify(&k.primary_key, signed.as_bytes()).is_ok() {
+                Some((Which::Primary, k.primary_key.fingerprint()))
+            } else {
+                subkeys
+                    .filter(|(_, s)| sig.verify(&s.key, signed.as_bytes()).is_ok())
+                    .map(|(i, s)| (Which::Subkey(i), s.key.fingerprint()))
+                    .next()
+            };
+            let Some((which, fpr)) = made_by else {
+                continue;
+            };
+            if let Some(end) = expired {
+                refused.push(format!(
+                    "the signature by key {fpr} expired at {}",
+                    crate::recipe::format_utc(end)
+                ));
+                continue;
+            }
+            match keys::usable(k, which, created, now) {
+                Ok(()) => return Ok(signed.replace("\r\n", "\n")),
+                Err(why) => refused.push(format!("key {fpr} {why}")),
+            }
+        }
+    }
+    if refused.is_empty() {
         return Err(bad());
     }
-    Ok(msg.signed_text().replace("\r\n", "\n"))
+    Err(PackageError::UnusableKey {
+        url: url.to_owned(),
+        keyring: keyring.to_owned(),
+        why: refused.join("; "),
+    })
 }
 
 /// Parses the (already verified) Release text. Every `SHA256` line must be `digest size name`
