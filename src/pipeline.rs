@@ -15,10 +15,10 @@
 use crate::boot::{self, BootError};
 use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
-use crate::fs::ext4;
+use crate::fs::{ext4, fat};
 use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
 use crate::packages::{self, PackageError};
-use crate::recipe::{Filesystem, Recipe, RecipeError};
+use crate::recipe::{Filesystem, Recipe, RecipeError, Trust};
 use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink, PendingDigest};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
@@ -44,6 +44,8 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Cache, APT configuration and clock for packages; `None`: the defaults.
     pub packages: Option<packages::Options>,
+    /// What the recipe may read from the host (`--allow-host-paths`, `--allow-env`).
+    pub trust: Trust,
 }
 
 #[derive(Debug)]
@@ -143,7 +145,17 @@ pub fn prepare_with(
     locked: bool,
     popts: &packages::Options,
 ) -> Result<Prepared, BuildError> {
-    let recipe = step("load_recipe", || Recipe::load(recipe_path))?;
+    prepare_trusted(recipe_path, locked, popts, &Trust::default())
+}
+
+/// [`prepare_with`], with what the user allowed the recipe to read from the host.
+pub fn prepare_trusted(
+    recipe_path: &Path,
+    locked: bool,
+    popts: &packages::Options,
+    trust: &Trust,
+) -> Result<Prepared, BuildError> {
+    let recipe = step("load_recipe", || Recipe::load_with(recipe_path, trust))?;
     let store =
         step("create_content_store", ContentStore::new).map_err(|source| BuildError::Output {
             path: std::env::temp_dir(),
@@ -279,7 +291,7 @@ fn write_hashed<'a>(
 /// `kiln build`: the recipe to an image file and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let popts = opts.packages.clone().unwrap_or_default();
-    let prepared = prepare_with(recipe_path, opts.locked, &popts)?;
+    let prepared = prepare_trusted(recipe_path, opts.locked, &popts, &opts.trust)?;
     let image = opts.output.clone().unwrap_or_else(|| {
         PathBuf::from("out").join(format!("{}.raw", prepared.recipe.image.name))
     });
@@ -449,8 +461,19 @@ fn check_fit(plan: &DiskPlan, contents: &[Contents], recipe: &Recipe) -> Result<
                 })?;
             }
             Contents::Fat(t) => {
-                // FAT32 spends about 1/128 of the volume on its two FATs at 4 KiB clusters.
-                let available = p.size() - p.size() / 128 - (1 << 20);
+                let fat_err = |source| {
+                    BuildError::Disk(DiskError::Fat {
+                        label: p.label.clone(),
+                        size: p.size(),
+                        source,
+                    })
+                };
+                let mount = p.mount.as_deref().unwrap_or("");
+                fat::check(t, mount).map_err(fat_err)?;
+                fat::check_size(p.size()).map_err(fat_err)?;
+                // FAT32 spends about 1/128 of the volume on its two FATs at 4 KiB clusters;
+                // check_size made sure the volume is larger than that and the reserved MiB.
+                let available = p.size().saturating_sub(p.size() / 128 + (1 << 20));
                 let needed: u64 = t
                     .walk()
                     .iter()

@@ -115,7 +115,7 @@ fn the_kernel_mounts_the_ext4_root_and_reads_it_back() {
     let img = tmp.path().join("boot.raw");
     run_ok(
         Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("build")
+            .args(["build", "--allow-host-paths"])
             .arg(&recipe)
             .arg("-o")
             .arg(&img),

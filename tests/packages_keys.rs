@@ -158,7 +158,7 @@ fn gpgv(keyring: &Path, signed: &Path) -> String {
 fn rpgp_sign(text: &str, key: &impl pgp::types::SigningKey) -> String {
     use pgp::composed::CleartextSignedMessage;
     use pgp::packet::{SignatureConfig, SignatureType, Subpacket, SubpacketData};
-    use pgp::types::{KeyDetails as _, Password, Timestamp};
+    use pgp::types::{Password, Timestamp};
     let mut config =
         SignatureConfig::from_key(rand::thread_rng(), key, SignatureType::Text).unwrap();
     config.hashed_subpackets = vec![

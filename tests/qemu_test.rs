@@ -45,7 +45,7 @@ fn build_image(dir: &Path, name: &str, init: Init, bootloader: bool) -> PathBuf 
         std::fs::write(&recipe, hand.recipe(partuuid)).unwrap();
         run_ok(
             Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .arg("build")
+                .args(["build", "--allow-host-paths"])
                 .arg(&recipe)
                 .arg("-o")
                 .arg(&img),

@@ -160,7 +160,7 @@ pub fn build_test_publish(
     opts: &PublishOptions,
     hooks: &Hooks,
 ) -> Result<PublishReport, PublishError> {
-    let recipe = Recipe::load(recipe_path)?;
+    let recipe = Recipe::load_with(recipe_path, &build.trust)?;
     let ami = check_recipe(&recipe, allow_public)?.clone();
     let out = pipeline::build(recipe_path, build)?;
     test(&out).map_err(PublishError::Test)?;

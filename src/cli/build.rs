@@ -29,6 +29,8 @@ pub struct Args {
     pub aws: super::aws_common::AwsArgs,
     #[command(flatten)]
     pub upload_args: super::aws_common::UploadArgs,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 struct Bar(ProgressBar);
@@ -72,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 progress: std::io::stderr().is_terminal(),
                 ..Default::default()
             }),
+            trust: args.trust.trust(),
         },
     )?;
     if args.json {
@@ -99,7 +102,8 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal(),
         ..Default::default()
     };
-    let prepared = pipeline::prepare_with(&args.recipe, args.locked, &popts)?;
+    let prepared =
+        pipeline::prepare_trusted(&args.recipe, args.locked, &popts, &args.trust.trust())?;
     let recipe = &prepared.recipe;
     let ami = recipe.ami.as_ref();
     if args.aws.region.is_none() {

@@ -8,6 +8,7 @@ mod lock;
 mod publish;
 mod register;
 mod test;
+mod trust;
 mod upload;
 mod verify;
 

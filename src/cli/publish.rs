@@ -53,11 +53,13 @@ pub struct Args {
     pub wait_timeout: u64,
     #[command(flatten)]
     pub aws: AwsArgs,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Everything the recipe alone can refuse is refused before the build.
-    let recipe = Recipe::load(&a.recipe)?;
+    let recipe = Recipe::load_with(&a.recipe, &a.trust.trust())?;
     publish::check_recipe(&recipe, a.allow_public)?;
     let test_opts = TestOptions {
         expect: a.expect.clone(),
@@ -104,6 +106,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             progress: std::io::stderr().is_terminal(),
             ..Default::default()
         }),
+        trust: a.trust.trust(),
     };
     let report = publish::build_test_publish(
         rt.handle(),

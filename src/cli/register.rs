@@ -24,10 +24,12 @@ pub struct Args {
     pub wait_timeout: u64,
     #[command(flatten)]
     pub aws: AwsArgs,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
-    let recipe = Recipe::load(&a.recipe)?;
+    let recipe = Recipe::load_with(&a.recipe, &a.trust.trust())?;
     let Some(ami) = recipe.ami.clone() else {
         anyhow::bail!(
             "{}: the recipe has no [ami] table; add one to register an image",

@@ -24,7 +24,13 @@ const BLOCK: usize = 4096;
 
 impl FileSink {
     /// Creates the temporary file for an image of `len` bytes that will become `target`.
+    ///
+    /// `target` must be a regular file or not exist. kiln never writes to a block device (or any
+    /// other special file): the rename would replace the device node, and writing in place would
+    /// skip the image's zero blocks, leaving the device's old data where the image promises
+    /// zeros (unused inode tables, the journal; see the README's reliability section).
     pub fn create(target: &Path, len: u64) -> io::Result<Self> {
+        refuse_special(target)?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -105,6 +111,35 @@ impl FileSink {
         self.file_pos = offset + data.len() as u64;
         Ok(())
     }
+}
+
+/// An error unless `target` is absent or a regular file (not following a symlink: renaming
+/// over one would replace the link, not what it points to).
+fn refuse_special(target: &Path) -> io::Result<()> {
+    let md = match std::fs::symlink_metadata(target) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    let what = if ft.is_file() {
+        return Ok(());
+    } else if ft.is_block_device() {
+        "a block device; kiln writes image files only (copy the image onto the device with a tool that writes every block, such as dd without conv=sparse)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink (give the path it points to)"
+    } else {
+        "a special file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("the output is {what}"),
+    ))
 }
 
 impl Drop for FileSink {
