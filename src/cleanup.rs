@@ -96,8 +96,14 @@ pub fn register_action(
     ActionId(id)
 }
 
-/// Forgets an action: its work finished or was undone another way.
+/// Forgets an action: its work finished or was undone another way. Once the process is
+/// interrupted, actions are the signal thread's: a main thread finishing its work at that
+/// moment must not take away the cleanup that is about to run (the run is abandoned, and its
+/// result never reported).
 pub fn unregister_action(id: ActionId) {
+    if interrupted() {
+        return;
+    }
     if let Ok(mut v) = ACTIONS.lock() {
         v.retain(|(i, _, _)| *i != id.0);
     }
@@ -114,7 +120,9 @@ pub fn run_actions() -> Vec<Result<String, String>> {
         .rev()
         .map(|(_, what, f)| {
             tracing::info!("cleanup: {what}");
-            f()
+            // The signal thread must reach its exit whatever an action does.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(format!("could not {what}: the cleanup failed")))
         })
         .collect()
 }

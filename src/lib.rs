@@ -9,8 +9,11 @@
 pub mod aws;
 pub mod boot;
 pub mod cleanup;
+pub mod configure;
 pub mod disk;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod packages;
 pub mod pipeline;

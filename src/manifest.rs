@@ -57,11 +57,25 @@ pub struct ImageInfo {
     /// The image's file name (it sits beside the manifest).
     pub file: String,
     pub size: u64,
-    pub sha256: String,
-    /// The non-zero 512 KiB blocks' digest (see `sink::blocks`), with which `kiln upload` checks
-    /// the image against this manifest without hashing the whole disk.
+    /// The block map: `sha256` is the blocks digest, the image's identity (see `sink::blocks`).
+    /// `kiln upload` checks the blocks it sends against it. Always written; absent only in
+    /// manifests of the first kiln versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<crate::sink::blocks::BlockMapInfo>,
+    /// SHA-256 of every byte of the disk: only with `kiln build --sha256` (and for a publish,
+    /// whose `kiln:image-sha256` tag names it), since it costs the disk's size, not its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl ImageInfo {
+    /// The blocks digest, if this manifest has one this kiln computes the same way.
+    pub fn blocks_sha256(&self) -> Option<&str> {
+        self.blocks
+            .as_ref()
+            .filter(|b| b.is_current())
+            .map(|b| b.sha256.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -134,7 +148,12 @@ pub fn partitions(plan: &DiskPlan) -> Vec<PartitionInfo> {
 }
 
 /// Fills in everything but the inputs, which the caller appends.
-pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Manifest {
+pub fn new(
+    recipe: &Recipe,
+    plan: &DiskPlan,
+    image: &Path,
+    digest: crate::sink::DiskDigest,
+) -> Manifest {
     Manifest {
         kiln_version: env!("CARGO_PKG_VERSION").into(),
         name: recipe.image.name.clone(),
@@ -146,8 +165,8 @@ pub fn new(recipe: &Recipe, plan: &DiskPlan, image: &Path, sha256: String) -> Ma
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             size: plan.size,
-            sha256,
-            blocks: None,
+            blocks: digest.blocks,
+            sha256: digest.sha256,
         },
         disk_guid: uuid_string(&plan.disk_guid).to_uppercase(),
         source_date_epoch: recipe.image.source_date_epoch,

@@ -4,8 +4,8 @@
 //! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
 //!             → configure_etc | configure_fstab → install_tree → install_bootloader
 //!             → split_filesystems → check_fit
-//!             → write_disk (GPT head, each filesystem, GPT tail; hashed and block-mapped as it
-//!               streams)
+//!             → write_disk (GPT head, each filesystem, GPT tail; block-mapped, and with
+//!               `--sha256` hashed whole, as it streams)
 //!             → finalize_image → write_manifest → write_sbom
 //! ```
 //!
@@ -19,7 +19,7 @@ use crate::fs::{ext4, fat};
 use crate::manifest::{self, InputInfo, Manifest, PackageInfo};
 use crate::packages::{self, PackageError};
 use crate::recipe::{Filesystem, Recipe, RecipeError, Trust};
-use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink, PendingDigest};
+use crate::sink::{BlockSink, DiskDigest, FileSink, HashSink, PendingDigest, Want};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
 };
@@ -46,6 +46,9 @@ pub struct BuildOptions {
     pub packages: Option<packages::Options>,
     /// What the recipe may read from the host (`--allow-host-paths`, `--allow-env`).
     pub trust: Trust,
+    /// Also compute the SHA-256 of the whole disk (`--sha256`): it hashes every zero byte, so it
+    /// costs the disk's size, where the blocks digest costs only its data.
+    pub sha256: bool,
 }
 
 #[derive(Debug)]
@@ -229,24 +232,31 @@ pub fn prepare_trusted(
 /// it sends) and returns once the last byte is written; the disk's SHA-256 is still being
 /// finished on its own thread: the zeros after the last write, most of a sparse disk.
 pub fn write_disk(p: &Prepared, sink: &mut dyn BlockSink) -> Result<PendingDigest, BuildError> {
-    let hashed = write_hashed(p, sink, None, false)?;
-    hashed
-        .finish_later(p.plan.size)
-        .map(|(_, d)| d)
-        .map_err(disk_error)
+    let want = Want {
+        sha256: true,
+        blocks: false,
+    };
+    let hashed = write_hashed(p, sink, None, want)?;
+    hashed.finish_later().map(|(_, d)| d).map_err(disk_error)
 }
 
-/// [`write_disk`] with the block map, calling `after_write` once the last byte is written while
-/// the hashes are finished (the file build syncs the image there), then waiting for them.
+/// [`write_disk`] with the block map, and the whole-disk SHA-256 if `sha256`, calling
+/// `after_write` once the last byte is written while the digests are finished (the file build
+/// syncs the image there), then waiting for them.
 pub fn write_disk_then(
     p: &Prepared,
     sink: &mut dyn BlockSink,
     progress: Option<&dyn Progress>,
+    sha256: bool,
     after_write: &mut dyn FnMut() -> io::Result<()>,
 ) -> Result<DiskDigest, BuildError> {
-    let hashed = write_hashed(p, sink, progress, true)?;
+    let want = Want {
+        sha256,
+        blocks: true,
+    };
+    let hashed = write_hashed(p, sink, progress, want)?;
     after_write().map_err(disk_error)?;
-    let (_, digest) = hashed.finish(p.plan.size).map_err(disk_error)?;
+    let (_, digest) = hashed.finish().map_err(disk_error)?;
     if let Some(pr) = progress {
         pr.finish();
     }
@@ -265,7 +275,7 @@ fn write_hashed<'a>(
     p: &Prepared,
     sink: &'a mut dyn BlockSink,
     progress: Option<&'a dyn Progress>,
-    block_map: bool,
+    want: Want,
 ) -> Result<HashSink<ProgressSink<'a>>, BuildError> {
     let time = Time::from_secs(p.recipe.image.source_date_epoch);
     let mut hashed = HashSink::new(
@@ -273,7 +283,8 @@ fn write_hashed<'a>(
             inner: sink,
             progress,
         },
-        block_map,
+        p.plan.size,
+        want,
     );
     if let Some(pr) = progress {
         pr.start(p.plan.size);
@@ -303,7 +314,13 @@ pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, Buil
     let syncer = file.sync_handle().map_err(out_err)?;
     let mut sync = || syncer.sync_all();
     let digest = step("write_disk", || {
-        write_disk_then(&prepared, &mut file, opts.progress.as_deref(), &mut sync)
+        write_disk_then(
+            &prepared,
+            &mut file,
+            opts.progress.as_deref(),
+            opts.sha256,
+            &mut sync,
+        )
     })?;
     step("finalize_image", || file.persist()).map_err(out_err)?;
     let (manifest_path, m) = write_records(&prepared, &image, digest, None)?;
@@ -323,8 +340,7 @@ pub fn write_records(
     snapshot: Option<manifest::SnapshotInfo>,
 ) -> Result<(PathBuf, Manifest), BuildError> {
     let manifest_path = manifest::manifest_path(image);
-    let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, digest.sha256);
-    m.image.blocks = digest.blocks;
+    let mut m = manifest::new(&prepared.recipe, &prepared.plan, image, digest);
     m.inputs = prepared.inputs()?;
     m.packages = prepared.packages.clone();
     m.snapshot = snapshot;
@@ -348,7 +364,8 @@ pub fn write_records(
             &m.name,
             &m.version,
             &m.image.file,
-            &m.image.sha256,
+            m.image.blocks_sha256().unwrap_or_default(),
+            m.image.sha256.as_deref(),
             m.source_date_epoch,
             &m.packages,
         );

@@ -1,7 +1,8 @@
 //! The AWS clients speak TLS through rustls over ring (Cargo.toml drops the SDK's aws-lc-rs
 //! client): a request reaches an HTTPS endpoint whose certificate chains to a CA the platform
 //! trusts (`SSL_CERT_FILE`, as rustls-native-certs reads it), and a self-signed certificate is
-//! refused. The server is Python's `ssl` on 127.0.0.1; the certificates come from `openssl`.
+//! refused at once, without retries (no retry makes a certificate valid). The server is Python's
+//! `ssl` on 127.0.0.1; the certificates come from `openssl`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -142,7 +143,9 @@ fn requests_reach_an_https_endpoint_the_platform_trusts_and_no_other() {
     std::fs::write(dir.path().join("empty.pem"), "").unwrap();
     let (mut child, port) = server(dir.path());
     let trusted = upload(dir.path(), port, Some(&dir.path().join("ca.pem")));
+    let t0 = std::time::Instant::now();
     let untrusted = upload(dir.path(), port, None);
+    let took = t0.elapsed();
     child.kill().ok();
     child.wait().ok();
     assert!(
@@ -153,4 +156,11 @@ fn requests_reach_an_https_endpoint_the_platform_trusts_and_no_other() {
         untrusted.contains("invalid peer certificate") && !untrusted.contains("request arrived"),
         "an unknown CA is refused: {untrusted}"
     );
+    // A certificate that fails verification fails the same way every time: not retried.
+    assert!(
+        untrusted.contains("StartSnapshot") && untrusted.contains("(after 1 attempt(s))"),
+        "{untrusted}"
+    );
+    assert!(!untrusted.contains("; retry "), "{untrusted}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }

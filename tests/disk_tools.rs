@@ -7,7 +7,7 @@ use common::{extract, run, run_ok};
 use kiln::disk::assemble::{write_disk, Contents};
 use kiln::disk::layout::plan_parts;
 use kiln::recipe::{Arch, Filesystem, PartSize, PartType, Partition, Pos};
-use kiln::sink::{FileSink, HashSink};
+use kiln::sink::{FileSink, HashSink, Want};
 use kiln::tree::{Content, Kind, Meta, Node, Time, Tree};
 use std::process::Command;
 
@@ -70,7 +70,14 @@ fn gpt_and_esp_pass_the_real_tools() {
         part("root", PartType::Root, PartSize::Rest, Filesystem::None),
     ];
     let plan = plan_parts(100 << 20, Arch::X86_64, "test-seed", &parts).unwrap();
-    let mut sink = HashSink::new(FileSink::create(&img, plan.size).unwrap(), false);
+    let mut sink = HashSink::new(
+        FileSink::create(&img, plan.size).unwrap(),
+        plan.size,
+        Want {
+            sha256: true,
+            blocks: true,
+        },
+    );
     let contents = [Contents::Fat(esp_tree()), Contents::Empty];
     write_disk(
         &plan,
@@ -80,12 +87,17 @@ fn gpt_and_esp_pass_the_real_tools() {
         &mut sink,
     )
     .unwrap();
-    let (file, sha) = sink.finish(plan.size).unwrap();
+    let (file, sha) = sink.finish().unwrap();
     file.persist().unwrap();
     assert_eq!(
         sha.sha256,
-        common::sha256_file(&img),
+        Some(common::sha256_file(&img)),
         "streamed hash equals the file's hash"
+    );
+    assert_eq!(
+        sha.blocks,
+        Some(kiln::sink::blocks::BlockMapper::of_file(&img).unwrap()),
+        "streamed block map equals the file's"
     );
 
     let out = run_ok(Command::new("sgdisk").arg("-v").arg(&img));
@@ -171,7 +183,11 @@ fn same_input_same_bytes() {
     let mut hashes = Vec::new();
     for i in 0..2 {
         let img = dir.path().join(format!("{i}.raw"));
-        let mut sink = HashSink::new(FileSink::create(&img, plan.size).unwrap(), false);
+        let want = Want {
+            sha256: true,
+            blocks: false,
+        };
+        let mut sink = HashSink::new(FileSink::create(&img, plan.size).unwrap(), plan.size, want);
         write_disk(
             &plan,
             &[Contents::Fat(esp_tree())],
@@ -180,7 +196,7 @@ fn same_input_same_bytes() {
             &mut sink,
         )
         .unwrap();
-        let (f, sha) = sink.finish(plan.size).unwrap();
+        let (f, sha) = sink.finish().unwrap();
         f.persist().unwrap();
         hashes.push(sha.sha256);
     }

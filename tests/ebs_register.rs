@@ -125,8 +125,10 @@ fn register_sends_every_field_from_the_recipe() {
     assert_eq!(snapshot_state(&moto, &snap).as_deref(), Some("completed"));
 }
 
+/// `kiln register` of a snapshot the user made: a registration that fails (a bad parameter,
+/// as a typo in boot_mode would give) leaves the snapshot as it was.
 #[test]
-fn failing_registration_deletes_the_snapshot() {
+fn failing_registration_leaves_the_users_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
     let proxy = Proxy::start(
@@ -144,8 +146,10 @@ fn failing_registration_deletes_the_snapshot() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("InvalidParameterValue"), "{err}");
-    assert!(err.contains(&format!("deleted snapshot {snap}")), "{err}");
-    assert_eq!(snapshot_state(&moto, &snap), None);
+    assert!(!err.contains("deleted"), "{err}");
+    assert!(proxy.ops("DeleteSnapshot").is_empty(), "{err}");
+    assert!(proxy.ops("DeregisterImage").is_empty(), "{err}");
+    assert_eq!(snapshot_state(&moto, &snap).as_deref(), Some("completed"));
 }
 
 #[test]
@@ -178,15 +182,16 @@ fn ami_errors_point_into_the_recipe() {
 }
 
 /// Registered, but the image never shows as available (DescribeImages fails): kiln deregisters
-/// it and deletes the snapshot, rather than leaving an image whose snapshot cannot be deleted.
+/// the image it made, and leaves the user's snapshot.
 #[test]
-fn an_image_that_never_becomes_available_is_removed_with_its_snapshot() {
+fn an_image_that_never_becomes_available_is_removed_and_the_snapshot_kept() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
     let proxy = Proxy::start(
         &moto,
         &dir.path().join("cap.jsonl"),
-        &["--fail-op", "DescribeImages"],
+        // The first DescribeImages (is the AMI name free?) answers; every later one fails.
+        &["--fail-op", "DescribeImages:1"],
     );
     let (recipe, snap) = setup(&proxy, dir.path());
     let o = proxy
@@ -203,8 +208,121 @@ fn an_image_that_never_becomes_available_is_removed_with_its_snapshot() {
     assert_eq!(deregistered.len(), 1, "{err}");
     let image = deregistered[0]["params"]["ImageId"].as_str().unwrap();
     assert!(
-        err.contains(&format!("deregistered {image} and deleted snapshot {snap}")),
+        err.contains(&format!("deregistered {image} in us-east-1")),
         "{err}"
     );
-    assert_eq!(snapshot_state(&moto, &snap), None);
+    assert!(proxy.ops("DeleteSnapshot").is_empty(), "{err}");
+    assert_eq!(snapshot_state(&moto, &snap).as_deref(), Some("completed"));
+}
+
+/// RegisterImage reaches EC2, but its answer is lost; the retry is told the name is taken
+/// (InvalidAMIName.Duplicate). The image holding it uses this snapshot: it is the one the first
+/// attempt made, and kiln adopts it instead of failing or making another.
+#[test]
+fn a_registration_whose_answer_was_lost_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(
+        &moto,
+        &dir.path().join("cap.jsonl"),
+        &["--lost-answer", "RegisterImage:1"],
+    );
+    let (recipe, snap) = setup(&proxy, dir.path());
+    let out = ok(&proxy
+        .kiln()
+        .args(["register", &snap, "--json", "--recipe"])
+        .arg(&recipe)
+        .output()
+        .unwrap());
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    let faults: Vec<Value> = proxy
+        .ops("RegisterImage")
+        .iter()
+        .map(|r| r["fault"].clone())
+        .collect();
+    assert_eq!(faults, ["lost-answer", "duplicate"]);
+    let ec2 = common::moto::Ec2::new(&moto, "us-east-1");
+    let images = ec2.kiln_images();
+    assert_eq!(images.len(), 1);
+    assert_eq!(j["image_id"], images[0].image_id().unwrap());
+    assert!(proxy.ops("DeregisterImage").is_empty());
+    assert!(proxy.ops("DeleteSnapshot").is_empty());
+}
+
+/// The AMI name is taken by another image: `kiln register` says which, before registering
+/// anything, and the snapshot stays. `kiln publish` says so before uploading anything.
+#[test]
+fn a_taken_name_is_reported_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+    let (recipe, snap) = setup(&proxy, d);
+    let ec2 = common::moto::Ec2::new(&moto, "us-east-1");
+    let name = "web-3.1-arm64-20231114";
+    let out = ec2
+        .block_on(ec2.client.register_image().name(name).send())
+        .unwrap();
+    let holder = out.image_id().unwrap().to_string();
+    let o = proxy
+        .kiln()
+        .args(["register", &snap, "--recipe"])
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the AMI name \"{name}\" is taken in us-east-1 by {holder} (not made by kiln, available)"
+        )),
+        "{err}"
+    );
+    assert!(proxy.ops("RegisterImage").is_empty());
+    assert!(proxy.ops("DeleteSnapshot").is_empty());
+    assert_eq!(snapshot_state(&moto, &snap).as_deref(), Some("completed"));
+
+    // publish: refused before a single block is sent.
+    std::fs::write(
+        d.join("web.toml"),
+        common::moto::web_recipe("1.0.0", &["us-east-1"], ""),
+    )
+    .unwrap();
+    ec2.block_on(ec2.client.register_image().name("web-1.0.0-x86_64").send())
+        .unwrap();
+    let starts = proxy.ops("StartSnapshot").len();
+    let o = proxy
+        .kiln()
+        .current_dir(d)
+        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the AMI name \"web-1.0.0-x86_64\" is taken in us-east-1 by ami-"),
+        "{err}"
+    );
+    assert_eq!(proxy.ops("StartSnapshot").len(), starts);
+}
+
+/// `kiln register` of the same snapshot again answers with the image it made the first time.
+#[test]
+fn registering_a_snapshot_again_finds_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &dir.path().join("cap.jsonl"), &[]);
+    let (recipe, snap) = setup(&proxy, dir.path());
+    let register = || {
+        ok(&proxy
+            .kiln()
+            .args(["register", &snap, "--recipe"])
+            .arg(&recipe)
+            .output()
+            .unwrap())
+    };
+    let first = register();
+    let again = register();
+    assert_eq!(first, again);
+    assert_eq!(proxy.ops("RegisterImage").len(), 1);
 }

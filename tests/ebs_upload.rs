@@ -51,13 +51,13 @@ fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
     assert_eq!(j["volume_size_gib"], 1);
     assert_eq!(j["blocks_sent"], want.len() as u64);
 
-    // StartSnapshot: whole GiB, ClientToken from the image's sha256, the kiln tags.
+    // StartSnapshot: whole GiB, a ClientToken of this run's own, the kiln tags.
     let sha = sha256_file(&img);
     let start = proxy.ops("StartSnapshot");
     assert_eq!(start.len(), 1);
     let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["VolumeSize"], 1);
-    assert_eq!(body["ClientToken"], sha.as_str());
+    common::moto::assert_run_token(&body["ClientToken"], &sha);
     assert_eq!(body["Timeout"], 60);
     let tags = body["Tags"].as_array().unwrap();
     assert!(tags
@@ -190,7 +190,7 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
     let file = dir.path().join("file/disk.raw");
     ok(&proxy
         .kiln()
-        .args(["build", "-o"])
+        .args(["build", "--sha256", "-o"])
         .arg(&file)
         .arg(&recipe)
         .output()
@@ -237,12 +237,21 @@ fn build_upload_streams_the_same_disk_as_a_file_build() {
         proxy.ops("PutSnapshotBlock").len(),
         nonzero_blocks(&data).len()
     );
-    ok(&proxy
+    let verified = ok(&proxy
         .kiln()
         .args(["verify", id])
         .arg(&file)
         .output()
         .unwrap());
+    // verify names the image by its identity.
+    let blocks = file_m["image"]["blocks"]["sha256"].as_str().unwrap();
+    assert!(
+        verified.contains(&format!(
+            "is identical to {} (blocks sha256 {blocks})",
+            file.display()
+        )),
+        "{verified}"
+    );
 }
 
 #[test]
@@ -341,9 +350,9 @@ fn encrypted_upload_writes_every_block_of_the_volume() {
     assert_eq!(complete[0]["headers"]["x-amz-changedblockscount"], "2048");
 }
 
-/// A manifest beside the image names its hash, so `kiln upload` reads the image once: the blocks
-/// it sends must be the ones the manifest's block map records, or the snapshot is deleted. An
-/// older manifest without a block map has the whole image hashed as it streams instead.
+/// A manifest beside the image records its block map: the blocks `kiln upload` sends must be the
+/// ones it records, or the snapshot is deleted. An older kiln's manifest, without a block map of
+/// this format, has the whole image hashed as it streams instead, against its sha256.
 #[test]
 fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     let dir = tempfile::tempdir().unwrap();
@@ -367,10 +376,12 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
         manifest["image"]["blocks"],
         block_map(&std::fs::read(&img).unwrap())
     );
+    // A plain build does not hash the whole disk; the upload does, for the tag.
+    assert_eq!(manifest["image"].get("sha256"), None);
     let out = ok(&proxy.kiln().arg("upload").arg(&img).output().unwrap());
     let start = proxy.ops("StartSnapshot");
     let body: Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["ClientToken"], sha.as_str());
+    common::moto::assert_run_token(&body["ClientToken"], &sha);
     let tags = body["Tags"].as_array().unwrap();
     for (k, v) in [
         ("kiln:name", "ebs-e2e"),
@@ -424,14 +435,26 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     f.write_all_at(b"X", zero_block * (512 << 10) + 100)
         .unwrap();
     stale("are not the ones its manifest records", 2);
-    // A manifest from before block maps: the whole image is hashed as it streams.
+    // A manifest of an older kiln (which always recorded the sha256), whose block map digested
+    // the entries without a header: that map cannot be compared, so the whole image is hashed
+    // as it streams, against its sha256.
+    manifest["image"]["sha256"] = sha.as_str().into();
+    let mut old = manifest.clone();
+    old["image"]["blocks"]
+        .as_object_mut()
+        .unwrap()
+        .remove("version")
+        .unwrap();
+    std::fs::write(&manifest_path, old.to_string()).unwrap();
+    stale("but its manifest says", 3);
+    // A manifest from before block maps: the same.
     manifest["image"]
         .as_object_mut()
         .unwrap()
         .remove("blocks")
         .unwrap();
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
-    stale("but its manifest says", 3);
+    stale("but its manifest says", 4);
     assert_eq!(
         proxy.ops("CompleteSnapshot").len(),
         1,

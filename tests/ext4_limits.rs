@@ -189,3 +189,60 @@ fn files_past_16_tib_are_refused() {
     assert!(s.contains(&format!("Size: {MAX_FILE_SIZE}")), "{s}");
     assert!(s.contains("(4294967294):"), "the last block is mapped: {s}");
 }
+
+/// The inodes mke2fs would give a filesystem of `blocks` 4 KiB blocks: `mke2fs -n` (which
+/// writes nothing) with this machine's mke2fs.conf, e2fsprogs' own defaults.
+fn mke2fs_inodes(dir: &Path, blocks: u64) -> u64 {
+    let dev = dir.join("dev");
+    std::fs::write(&dev, b"").unwrap();
+    let o = common::run_ok(
+        Command::new("mke2fs")
+            .args(["-n", "-F", "-t", "ext4", "-b", "4096"])
+            .arg(&dev)
+            .arg(blocks.to_string()),
+    );
+    // "Creating filesystem with N 4k blocks and M inodes"
+    let line = o
+        .lines()
+        .find(|l| l.starts_with("Creating filesystem with"))
+        .unwrap_or_else(|| panic!("mke2fs -n said: {o}"));
+    line.split_whitespace().rev().nth(1).unwrap().parse().unwrap()
+}
+
+/// kiln's inode count follows mke2fs's size types and mke2fs.conf's ratios (4096 bytes per
+/// inode below 512 MiB, 16384 up to 4 TiB, 32768 up to 16 TiB, 65536 above): a 94 MiB root
+/// used to get 6,016 inodes where mke2fs gives 24,064.
+#[test]
+fn inode_counts_are_mke2fs_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mib = 256u64; // blocks per MiB
+    let sizes = [
+        8 * mib,
+        94 * mib,
+        200 * mib + 77,
+        512 * mib - 1,
+        512 * mib,
+        1024 * mib + 3,
+        3000 * mib,
+        (4u64 << 20) * mib - 1,
+        (4u64 << 20) * mib,
+        (5u64 << 20) * mib,
+        (16u64 << 20) * mib,
+        (20u64 << 20) * mib,
+    ];
+    let mut wrong = Vec::new();
+    for blocks in sizes {
+        let g = ext4::layout::geometry(blocks, 0).unwrap();
+        let kiln = g.inodes_per_group * g.groups;
+        let mke2fs = mke2fs_inodes(dir.path(), blocks);
+        eprintln!("{blocks} blocks: kiln {kiln} inodes, mke2fs {mke2fs}");
+        if kiln != mke2fs {
+            wrong.push(format!("{blocks} blocks: kiln {kiln}, mke2fs {mke2fs}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        ext4::layout::geometry(94 * mib, 0).map(|g| g.inodes_per_group * g.groups),
+        Ok(24_064)
+    );
+}

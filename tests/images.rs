@@ -379,3 +379,156 @@ fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+#[test]
+fn share_public_needs_allow_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+    let (_, image, _) = publish(&proxy, d, "1.0.0", &["us-east-1"]).remove(0);
+    let from = proxy.requests().len();
+    let o = images(&proxy, &["share", &image, "--public"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "--public makes {image} launchable by every AWS account; add --allow-public"
+        )),
+        "{err}"
+    );
+    assert!(ops_since(&proxy, from).iter().all(|o| !is_mutating(o)));
+    let east = Ec2::new(&moto, "us-east-1");
+    assert!(east.launch_permissions(&image).is_empty());
+    ok(&images(
+        &proxy,
+        &["share", &image, "--public", "--allow-public"],
+    ));
+    assert_eq!(
+        east.launch_permissions(&image),
+        [("group".to_string(), "all".to_string())]
+    );
+    // Taking it back needs no confirmation.
+    ok(&images(&proxy, &["unshare", &image, "--public"]));
+    assert!(east.launch_permissions(&image).is_empty());
+}
+
+/// A failed image (here the newest version) never counts toward --keep: keeping it would keep
+/// nothing anyone can launch. `--keep 0` needs `--all`.
+#[test]
+fn prune_never_keeps_a_failed_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+    let old = publish(&proxy, d, "1.0.0", &["us-east-1"]).remove(0);
+    let new = publish(&proxy, d, "2.0.0", &["us-east-1"]).remove(0);
+    let failing = Proxy::start(
+        &moto,
+        &d.join("cap2.jsonl"),
+        &["--failed-image", "web-2.0.0-x86_64"],
+    );
+    let out = ok(&images(
+        &failing,
+        &["prune", "--name", "web", "--keep", "1"],
+    ));
+    assert!(
+        out.contains(&format!("us-east-1: keep {} (web 1.0.0)", old.1)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("deregister {} in us-east-1", new.1)),
+        "{out}"
+    );
+    let east = Ec2::new(&moto, "us-east-1");
+    let left: Vec<_> = east
+        .kiln_images()
+        .iter()
+        .map(|i| i.image_id().unwrap().to_string())
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&old.1));
+
+    let from = failing.requests().len();
+    let o = images(&failing, &["prune", "--name", "web", "--keep", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--keep 0 deregisters every image of the name"),
+        "{err}"
+    );
+    assert_eq!(failing.requests().len(), from, "nothing was sent");
+    ok(&images(
+        &failing,
+        &["prune", "--name", "web", "--keep", "0", "--all"],
+    ));
+    assert!(east.kiln_images().is_empty());
+}
+
+/// `--recipe FILE` acts in every region of its `[ami] regions`: prune, deprecate, deregister.
+/// Without --region or --recipe, prune prunes the default region and names the regions that
+/// still hold images of the name.
+#[test]
+fn recipe_regions_reach_every_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let regions = ["us-east-1", "eu-west-1"];
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
+    let v1 = publish(&proxy, d, "1.0.0", &regions);
+    let v2 = publish(&proxy, d, "1.1.0", &regions);
+    let v3 = publish(&proxy, d, "1.2.0", &regions);
+    let (east, west) = (Ec2::new(&moto, "us-east-1"), Ec2::new(&moto, "eu-west-1"));
+    let recipe = d.join("web.toml");
+    let recipe = recipe.to_str().unwrap();
+
+    // The default region only: eu-west-1 is named, and left alone.
+    let o = images(&proxy, &["prune", "--name", "web", "--keep", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("pruned us-east-1 only (no --region or --recipe given); web images in eu-west-1 (3) were left as they are"),
+        "{err}"
+    );
+    assert_eq!(east.kiln_images().len(), 2);
+    assert_eq!(west.kiln_images().len(), 3);
+
+    // --recipe: both regions.
+    ok(&images(
+        &proxy,
+        &["prune", "--recipe", recipe, "--keep", "2"],
+    ));
+    assert_eq!(west.kiln_images().len(), 2);
+    assert!(!image_exists(&west, &v1[1].1));
+
+    ok(&images(
+        &proxy,
+        &["deprecate", &v2[0].1, "--recipe", recipe, "--in", "30d"],
+    ));
+    let dep: Vec<(String, String)> = proxy
+        .ops("EnableImageDeprecation")
+        .iter()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap().to_string(),
+                r["params"]["ImageId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        dep.contains(&("us-east-1".into(), v2[0].1.clone())),
+        "{dep:?}"
+    );
+    assert!(
+        dep.contains(&("eu-west-1".into(), v2[1].1.clone())),
+        "{dep:?}"
+    );
+
+    ok(&images(
+        &proxy,
+        &["deregister", &v3[0].1, "--recipe", recipe],
+    ));
+    assert!(!image_exists(&east, &v3[0].1) && !image_exists(&west, &v3[1].1));
+    assert!(west.snapshot_tags(&v3[1].2).is_none());
+    assert_eq!(east.kiln_images().len(), 1);
+    assert_eq!(west.kiln_images().len(), 1);
+}

@@ -584,7 +584,7 @@ fn xz_package_data_is_kept_decompressed_and_reused() {
                 ..Default::default()
             },
         )
-        .map(|o| o.manifest.image.sha256)
+        .map(|o| o.manifest.image.blocks.unwrap().sha256)
     };
     let deb = s.repo.deb_path(&big);
     let kept = s.cache.join("data-tar").join(format!(

@@ -139,7 +139,7 @@ fn debian_base_from_the_host_mirror() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v2: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        v["sha256"], v2["sha256"],
+        v["blocks_sha256"], v2["blocks_sha256"],
         "locked offline rebuild is identical"
     );
 }

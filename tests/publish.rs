@@ -130,7 +130,7 @@ fn publishes_to_two_regions_then_again_without_uploading() {
     assert_eq!(c["params"]["SourceRegion"], "us-east-1");
     assert_eq!(c["params"]["SourceImageId"], east.1.as_str());
     assert_eq!(c["params"]["Name"], "web-1.0.0-x86_64");
-    assert_eq!(c["params"]["ClientToken"].as_str().unwrap().len(), 64);
+    common::moto::assert_run_token(&c["params"]["ClientToken"], &sha);
     assert_eq!(c["params"]["TagSpecification.1.ResourceType"], "image");
     assert_eq!(c["params"]["TagSpecification.2.ResourceType"], "snapshot");
     has_all(&tag_spec(&c["params"], 1), &sha);
@@ -526,7 +526,7 @@ fn ctrl_c_while_the_image_becomes_available_removes_image_and_snapshot() {
     assert_eq!(status.code(), Some(130), "{seen}{rest}");
     assert!(
         rest.contains(&format!(
-            "done: deregister {image} and delete snapshot {snap} in us-east-1"
+            "deregistered {image} and deleted snapshot {snap} in us-east-1"
         )),
         "{seen}{rest}"
     );

@@ -1,5 +1,6 @@
-//! Writes `seeds/inrelease/`: Release texts signed by [`kiln_fuzz::fuzz_key`], so that the
-//! `inrelease` target starts from signatures that verify and mutates from there.
+//! Writes `keyring.asc` (the public half of [`kiln_fuzz::fuzz_key`]) and `corpus/inrelease/signed-*`:
+//! Release texts that key signed, so that the `inrelease` target starts from signatures that
+//! verify and mutates from there.
 //! `cargo +nightly run --example inrelease_seed` (from fuzz/).
 
 use pgp::composed::{ArmorOptions, CleartextSignedMessage};
@@ -19,7 +20,11 @@ fn main() {
         "Suite: bookworm\nCodename: bookworm\nSHA256:\n".to_string(),
         "- dash-escaped\nSuite: x\n".to_string(),
     ];
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/inrelease");
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let public = pgp::composed::SignedPublicKey::from(key.clone());
+    let armored = public.to_armored_string(ArmorOptions::default()).unwrap();
+    std::fs::write(fuzz.join("keyring.asc"), armored).unwrap();
+    let dir = fuzz.join("corpus/inrelease");
     std::fs::create_dir_all(&dir).unwrap();
     for (i, t) in texts.iter().enumerate() {
         let rng = rand::rngs::StdRng::seed_from_u64(i as u64);

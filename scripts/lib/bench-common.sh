@@ -21,14 +21,17 @@ kiln_bin() {
   echo "$ROOT/target/debug/kiln"
 }
 
-# timed NAME CMD...: runs CMD, records wall seconds in T_NAME and peak RSS (KiB) in RSS_NAME.
+# timed NAME CMD...: runs CMD, records wall seconds in T_NAME, peak RSS (KiB) in RSS_NAME and
+# CPU seconds (user + system, which other load on the machine moves less than wall time) in
+# CPU_NAME.
 timed() {
   local name=$1; shift
   local tf; tf=$(mktemp)
-  /usr/bin/time -f '%e %M' -o "$tf" "$@" >/dev/null
-  read -r secs rss <"$tf"; rm -f "$tf"
+  /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >/dev/null
+  read -r secs rss user sys <"$tf"; rm -f "$tf"
   printf -v "T_$name" '%s' "$secs"
   printf -v "RSS_$name" '%s' "$rss"
+  printf -v "CPU_$name" '%s' "$(python3 -c "print(round($user + $sys, 2))")"
 }
 
 ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.2f}' if b else 'inf')" "$1" "$2"; }

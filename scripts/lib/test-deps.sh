@@ -23,12 +23,13 @@ set -euo pipefail
 
 # tool → the Debian package that provides it
 declare -A TOOLS=(
-  [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [mke2fs]=e2fsprogs
+  [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [mke2fs]=e2fsprogs [dumpe2fs]=e2fsprogs
   [fsck.fat]=dosfstools [mkfs.vfat]=dosfstools
   [mtype]=mtools [mcopy]=mtools
   [sfdisk]=fdisk [sgdisk]=gdisk
   [faketime]=faketime [setpriv]=util-linux [blkid]=util-linux
   [qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm [qemu-img]=qemu-utils
+  [qemu-aarch64-static]=qemu-user-static
   [dpkg-deb]=dpkg [update-alternatives]=dpkg
   [cpio]=cpio [depmod]=kmod [objdump]=binutils [objcopy]=binutils [zstdcat]=zstd
   [aarch64-linux-gnu-objdump]=binutils-aarch64-linux-gnu

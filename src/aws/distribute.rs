@@ -1,6 +1,7 @@
-//! Getting an image to its users: copies into other regions, launch permissions (and the
-//! snapshots' create-volume permissions), tags and deprecation, each applied only where missing
-//! so that running it again changes nothing.
+//! Getting an image to its users: launch permissions (and the snapshots' create-volume
+//! permissions), tags and deprecation, each applied only where missing so that running it again
+//! changes nothing; and waiting for an image to become available. Copies into other regions are
+//! [`super::copy`]'s.
 //!
 //! References: CopyImage, ModifyImageAttribute, ModifySnapshotAttribute, CreateTags,
 //! EnableImageDeprecation and DisableImageDeprecation in the EC2 API reference
@@ -8,12 +9,11 @@
 
 use super::images::{self, AmiInfo, ImagesError, TAG_KILN_VERSION};
 use super::retry::{CallError, Retrier};
-use super::{create_tags, image_and_snapshot_tags, Clients};
+use super::{create_tags, Clients};
 use crate::recipe::Shares;
 use aws_sdk_ec2::types::{
     LaunchPermission, LaunchPermissionModifications, OperationType, PermissionGroup,
 };
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -23,8 +23,15 @@ pub enum DistributeError {
     Call(#[from] CallError),
     #[error(transparent)]
     Images(#[from] ImagesError),
-    #[error("CopyImage into {region} answered without an image id")]
-    NoImageId { region: String },
+    #[error(
+        "the AMI name {name:?} is taken in {region} by {holder}, so the copy cannot have it; \
+         deregister that image, or change [ami] name"
+    )]
+    NameTaken {
+        name: String,
+        region: String,
+        holder: String,
+    },
     #[error("image {id} in {region} went into state {state:?}: {reason}")]
     Failed {
         id: String,
@@ -407,110 +414,6 @@ pub fn effective_deprecation(at: i64, now: i64, current: Option<i64>) -> Option<
     Some(whole_minute(now) + 120)
 }
 
-/// CopyImage's ClientToken: the same copy of the same image into the same region is the same
-/// request, so a retried CopyImage makes no second copy (at most 64 ASCII characters).
-pub fn copy_token(sha256: &str, ami_name: &str, region: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [sha256, ami_name, region] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    crate::util::hex(&h.finalize())
-}
-
-/// CopyImage of `source` (in `source_region`) into the client's region, tagged on creation
-/// (image and snapshots) with `tags`. Returns the new image id.
-pub async fn copy(
-    clients: &Clients,
-    retrier: &Retrier,
-    source: &AmiInfo,
-    description: Option<&str>,
-    tags: &[(String, String)],
-    token: &str,
-) -> Result<String, DistributeError> {
-    let tags = image_and_snapshot_tags(tags);
-    let out = retrier
-        .call("CopyImage", || {
-            let mut b = clients
-                .ec2
-                .copy_image()
-                .source_image_id(&source.image_id)
-                .source_region(&source.region)
-                .name(&source.ami_name)
-                .client_token(token);
-            if let Some(d) = description {
-                b = b.description(d);
-            }
-            b.set_tag_specifications(Some(tags.clone())).send()
-        })
-        .await?;
-    let id = out.image_id.ok_or_else(|| DistributeError::NoImageId {
-        region: clients.region.clone(),
-    })?;
-    tracing::info!(
-        "copying {} from {} to {id} in {}",
-        source.image_id,
-        source.region,
-        clients.region
-    );
-    Ok(id)
-}
-
-/// The copy of `source` in the client's region, `available`: found by its tags
-/// (`kiln:image-sha256` = `sha256` and the AMI name), or made with CopyImage and tagged with
-/// `tags`. Returns it and whether it was made now. A copy made now that does not become
-/// available is deregistered (with its snapshots), and the error says so.
-#[allow(clippy::too_many_arguments)]
-pub async fn ensure_copy(
-    clients: &Clients,
-    retrier: &Retrier,
-    source: &AmiInfo,
-    sha256: &str,
-    description: Option<&str>,
-    tags: &[(String, String)],
-    timeout: Duration,
-    progress: &(dyn Fn(&str) + Send + Sync),
-) -> Result<(AmiInfo, bool), DistributeError> {
-    let query = images::Query {
-        sha256: Some(sha256.to_string()),
-        ami_name: Some(source.ami_name.clone()),
-        name: None,
-    };
-    let image_id = match images::find_usable(clients, retrier, &query).await? {
-        Some(found) => {
-            progress(&format!("found {} ({})", found.image_id, found.state));
-            let info = wait_available(clients, retrier, &found.image_id, timeout, progress).await?;
-            return Ok((info, false));
-        }
-        None => {
-            let token = copy_token(sha256, &source.ami_name, &clients.region);
-            let id = copy(clients, retrier, source, description, tags, &token).await?;
-            progress(&format!(
-                "copying {} from {} to {id}",
-                source.image_id, source.region
-            ));
-            id
-        }
-    };
-    let ready = async {
-        // Findable by its tags from the start, so that a re-run finds a copy still in flight
-        // (AWS applies CopyImage's TagSpecifications, and then this sends nothing).
-        let info = images::describe_fresh(clients, retrier, &image_id).await?;
-        ensure_tags(clients, retrier, &info, tags).await?;
-        wait_available(clients, retrier, &image_id, timeout, progress).await
-    };
-    match ready.await {
-        Ok(info) => Ok((info, true)),
-        Err(e) => {
-            let cleanup = images::remove_made(clients, retrier, &image_id).await;
-            Err(DistributeError::CleanedUp {
-                cause: e.to_string(),
-                cleanup,
-            })
-        }
-    }
-}
-
 /// Waits (tokio timers) until the image is `available`, telling `progress` its state now and
 /// then (at most every 30 s, and on every change). Copies can take well over ten minutes.
 pub async fn wait_available(
@@ -622,7 +525,5 @@ mod tests {
         let soon = effective_deprecation(now - 10, now, None).unwrap();
         assert!(soon > now && soon <= now + 180 && soon % 60 == 0);
         assert_eq!(effective_deprecation(now - 10, now, Some(now - 5000)), None);
-        assert_eq!(copy_token("a", "b", "c").len(), 64);
-        assert_ne!(copy_token("a", "b", "c"), copy_token("a", "b", "d"));
     }
 }

@@ -8,7 +8,6 @@ use super::retry::{CallError, Cause, Retrier, RetryPolicy};
 use super::{Clients, ImageIdentity};
 use aws_sdk_ec2::types::{Filter, Image};
 use std::cmp::Ordering;
-use std::time::Duration;
 use tokio::time::Instant;
 
 pub const TAG_NAME: &str = "kiln:name";
@@ -318,14 +317,18 @@ pub struct PrunePlan {
     pub skipped: Vec<AmiInfo>,
 }
 
-/// Keeps the newest `keep` images (by version, then creation date) of each architecture among
-/// `images` (kiln's images of one name in one region); the rest go.
+/// Keeps the newest `keep` usable images (by version, then creation date) of each
+/// architecture among `images` (kiln's images of one name in one region); the rest go. A
+/// failed image never counts toward `keep` (keeping it would keep nothing anyone can launch):
+/// it always goes.
 pub fn prune_plan(images: &[AmiInfo], keep: usize) -> PrunePlan {
     let mut plan = PrunePlan::default();
     let mut by_arch: std::collections::BTreeMap<Option<String>, Vec<AmiInfo>> = Default::default();
     for i in images {
         if i.state == "pending" {
             plan.skipped.push(i.clone());
+        } else if is_failed(i) {
+            plan.remove.push(i.clone());
         } else {
             by_arch
                 .entry(i.architecture.clone())
@@ -407,8 +410,9 @@ pub async fn deregister(
     Ok(steps)
 }
 
-/// DeregisterImage, then DeleteSnapshot for each of `snapshots` (unless `keep_snapshots`). For
-/// cleaning up what kiln itself just made as well as for [`deregister`].
+/// DeregisterImage, then DeleteSnapshot for each of `snapshots` (unless `keep_snapshots`): what
+/// [`deregister`] does once the user asked for it. (What a failed run made is removed by
+/// [`super::created`], which takes nothing else.)
 pub async fn remove(
     clients: &Clients,
     retrier: &Retrier,
@@ -416,88 +420,32 @@ pub async fn remove(
     snapshots: &[String],
     keep_snapshots: bool,
 ) -> Result<(), CallError> {
-    retrier
-        .call("DeregisterImage", || {
-            clients.ec2.deregister_image().image_id(image_id).send()
-        })
-        .await?;
-    tracing::info!("deregistered {image_id} in {}", clients.region);
+    super::created::deregister_id(clients, retrier, image_id, false).await?;
     if keep_snapshots {
         return Ok(());
     }
     for s in snapshots {
-        delete_snapshot(clients, retrier, s).await?;
+        super::created::delete_snapshot_id(clients, retrier, s, false).await?;
     }
     Ok(())
 }
 
-/// The usable image `q` finds, if any. An image that EC2 marks failed is kiln's garbage from an
-/// earlier run: it is removed (with its snapshots) so that its name is free again.
+/// The usable image `q` finds (`available`, else `pending`), if any. Images that EC2 marks
+/// failed are left as they are: an earlier run made them, and only the user removes them
+/// (`kiln images deregister`, `prune`); if one holds the AMI name, the name check says so.
 pub async fn find_usable(
     clients: &Clients,
     retrier: &Retrier,
     q: &Query,
 ) -> Result<Option<AmiInfo>, CallError> {
-    let mut found = find(clients, retrier, q).await?;
-    let mut usable = None;
-    while let Some(i) = found.pop() {
-        match i.state.as_str() {
-            "available" | "pending" if usable.is_none() => usable = Some(i),
-            "failed" | "error" | "invalid" => {
-                tracing::warn!("removing {} in {}: it is {}", i.image_id, i.region, i.state);
-                remove(clients, retrier, &i.image_id, &i.snapshot_ids, false).await?;
-            }
-            _ => {}
-        }
-    }
-    Ok(usable)
+    let found = find(clients, retrier, q).await?;
+    let newest = |state: &str| found.iter().rev().find(|i| i.state == state).cloned();
+    Ok(newest("available").or_else(|| newest("pending")))
 }
 
-/// Deregisters an image kiln made in this run and deletes its snapshots, after a later step
-/// failed; returns a sentence saying what was done (or what is left to do by hand).
-pub async fn remove_made(clients: &Clients, retrier: &Retrier, image_id: &str) -> String {
-    let snaps = match describe(clients, retrier, image_id).await {
-        Ok(Some(i)) => i.snapshot_ids,
-        _ => Vec::new(),
-    };
-    match remove(clients, retrier, image_id, &snaps, false).await {
-        Ok(()) if snaps.is_empty() => format!("deregistered {image_id}"),
-        Ok(()) => format!(
-            "deregistered {image_id} and deleted snapshot(s) {}",
-            snaps.join(", ")
-        ),
-        Err(d) => format!(
-            "could not remove {image_id} ({d}); deregister it and delete its snapshots by hand"
-        ),
-    }
-}
-
-/// DeleteSnapshot, waiting out "in use by ami-…": right after DeregisterImage, EC2 may still
-/// count the snapshot as the image's for a little while.
-pub async fn delete_snapshot(
-    clients: &Clients,
-    retrier: &Retrier,
-    id: &str,
-) -> Result<(), CallError> {
-    let t0 = Instant::now();
-    loop {
-        let r = retrier
-            .call("DeleteSnapshot", || {
-                clients.ec2.delete_snapshot().snapshot_id(id).send()
-            })
-            .await;
-        match r {
-            Ok(_) => {
-                tracing::info!("deleted snapshot {id} in {}", clients.region);
-                return Ok(());
-            }
-            Err(e) if e.message.contains("InUse") && t0.elapsed() < Duration::from_secs(120) => {
-                tracing::warn!("snapshot {id} is still in use; retrying: {}", e.message);
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+/// Whether EC2 says the image failed (it will never become available).
+pub fn is_failed(i: &AmiInfo) -> bool {
+    matches!(i.state.as_str(), "failed" | "error" | "invalid")
 }
 
 #[cfg(test)]
@@ -591,15 +539,30 @@ mod tests {
             ),
             img("f", "0.1.0", "2023-01-05T00:00:00.000Z", "x86_64", "failed"),
         ];
-        let ids = |v: &[AmiInfo]| v.iter().map(|i| i.image_id.clone()).collect::<Vec<_>>();
+        let ids = |v: &[AmiInfo]| {
+            let mut v: Vec<_> = v.iter().map(|i| i.image_id.clone()).collect();
+            v.sort();
+            v
+        };
         let p = prune_plan(&images, 1);
-        assert_eq!(ids(&p.keep), ["d", "c"]);
-        assert_eq!(ids(&p.remove), ["b", "a", "f"]);
+        assert_eq!(ids(&p.keep), ["c", "d"]);
+        assert_eq!(ids(&p.remove), ["a", "b", "f"]);
         assert_eq!(ids(&p.skipped), ["e"]);
         let p = prune_plan(&images, 2);
-        assert_eq!(ids(&p.keep), ["d", "c", "b"]);
+        assert_eq!(ids(&p.keep), ["b", "c", "d"]);
         assert_eq!(ids(&p.remove), ["a", "f"]);
-        assert!(prune_plan(&images, 10).remove.is_empty());
+        // The failed image is the newest version here, and still never kept.
+        let mut newest_failed = images.clone();
+        newest_failed.push(img(
+            "g",
+            "9.0.0",
+            "2025-01-01T00:00:00.000Z",
+            "x86_64",
+            "failed",
+        ));
+        let p = prune_plan(&newest_failed, 10);
+        assert_eq!(ids(&p.remove), ["f", "g"]);
+        assert_eq!(ids(&p.keep), ["a", "b", "c", "d"]);
         assert_eq!(prune_plan(&images, 0).keep.len(), 0);
     }
 

@@ -16,8 +16,13 @@
 //! | `kiln:image-sha256` | SHA-256 (hex) of the whole raw disk |
 //! | `kiln:kiln-version` | the version of kiln that made it |
 
+pub mod classify;
+pub mod copy;
+pub mod created;
 pub mod distribute;
+pub mod guard;
 pub mod images;
+pub mod pace;
 pub mod publish;
 pub mod register;
 pub mod retry;
@@ -52,16 +57,8 @@ pub enum ConnectError {
 /// logs them and counts them.
 pub async fn connect(opts: &AwsOptions) -> Result<Clients, ConnectError> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        // hyper 1 + rustls 0.23 over ring, with the platform's root certificates: the SDK's
-        // default client without aws-lc-rs (see Cargo.toml). The service clients and the
-        // credential providers (STS, SSO, IMDS) all use it.
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
+        // The service clients and the credential providers (STS, SSO, IMDS) all use it.
+        .http_client(https_client())
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
@@ -84,6 +81,18 @@ pub async fn connect(opts: &AwsOptions) -> Result<Clients, ConnectError> {
         ec2: aws_sdk_ec2::Client::new(&conf),
         region,
     })
+}
+
+/// hyper 1 + rustls 0.23 over ring, with the platform's root certificates: the SDK's default
+/// client without aws-lc-rs (see Cargo.toml). Every SDK client kiln makes needs it, since the
+/// SDK crates are built without a default client.
+pub fn https_client() -> aws_sdk_ec2::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// What the kiln tags say about an image.

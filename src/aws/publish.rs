@@ -13,14 +13,17 @@
 //! A region that fails is reported with its cause while the others carry on. An image kiln made
 //! in this run that then fails (a copy that cannot be shared, say) is deregistered and its
 //! snapshots deleted, so no half-shared image is left behind; a failed registration deletes the
-//! snapshot it was made from.
+//! snapshot this run uploaded. Nothing an earlier run (or the user) made is ever removed: only
+//! what [`super::created`] records as this run's.
 
+use super::created::{self, Made};
 use super::distribute::{self, DistributeError, Grant};
+use super::guard::Guard;
 use super::images::{self, AmiInfo, Query};
-use super::retry::Retrier;
+use super::retry::{Retrier, RetryPolicy};
 use super::snapshot::SnapshotSpec;
 use super::upload::{self, UploadOptions};
-use super::{connect, kiln_tags, register, AwsOptions, Clients, ConnectError, ImageIdentity};
+use super::{connect, copy, kiln_tags, register, AwsOptions, Clients, ConnectError, ImageIdentity};
 use crate::pipeline::{self, BuildError, BuildOptions, BuildOutput};
 use crate::recipe::{Ami, Arch, Deprecation, Pos, Recipe, RecipeError};
 use crate::sink::ebs::{UploadReport, UploadStats};
@@ -70,6 +73,8 @@ pub struct PublishOptions {
     pub copy_concurrency: usize,
     /// How long to wait for a registration or a copy to become `available`.
     pub wait_timeout: Duration,
+    /// How every AWS call is retried.
+    pub retry: RetryPolicy,
 }
 
 impl Default for PublishOptions {
@@ -79,6 +84,7 @@ impl Default for PublishOptions {
             upload: UploadOptions::default(),
             copy_concurrency: 8,
             wait_timeout: Duration::from_secs(7200),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -162,6 +168,11 @@ pub fn build_test_publish(
 ) -> Result<PublishReport, PublishError> {
     let recipe = Recipe::load_with(recipe_path, &build.trust)?;
     let ami = check_recipe(&recipe, allow_public)?.clone();
+    // The kiln:image-sha256 tag names the image by the whole disk's sha256.
+    let build = BuildOptions {
+        sha256: true,
+        ..build
+    };
     let out = pipeline::build(recipe_path, build)?;
     test(&out).map_err(PublishError::Test)?;
     let m = &out.manifest;
@@ -171,7 +182,7 @@ pub fn build_test_publish(
         identity: ImageIdentity {
             name: m.name.clone(),
             version: m.version.clone(),
-            sha256: m.image.sha256.clone(),
+            sha256: m.image.sha256.clone().unwrap_or_default(),
         },
         image: out.image.clone(),
         size: m.image.size,
@@ -202,7 +213,7 @@ pub fn publish(
         false => target.ami.regions.clone(),
         true => vec![handle.block_on(connect(&opts.aws))?.region],
     };
-    let retrier = Retrier::default();
+    let retrier = Retrier::new(opts.retry.clone());
     let first = handle.block_on(connect_to(&opts.aws, &regions[0]))?;
     let tags = wanted_tags(target);
     let mut report = PublishReport {
@@ -210,10 +221,10 @@ pub fn publish(
         regions: Vec::new(),
         upload: None,
     };
-    let (source, created) = match source(handle, &first, &retrier, target, opts, hooks, &tags) {
-        Ok((info, created, upload)) => {
+    let (source, made) = match source(handle, &first, &retrier, target, opts, hooks, &tags) {
+        Ok((info, made, upload)) => {
             report.upload = upload;
-            (info, created)
+            (info, made)
         }
         Err(e) => {
             (hooks.event)(&regions[0], &format!("failed: {e}"));
@@ -253,7 +264,7 @@ pub fn publish(
     });
     // The source is finalized last: if that fails and it is removed, no copy is still reading it.
     let first_result = handle.block_on(finalize_or_remove(
-        &first, &retrier, source, created, &fin, hooks,
+        &first, &retrier, source, made, &fin, hooks,
     ));
     report.regions.push(first_result);
     for r in &regions[1..] {
@@ -301,7 +312,8 @@ pub fn snapshot_spec(target: &Target) -> SnapshotSpec {
 }
 
 /// The image in the first region: found by its tags, or uploaded and registered. Returns it
-/// `available`, whether this run made it, and the upload's report.
+/// `available`, what this run made of it, and the upload's report. The AMI name is checked
+/// before anything is uploaded: if another image holds it, registration could only fail.
 fn source(
     handle: &Handle,
     clients: &Clients,
@@ -310,7 +322,7 @@ fn source(
     opts: &PublishOptions,
     hooks: &Hooks,
     tags: &[(String, String)],
-) -> Result<(AmiInfo, bool, Option<UploadReport>), String> {
+) -> Result<(AmiInfo, Option<Made>, Option<UploadReport>), String> {
     let region = clients.region.as_str();
     let say = |m: &str| (hooks.event)(region, m);
     let progress = |m: &str| say(m);
@@ -333,20 +345,23 @@ fn source(
                 &progress,
             ))
             .map_err(|e| e.to_string())?;
-        return Ok((info, false, None));
+        return Ok((info, None, None));
     }
+    check_name_free(handle, clients, retrier, &target.ami.name)?;
     let spec = snapshot_spec(target);
+    let guard = Guard::new(handle, clients, retrier);
     let report = upload::upload_with(
         handle,
         clients,
         retrier,
         &spec,
         &opts.upload,
+        &guard,
         hooks.on_upload_start,
         |sink| upload::write_file(&target.image, sink),
     )
     .map_err(|e| e.to_string())?;
-    let info = register_snapshot(
+    let registered = register_snapshot(
         handle,
         clients,
         retrier,
@@ -356,14 +371,46 @@ fn source(
         tags,
         opts.wait_timeout,
         &progress,
+        &guard,
     )?;
-    Ok((info, true, Some(report)))
+    let made = guard.image().map(|image| Made {
+        image,
+        snapshot: guard.snapshot(),
+    });
+    guard.finish();
+    Ok((registered, made, Some(report)))
+}
+
+/// Fails, naming the holder, if an image in the client's region already has the AMI name.
+fn check_name_free(
+    handle: &Handle,
+    clients: &Clients,
+    retrier: &Retrier,
+    name: &str,
+) -> Result<(), String> {
+    let holder = handle
+        .block_on(register::name_holder(clients, retrier, name))
+        .map_err(|e| e.to_string())?;
+    match holder {
+        None => Ok(()),
+        Some(h) => Err(register::RegisterError::NameTaken {
+            name: name.to_string(),
+            region: clients.region.clone(),
+            holder: register::describe_holder(Some(&h)),
+        }
+        .to_string()),
+    }
 }
 
 /// Registers an AMI from the completed snapshot `snap`, tags it and waits until it is
-/// `available`. Nothing is left half made: if registration fails the snapshot is deleted; if
-/// the image never becomes available it is deregistered and the snapshot deleted; Ctrl-C at any
-/// point in between does the same. The error says what was removed (or what to remove by hand).
+/// `available`, recording the image in `guard` (which also holds the snapshot, if this run made
+/// it). Nothing is left half made: if registration fails, or the image never becomes
+/// available, `guard` removes what this run made (the image; the snapshot only if this run
+/// uploaded it: a snapshot the user named is never touched); Ctrl-C at any point does the
+/// same. The error says what was removed (or what to remove by hand).
+///
+/// If the AMI name is already taken by an image of this very snapshot (an earlier `kiln
+/// register` of it), that image is the answer; any other holder is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn register_snapshot(
     handle: &Handle,
@@ -375,29 +422,47 @@ pub fn register_snapshot(
     tags: &[(String, String)],
     wait_timeout: std::time::Duration,
     progress: &(dyn Fn(&str) + Send + Sync),
+    guard: &Guard,
 ) -> Result<AmiInfo, String> {
-    let snap = snap.to_string();
-    // Ctrl-C from here until the image is available removes what this run made.
-    let guard = interrupt_guard(handle, clients, retrier, None, &snap);
-    let registered = handle.block_on(register::register(clients, retrier, ami, arch, &snap, tags));
-    let (image_id, guard) = match registered {
-        Ok(id) => {
-            // The new guard is in place before the old one goes: no moment without one.
-            let g = interrupt_guard(handle, clients, retrier, Some(&id), &snap);
-            crate::cleanup::unregister_action(guard);
-            (id, g)
-        }
-        Err(e) => {
-            crate::cleanup::unregister_action(guard);
-            let cleaned = handle.block_on(images::delete_snapshot(clients, retrier, &snap));
-            return Err(match cleaned {
-                Ok(()) => format!("{e}; deleted snapshot {snap}"),
-                Err(d) => {
-                    format!("{e}; snapshot {snap} could not be deleted ({d}); delete it by hand")
-                }
-            });
+    let undone = |e: String| -> String {
+        match handle.block_on(guard.undo()) {
+            Ok(Some(done)) => format!("{e}; {done}"),
+            Ok(None) => e,
+            Err(left) => format!("{e}; {left}"),
         }
     };
+    let holder = handle
+        .block_on(register::name_holder(clients, retrier, &ami.name))
+        .map_err(|e| undone(e.to_string()))?;
+    if let Some(h) = holder {
+        if h.root_snapshot_id.as_deref() != Some(snap) {
+            let e = register::RegisterError::NameTaken {
+                name: ami.name.clone(),
+                region: clients.region.clone(),
+                holder: register::describe_holder(Some(&h)),
+            };
+            return Err(undone(e.to_string()));
+        }
+        progress(&format!(
+            "{} ({}) is registered from {snap} already",
+            h.image_id, h.state
+        ));
+        return handle
+            .block_on(distribute::wait_available(
+                clients,
+                retrier,
+                &h.image_id,
+                wait_timeout,
+                progress,
+            ))
+            .map_err(|e| e.to_string());
+    }
+    let made = handle
+        .block_on(register::register(
+            clients, retrier, ami, arch, snap, tags, guard,
+        ))
+        .map_err(|e| undone(e.to_string()))?;
+    let image_id = made.id().to_string();
     progress(&format!("registered {image_id} from {snap}"));
     let ready = handle.block_on(async {
         // Tagged at once, so that a re-run finds it even if this run stops here (not every
@@ -407,64 +472,7 @@ pub fn register_snapshot(
         distribute::ensure_tags(clients, retrier, &info, tags).await?;
         distribute::wait_available(clients, retrier, &image_id, wait_timeout, progress).await
     });
-    crate::cleanup::unregister_action(guard);
-    match ready {
-        Ok(info) => Ok(info),
-        Err(e) => {
-            let cleaned = handle.block_on(images::remove(
-                clients,
-                retrier,
-                &image_id,
-                std::slice::from_ref(&snap),
-                false,
-            ));
-            Err(match cleaned {
-                Ok(()) => format!("{e}; deregistered {image_id} and deleted snapshot {snap}"),
-                Err(d) => format!(
-                    "{e}; could not remove {image_id} and snapshot {snap} ({d}); remove them by hand"
-                ),
-            })
-        }
-    }
-}
-
-/// Registers "deregister `image` (if any) and delete `snap`" to run on Ctrl-C.
-fn interrupt_guard(
-    handle: &Handle,
-    clients: &Clients,
-    retrier: &Retrier,
-    image: Option<&str>,
-    snap: &str,
-) -> crate::cleanup::ActionId {
-    let (handle, clients, retrier) = (handle.clone(), clients.clone(), retrier.clone());
-    let (image, snap) = (image.map(str::to_string), snap.to_string());
-    let what = match &image {
-        Some(i) => format!(
-            "deregister {i} and delete snapshot {snap} in {}",
-            clients.region
-        ),
-        None => format!("delete snapshot {snap} in {}", clients.region),
-    };
-    crate::cleanup::register_action(what.clone(), move || {
-        // Runs on the signal thread; the timer must be made inside the runtime.
-        let r = handle.block_on(async {
-            let undo = async {
-                match &image {
-                    Some(i) => {
-                        images::remove(&clients, &retrier, i, std::slice::from_ref(&snap), false)
-                            .await
-                    }
-                    None => images::delete_snapshot(&clients, &retrier, &snap).await,
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(30), undo).await
-        });
-        match r {
-            Ok(Ok(())) => Ok(format!("done: {what}")),
-            Ok(Err(e)) => Err(format!("could not {what}: {e}")),
-            Err(_) => Err(format!("could not {what}: timed out")),
-        }
-    })
+    ready.map_err(|e| undone(e.to_string()))
 }
 
 /// What every region's image gets.
@@ -494,12 +502,13 @@ async fn finalize(
     Ok(())
 }
 
-/// Finalizes `info`; on failure removes it if this run `created` it.
+/// Finalizes `info`; on failure removes what this run made of it (`made`), and leaves an image
+/// an earlier run made as it is.
 async fn finalize_or_remove(
     clients: &Clients,
     retrier: &Retrier,
     info: AmiInfo,
-    created: bool,
+    made: Option<Made>,
     fin: &Finalize<'_>,
     hooks: &Hooks<'_>,
 ) -> RegionResult {
@@ -508,7 +517,7 @@ async fn finalize_or_remove(
             (hooks.event)(&info.region, &format!("{} is ready", info.image_id));
             RegionResult {
                 region: info.region.clone(),
-                outcome: if created {
+                outcome: if made.is_some() {
                     Outcome::Created
                 } else {
                     Outcome::Reused
@@ -523,7 +532,7 @@ async fn finalize_or_remove(
             }
         }
         Err(e) => {
-            if !created {
+            let Some(made) = made else {
                 let why = format!(
                     "{e}; {} (made by an earlier run) was left as it is",
                     info.image_id
@@ -535,10 +544,10 @@ async fn finalize_or_remove(
                     state: info.state.clone(),
                     ..failed(&info.region, why)
                 };
-            }
+            };
             let why = format!(
                 "{e}; {}",
-                images::remove_made(clients, retrier, &info.image_id).await
+                created::remove_made(clients, retrier, &made).await
             );
             (hooks.event)(&info.region, &format!("failed: {why}"));
             failed(&info.region, why)
@@ -561,7 +570,7 @@ async fn copy_region(
         Err(e) => return failed(region, e.to_string()),
     };
     let progress = |m: &str| (hooks.event)(region, m);
-    let copy = distribute::ensure_copy(
+    let copy = copy::ensure_copy(
         &clients,
         retrier,
         source,
@@ -573,8 +582,12 @@ async fn copy_region(
     )
     .await;
     match copy {
-        Ok((info, created)) => {
-            finalize_or_remove(&clients, retrier, info, created, fin, hooks).await
+        Ok((info, made)) => {
+            let made = made.map(|image| Made {
+                image,
+                snapshot: None,
+            });
+            finalize_or_remove(&clients, retrier, info, made, fin, hooks).await
         }
         Err(e) => {
             let why = e.to_string();

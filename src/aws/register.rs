@@ -4,16 +4,18 @@
 //! Always HVM; the architecture comes from the image's arch; the root mapping points at the
 //! snapshot; image and snapshot are tagged with the kiln tags and `[ami.tags]`.
 
+use super::created::{NewImage, Origin};
+use super::guard::Guard;
+use super::images::AmiInfo;
 use super::retry::{CallError, Retrier};
 use super::Clients;
 use crate::recipe::{Ami, Arch};
 use aws_sdk_ec2::operation::register_image::builders::RegisterImageFluentBuilder;
 use aws_sdk_ec2::types::{
-    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues,
-    TpmSupportValues, VolumeType,
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, Filter,
+    ImdsSupportValues, TpmSupportValues, VolumeType,
 };
 use std::time::Duration;
-use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -21,19 +23,15 @@ pub enum RegisterError {
     Call(#[from] CallError),
     #[error("RegisterImage answered without an image id")]
     NoImageId,
-    #[error("image {id} went into state {state:?}: {reason}")]
-    Failed {
-        id: String,
-        state: String,
-        reason: String,
-    },
     #[error(
-        "image {id} is not available after {secs}s (last state {state:?}); raise --wait-timeout"
+        "the AMI name {name:?} is taken in {region} by {holder}; AMI names are unique per \
+         account and region: bump the recipe's version, change [ami] name, or deregister that \
+         image"
     )]
-    WaitTimeout {
-        id: String,
-        secs: u64,
-        state: String,
+    NameTaken {
+        name: String,
+        region: String,
+        holder: String,
     },
 }
 
@@ -102,7 +100,13 @@ pub fn request(
     b.set_tag_specifications(Some(super::image_and_snapshot_tags(tags)))
 }
 
-/// RegisterImage; returns the image id.
+/// RegisterImage, recorded in `guard` from before the call; returns the image this run made.
+///
+/// RegisterImage takes no ClientToken, so a retry after an attempt that timed out but
+/// succeeded is answered `InvalidAMIName.Duplicate`. The name was free when this run checked
+/// ([`name_holder`]); the image now holding it is this run's if its root device is this
+/// snapshot, and it is adopted. Any other holder is reported, and left alone.
+#[allow(clippy::too_many_arguments)]
 pub async fn register(
     clients: &Clients,
     retrier: &Retrier,
@@ -110,65 +114,132 @@ pub async fn register(
     arch: Arch,
     snapshot_id: &str,
     tags: &[(String, String)],
-) -> Result<String, RegisterError> {
-    let out = retrier
+    guard: &Guard,
+) -> Result<NewImage, RegisterError> {
+    guard.registering(&ami.name, snapshot_id);
+    let r = retrier
         .call("RegisterImage", || {
             request(clients.ec2.register_image(), ami, arch, snapshot_id, tags).send()
         })
-        .await?;
-    let id = out.image_id.ok_or(RegisterError::NoImageId)?;
-    tracing::info!("registered {id} ({}) in {}", ami.name, clients.region);
-    Ok(id)
-}
-
-/// Waits (with tokio timers) until DescribeImages says `available`.
-pub async fn wait_available(
-    clients: &Clients,
-    retrier: &Retrier,
-    image_id: &str,
-    timeout: Duration,
-) -> Result<(), RegisterError> {
-    let t0 = Instant::now();
-    let mut delay = Duration::from_secs(1);
-    let mut state = String::from("unknown");
-    loop {
-        let out = retrier
-            .call("DescribeImages", || {
-                clients.ec2.describe_images().image_ids(image_id).send()
-            })
-            .await?;
-        if let Some(img) = out.images().first() {
-            state = img
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
-            match state.as_str() {
-                "available" => return Ok(()),
-                "failed" | "error" | "invalid" | "deregistered" => {
-                    return Err(RegisterError::Failed {
-                        id: image_id.to_string(),
-                        reason: img
-                            .state_reason()
-                            .and_then(|r| r.message())
-                            .unwrap_or("")
-                            .to_string(),
-                        state,
-                    })
+        .await;
+    let made = match r {
+        Ok(out) => match out.image_id {
+            Some(id) => NewImage::new(&id, &clients.region, Origin::Registered),
+            None => {
+                // It was made; its id is found by its name and snapshot.
+                match find_made(clients, retrier, &ami.name, snapshot_id).await? {
+                    Some(i) => i,
+                    None => return Err(RegisterError::NoImageId),
                 }
-                _ => {}
+            }
+        },
+        Err(e) => {
+            let duplicate = e.message.contains("InvalidAMIName.Duplicate");
+            let adopted = match e.may_have_happened() {
+                true => find_made(clients, retrier, &ami.name, snapshot_id).await?,
+                false => None,
+            };
+            match adopted {
+                Some(i) => {
+                    tracing::warn!(
+                        "RegisterImage: {}; {} (named {}, on snapshot {snapshot_id}) is the \
+                         image an earlier attempt made",
+                        e.message,
+                        i.id(),
+                        ami.name
+                    );
+                    i
+                }
+                None => {
+                    guard.image_failed(&e);
+                    if duplicate {
+                        let holder = name_holder(clients, retrier, &ami.name).await?;
+                        return Err(RegisterError::NameTaken {
+                            name: ami.name.clone(),
+                            region: clients.region.clone(),
+                            holder: describe_holder(holder.as_ref()),
+                        });
+                    }
+                    return Err(e.into());
+                }
             }
         }
-        if t0.elapsed() + delay > timeout {
-            return Err(RegisterError::WaitTimeout {
-                id: image_id.to_string(),
-                secs: timeout.as_secs(),
-                state,
-            });
-        }
-        tracing::info!("image {image_id} is {state}; waiting");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(15));
+    };
+    guard.image_made(&made);
+    tracing::info!(
+        "registered {} ({}) in {}",
+        made.id(),
+        ami.name,
+        clients.region
+    );
+    Ok(made)
+}
+
+/// The image (owned by this account, in the client's region) that holds the AMI name `name`,
+/// if any: AMI names are unique per account and region, so RegisterImage and CopyImage with it
+/// would fail.
+pub async fn name_holder(
+    clients: &Clients,
+    retrier: &Retrier,
+    name: &str,
+) -> Result<Option<AmiInfo>, CallError> {
+    let filter = Filter::builder().name("name").values(name).build();
+    let out = retrier
+        .call("DescribeImages", || {
+            clients
+                .ec2
+                .describe_images()
+                .owners("self")
+                .filters(filter.clone())
+                .send()
+        })
+        .await?;
+    Ok(out
+        .images()
+        .iter()
+        .map(|i| AmiInfo::from_ec2(&clients.region, i))
+        .find(|i| i.ami_name == name && i.state != "deregistered"))
+}
+
+/// "ami-… (kiln's web 1.2.0, available)" or "ami-… (not made by kiln, available)".
+pub fn describe_holder(holder: Option<&AmiInfo>) -> String {
+    match holder {
+        None => "an image this account cannot see".into(),
+        Some(h) => match h.identity() {
+            Some(id) => format!(
+                "{} (kiln's {} {}, image sha256 {}, {})",
+                h.image_id, id.name, id.version, id.sha256, h.state
+            ),
+            None => format!("{} (not made by kiln, {})", h.image_id, h.state),
+        },
     }
+}
+
+/// The image this run's RegisterImage made, found without its answer: the one under `name`
+/// whose root device is `snapshot` (the name was free before, and the snapshot is this
+/// registration's). Looked for a few times: a new image may take seconds to be listed.
+pub async fn find_made(
+    clients: &Clients,
+    retrier: &Retrier,
+    name: &str,
+    snapshot: &str,
+) -> Result<Option<NewImage>, CallError> {
+    for i in 0..5 {
+        if let Some(h) = name_holder(clients, retrier, name).await? {
+            if h.root_snapshot_id.as_deref() == Some(snapshot) {
+                return Ok(Some(NewImage::new(
+                    &h.image_id,
+                    &clients.region,
+                    Origin::Registered,
+                )));
+            }
+            return Ok(None);
+        }
+        if i < 4 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    Ok(None)
 }
 
 /// The tags of a snapshot (EC2 DescribeSnapshots).

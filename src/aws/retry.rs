@@ -2,114 +2,23 @@
 //! timeouts, every retry logged with its cause and counted for the summary.
 //!
 //! The SDK's own retries are switched off (see [`super::connect`]) so that this is the one place
-//! that decides, logs and counts. What is retried: throttling, 5xx, timeouts, dropped
-//! connections, and — only while [`RetryPolicy::not_found_until`] lies in the future — the
-//! "snapshot does not exist" race that follows StartSnapshot.
+//! that decides, logs and counts. What is retried is decided by [`super::classify`]: throttling,
+//! transient errors, 5xx, timeouts, dropped connections; the "snapshot does not exist" race that
+//! follows StartSnapshot while [`RetryPolicy::not_found_until`] lies in the future, whatever the
+//! attempt count; and a conflicting block write only after an attempt that may have landed.
+//!
+//! After Ctrl-C no call makes a new attempt (it fails as [`Cause::Interrupted`]), except the
+//! cleanup's own ([`Retrier::for_cleanup`]): nothing new is made while the cleanup removes what
+//! was made.
 
+pub use super::classify::{classify, classify_service, short_message, Cause};
 use aws_sdk_ebs::config::http::HttpResponse;
-use aws_sdk_ebs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Why a call failed, as far as retrying is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause {
-    Throttled(String),
-    Server(u16),
-    Timeout,
-    Connection(String),
-    /// The snapshot (or image) is not visible yet, right after it was created.
-    NotFound(String),
-    /// Anything else: a client error that will not change by retrying.
-    Fatal,
-}
-
-impl std::fmt::Display for Cause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cause::Throttled(c) => write!(f, "throttled ({c})"),
-            Cause::Server(s) => write!(f, "server error (HTTP {s})"),
-            Cause::Timeout => f.write_str("timed out"),
-            Cause::Connection(m) => write!(f, "connection failed ({m})"),
-            Cause::NotFound(c) => write!(f, "not found yet ({c})"),
-            Cause::Fatal => f.write_str("not retryable"),
-        }
-    }
-}
-
-/// Sorts an SDK error into a [`Cause`].
-pub fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> Cause {
-    match e {
-        SdkError::TimeoutError(_) => Cause::Timeout,
-        SdkError::DispatchFailure(d) => {
-            if d.is_timeout() {
-                Cause::Timeout
-            } else {
-                Cause::Connection(format!("{:?}", d))
-            }
-        }
-        // A whole body that does not parse will not parse next time either; a cut-off one may.
-        SdkError::ResponseError(r) if r.raw().body().bytes().is_some() => Cause::Fatal,
-        SdkError::ResponseError(_) => Cause::Connection("cut-off response".into()),
-        SdkError::ServiceError(ctx) => {
-            let status = ctx.raw().status().as_u16();
-            let code = ctx.err().code().unwrap_or("").to_string();
-            let message = ctx.err().message().unwrap_or("").to_ascii_lowercase();
-            classify_service(status, &code, &message)
-        }
-        _ => Cause::Fatal,
-    }
-}
-
-/// One line about an SDK error: the service's code and message, or the transport failure.
-pub fn short_message<E>(e: &SdkError<E, HttpResponse>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let text = match e {
-        SdkError::ServiceError(ctx) => format!(
-            "HTTP {}: {}: {}",
-            ctx.raw().status().as_u16(),
-            ctx.err().code().unwrap_or("unknown error"),
-            ctx.err().message().unwrap_or("")
-        ),
-        _ => format!("{}", DisplayErrorContext(e)),
-    };
-    // Transport errors embed whole responses; keep the first part.
-    let mut t: String = text.chars().take(300).collect();
-    if t.len() < text.len() {
-        t.push('…');
-    }
-    t
-}
-
-/// The part of [`classify`] that depends only on the answer (unit-tested).
-pub fn classify_service(status: u16, code: &str, message: &str) -> Cause {
-    const THROTTLE: [&str; 6] = [
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "SlowDown",
-    ];
-    if status == 429 || THROTTLE.contains(&code) {
-        return Cause::Throttled(if code.is_empty() { "HTTP 429" } else { code }.into());
-    }
-    if status >= 500 || code == "InternalError" || code == "InternalServerException" {
-        return Cause::Server(status);
-    }
-    let not_found = code == "ResourceNotFoundException"
-        || code.ends_with(".NotFound")
-        || message.contains("does not exist");
-    if not_found {
-        return Cause::NotFound(code.to_string());
-    }
-    Cause::Fatal
-}
 
 /// How hard to try.
 #[derive(Debug, Clone)]
@@ -121,7 +30,8 @@ pub struct RetryPolicy {
     /// The whole operation, retries included, gives up after this long.
     pub operation_timeout: Duration,
     pub max_attempts: u32,
-    /// "Does not exist" is retried until then (the race after StartSnapshot).
+    /// "Does not exist" is retried until then (the race after StartSnapshot), however many
+    /// attempts that takes.
     pub not_found_until: Option<Instant>,
 }
 
@@ -141,6 +51,10 @@ impl Default for RetryPolicy {
 /// The race after StartSnapshot: "does not exist" is retried for about two minutes.
 pub const NOT_FOUND_WINDOW: Duration = Duration::from_secs(120);
 
+/// While waiting out the "does not exist" race, attempts are at most this far apart: the race
+/// ends in seconds, and the window's two minutes then still hold many attempts.
+const NOT_FOUND_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// A failure after retrying (or a failure that is not retried).
 #[derive(Debug, thiserror::Error)]
 #[error("{op}: {message} (after {attempts} attempt(s))")]
@@ -149,6 +63,22 @@ pub struct CallError {
     pub message: String,
     pub cause: Cause,
     pub attempts: u32,
+    /// An attempt before the last one may have taken effect (it timed out, lost its
+    /// connection, or failed on the server): the last answer may be about that.
+    pub earlier_may_have_happened: bool,
+}
+
+impl CallError {
+    /// Whether any attempt, the last included, may have taken effect.
+    pub fn may_have_happened(&self) -> bool {
+        self.earlier_may_have_happened || self.cause.may_have_happened()
+    }
+
+    /// "Does not exist" answering a retry whose earlier attempt may have done it: for a delete
+    /// or a deregistration that means done.
+    pub fn gone_after_retry(&self) -> bool {
+        matches!(self.cause, Cause::NotFound(_)) && self.earlier_may_have_happened
+    }
 }
 
 /// Runs calls with a policy and counts every retry.
@@ -156,14 +86,21 @@ pub struct CallError {
 pub struct Retrier {
     pub policy: RetryPolicy,
     retries: Arc<AtomicU64>,
+    /// Runs while the Ctrl-C cleanup does: not stopped by the interruption.
+    cleanup: bool,
 }
 
 impl Retrier {
     pub fn new(policy: RetryPolicy) -> Self {
         Retrier {
             policy,
-            retries: Arc::default(),
+            ..Default::default()
         }
+    }
+
+    /// Whether this is the Ctrl-C cleanup's retrier.
+    pub fn is_cleanup(&self) -> bool {
+        self.cleanup
     }
 
     /// How many retries all calls through this retrier (and its clones) made.
@@ -175,12 +112,43 @@ impl Retrier {
     pub fn with_policy(&self, policy: RetryPolicy) -> Retrier {
         Retrier {
             policy,
-            retries: self.retries.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The retrier the Ctrl-C cleanup uses: it keeps trying after the interruption, briefly
+    /// (the signal thread waits for it).
+    pub fn for_cleanup(&self) -> Retrier {
+        Retrier {
+            policy: RetryPolicy {
+                attempt_timeout: Duration::from_secs(10),
+                operation_timeout: Duration::from_secs(25),
+                max_backoff: Duration::from_secs(2),
+                ..self.policy.clone()
+            },
+            cleanup: true,
+            ..self.clone()
         }
     }
 
     /// Calls `f` until it succeeds, fails for good, or the operation's time is up.
-    pub async fn call<T, E, F, Fut>(&self, op: &str, mut f: F) -> Result<T, CallError>
+    pub async fn call<T, E, F, Fut>(&self, op: &str, f: F) -> Result<T, CallError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    {
+        let t = self.policy.attempt_timeout;
+        self.call_timed(op, |_| t, f).await
+    }
+
+    /// [`Retrier::call`] with the timeout of attempt `n` (1, 2, …) given by `timeout(n)`.
+    pub async fn call_timed<T, E, F, Fut>(
+        &self,
+        op: &str,
+        timeout: impl Fn(u32) -> Duration,
+        mut f: F,
+    ) -> Result<T, CallError>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         F: FnMut() -> Fut,
@@ -189,31 +157,46 @@ impl Retrier {
         let p = &self.policy;
         let deadline = Instant::now() + p.operation_timeout;
         let mut attempt = 0u32;
+        let mut earlier = false;
         loop {
             attempt += 1;
-            let (cause, message) = match tokio::time::timeout(p.attempt_timeout, f()).await {
+            let fail = |cause, message, earlier| CallError {
+                op: op.to_string(),
+                message,
+                cause,
+                attempts: attempt,
+                earlier_may_have_happened: earlier,
+            };
+            if !self.cleanup && crate::cleanup::interrupted() {
+                return Err(fail(Cause::Interrupted, "interrupted".into(), earlier));
+            }
+            let limit = timeout(attempt);
+            let (cause, message) = match tokio::time::timeout(limit, f()).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => (classify(&e), short_message(&e)),
                 Err(_) => (
                     Cause::Timeout,
-                    format!("no answer within {}s", p.attempt_timeout.as_secs()),
+                    format!("no answer within {:.1}s", limit.as_secs_f64()),
                 ),
             };
             let now = Instant::now();
-            let retryable = match &cause {
-                Cause::Fatal => false,
-                Cause::NotFound(_) => p.not_found_until.is_some_and(|t| now < t),
-                _ => true,
+            let in_race = p.not_found_until.is_some_and(|t| now < t);
+            let (retryable, max) = match &cause {
+                Cause::Fatal | Cause::Certificate(_) | Cause::Interrupted => (false, p.max_backoff),
+                Cause::NotFound(_) => (in_race, NOT_FOUND_MAX_BACKOFF),
+                // Another write to this block is under way: ours, if an earlier attempt may
+                // have landed and is still being applied (an overwrite with the same bytes is
+                // allowed while the snapshot is pending). Otherwise someone else's.
+                Cause::Conflict => (earlier, p.max_backoff),
+                _ => (true, p.max_backoff),
             };
-            let delay = backoff(p.base, p.max_backoff, attempt);
-            if !retryable || attempt >= p.max_attempts || now + delay >= deadline {
-                return Err(CallError {
-                    op: op.to_string(),
-                    message,
-                    cause,
-                    attempts: attempt,
-                });
+            let delay = backoff(p.base, max, attempt);
+            // The race is retried until its window closes, whatever the attempt count.
+            let out_of_attempts = attempt >= p.max_attempts && !in_race;
+            if !retryable || out_of_attempts || now + delay >= deadline {
+                return Err(fail(cause, message, earlier));
             }
+            earlier |= cause.may_have_happened();
             self.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 "{op}: {cause}; retry {attempt} in {:.2}s: {message}",
@@ -259,29 +242,5 @@ mod tests {
         // Jitter spreads the delays.
         let v: std::collections::BTreeSet<_> = (0..20).map(|_| backoff(base, max, 5)).collect();
         assert!(v.len() > 10);
-    }
-
-    #[test]
-    fn classifies_answers() {
-        let throttled = classify_service(400, "ThrottlingException", "");
-        assert_eq!(throttled, Cause::Throttled("ThrottlingException".into()));
-        assert!(matches!(classify_service(429, "", ""), Cause::Throttled(_)));
-        assert_eq!(classify_service(503, "", ""), Cause::Server(503));
-        assert!(matches!(
-            classify_service(
-                404,
-                "ResourceNotFoundException",
-                "the snapshot does not exist"
-            ),
-            Cause::NotFound(_)
-        ));
-        assert!(matches!(
-            classify_service(400, "InvalidSnapshot.NotFound", ""),
-            Cause::NotFound(_)
-        ));
-        assert_eq!(
-            classify_service(400, "ValidationException", "bad"),
-            Cause::Fatal
-        );
     }
 }

@@ -4,6 +4,9 @@
 //! Blocks are always 512 KiB here: StartSnapshot's `BlockSize` answer is not trusted (moto
 //! answers 512).
 
+use super::created::NewSnapshot;
+use super::guard::Guard;
+use super::pace::Pace;
 use super::retry::{CallError, Retrier, RetryPolicy, NOT_FOUND_WINDOW};
 use super::Clients;
 use aws_sdk_ebs::primitives::ByteStream;
@@ -31,6 +34,11 @@ pub enum SnapshotError {
     BeforeCompleted(String),
     #[error("StartSnapshot answered without a snapshot id")]
     NoSnapshotId,
+    #[error(
+        "StartSnapshot answered with snapshot {id}, but {why}: it is not this run's, so kiln \
+         left it as it is"
+    )]
+    NotNew { id: String, why: String },
     #[error("snapshot {id} went into state {state:?}: {message}")]
     Failed {
         id: String,
@@ -74,7 +82,8 @@ pub struct SnapshotSpec {
     pub size: u64,
     pub description: String,
     pub tags: Vec<(String, String)>,
-    /// Makes a retried StartSnapshot idempotent; see [`client_token`].
+    /// Makes a retried StartSnapshot idempotent: random, this run's own (see
+    /// [`super::created::client_token`]).
     pub client_token: String,
     pub encrypted: bool,
     pub kms_key_arn: Option<String>,
@@ -84,39 +93,23 @@ pub struct SnapshotSpec {
 
 impl SnapshotSpec {
     /// The snapshot of the image `id` (a `size`-byte disk): kiln's tags, a description naming
-    /// it, and the ClientToken from its hash.
+    /// it, and a ClientToken of its own.
     pub fn for_image(
         id: &super::ImageIdentity,
         size: u64,
         encrypted: bool,
         kms_key_arn: Option<String>,
     ) -> Self {
-        let encrypted = encrypted || kms_key_arn.is_some();
         SnapshotSpec {
             size,
             description: format!("kiln: {} {} (sha256 {})", id.name, id.version, id.sha256),
             tags: super::kiln_tags(id),
-            client_token: client_token(&id.sha256, encrypted, kms_key_arn.as_deref()),
-            encrypted,
+            client_token: super::created::client_token(),
+            encrypted: encrypted || kms_key_arn.is_some(),
             kms_key_arn,
             timeout_minutes: DEFAULT_TIMEOUT_MINUTES,
         }
     }
-}
-
-/// The ClientToken for a snapshot of an image whose SHA-256 (hex) is `sha256`: the hash itself
-/// (64 characters, the API's limit) when unencrypted; for encrypted snapshots the hash of the
-/// hash with the encryption settings, so that an encrypted upload of the same image is not
-/// answered with the unencrypted snapshot.
-pub fn client_token(sha256: &str, encrypted: bool, kms_key_arn: Option<&str>) -> String {
-    if !encrypted && kms_key_arn.is_none() {
-        return sha256.chars().take(64).collect();
-    }
-    let mut h = Sha256::new();
-    h.update(sha256.as_bytes());
-    h.update(b"\0encrypted\0");
-    h.update(kms_key_arn.unwrap_or("").as_bytes());
-    crate::util::hex(&h.finalize())
 }
 
 /// EBS snapshots must be whole GiB.
@@ -163,19 +156,109 @@ pub struct Snapshot {
     pub not_found_until: Instant,
 }
 
-/// StartSnapshot.
+/// How far before this call a snapshot StartSnapshot answers with may have started and still
+/// count as new: SigV4 refuses requests whose clock is more than 5 minutes off AWS's, so a
+/// snapshot started earlier than that was not started by this call.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// StartSnapshot, recorded in `guard` from before the call: the answer must be a new, pending
+/// snapshot (one this call made), which is then this run's to write, complete or delete.
 pub async fn start(
     clients: &Clients,
     retrier: &Retrier,
     spec: &SnapshotSpec,
-) -> Result<Snapshot, SnapshotError> {
-    let gib = volume_size_gib(spec.size)?;
+    guard: &Guard,
+) -> Result<(Snapshot, NewSnapshot), SnapshotError> {
+    let before = std::time::SystemTime::now();
+    guard.starting(spec);
+    let out = match send_start(clients, retrier, spec).await {
+        Ok(out) => out,
+        Err(e) => {
+            guard.start_failed(spec, &e);
+            return Err(e.into());
+        }
+    };
+    let Some(id) = out.snapshot_id.clone() else {
+        guard.start_failed(
+            spec,
+            &CallError {
+                op: "StartSnapshot".into(),
+                message: "no snapshot id".into(),
+                cause: super::retry::Cause::Fatal,
+                attempts: 1,
+                earlier_may_have_happened: true,
+            },
+        );
+        return Err(SnapshotError::NoSnapshotId);
+    };
+    let status = out.status().map(|s| s.as_str().to_string());
+    let started = out
+        .start_time()
+        .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+    if let Err(why) = check_new(status.as_deref(), started, before) {
+        // Not this call's: never written to, never deleted.
+        guard.start_failed(
+            spec,
+            &CallError {
+                op: "StartSnapshot".into(),
+                message: why.clone(),
+                cause: super::retry::Cause::Fatal,
+                attempts: 1,
+                earlier_may_have_happened: false,
+            },
+        );
+        return Err(SnapshotError::NotNew { id, why });
+    }
+    let made = NewSnapshot::new(&id, &clients.region);
+    guard.started(&made);
+    tracing::info!("started snapshot {id} in {}", clients.region);
+    let snap = Snapshot {
+        id,
+        clients: clients.clone(),
+        retrier: retrier.clone(),
+        not_found_until: Instant::now() + NOT_FOUND_WINDOW,
+    };
+    Ok((snap, made))
+}
+
+/// Whether StartSnapshot's answer describes a snapshot this call made: `pending`, and started
+/// no earlier than the call (less the clock skew SigV4 allows). A reused ClientToken is answered
+/// with the original snapshot, whatever became of it.
+pub fn check_new(
+    status: Option<&str>,
+    started: Option<std::time::SystemTime>,
+    before: std::time::SystemTime,
+) -> Result<(), String> {
+    if status != Some("pending") {
+        return Err(format!(
+            "it is {}, not a new pending snapshot",
+            status.unwrap_or("in no state")
+        ));
+    }
+    if let Some(t) = started {
+        if t + CLOCK_SKEW < before {
+            let secs = before.duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+            return Err(format!(
+                "it was started {secs}s before this run asked for a new one"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// StartSnapshot as `spec` says, retried.
+async fn send_start(
+    clients: &Clients,
+    retrier: &Retrier,
+    spec: &SnapshotSpec,
+) -> Result<aws_sdk_ebs::operation::start_snapshot::StartSnapshotOutput, CallError> {
+    let gib = volume_size_gib(spec.size).unwrap_or(1);
     let tags: Vec<Tag> = spec
         .tags
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    let out = retrier
+    retrier
         .call("StartSnapshot", || {
             let mut req = clients
                 .ebs
@@ -193,15 +276,21 @@ pub async fn start(
             }
             req.send()
         })
-        .await?;
-    let id = out.snapshot_id.ok_or(SnapshotError::NoSnapshotId)?;
-    tracing::info!("started snapshot {id} ({gib} GiB) in {}", clients.region);
-    Ok(Snapshot {
-        id,
-        clients: clients.clone(),
-        retrier: retrier.clone(),
-        not_found_until: Instant::now() + NOT_FOUND_WINDOW,
-    })
+        .await
+}
+
+/// StartSnapshot sent again with `spec`'s ClientToken and parameters: AWS answers with the
+/// snapshot the first call made (or makes it now, if the first never arrived). Only for undoing
+/// a start whose answer was lost.
+pub async fn replay_start(
+    clients: &Clients,
+    retrier: &Retrier,
+    spec: &SnapshotSpec,
+) -> Result<String, SnapshotError> {
+    send_start(clients, retrier, spec)
+        .await?
+        .snapshot_id
+        .ok_or(SnapshotError::NoSnapshotId)
 }
 
 impl Snapshot {
@@ -213,35 +302,50 @@ impl Snapshot {
     }
 
     /// PutSnapshotBlock for block `index`, whose SHA-256 is `digest`. The SDK sends the streaming
-    /// body as `UNSIGNED-PAYLOAD`, so SigV4 does not hash the 512 KiB a second time.
+    /// body as `UNSIGNED-PAYLOAD`, so SigV4 does not hash the 512 KiB a second time. Each
+    /// attempt may take as long as `pace` allows for the uplink measured so far.
     pub async fn put_block(
         &self,
         index: u64,
         data: bytes::Bytes,
         digest: &[u8; 32],
+        pace: &Pace,
     ) -> Result<(), SnapshotError> {
         let checksum = b64(digest);
         let len = data.len() as i32;
-        self.retrier
+        let op = format!("PutSnapshotBlock (block {index})");
+        let r = self
+            .retrier
             .with_policy(self.policy())
-            .call("PutSnapshotBlock", || {
-                self.clients
-                    .ebs
-                    .put_snapshot_block()
-                    .snapshot_id(&self.id)
-                    .block_index(index as i32)
-                    .data_length(len)
-                    .block_data(ByteStream::from(data.clone()))
-                    .checksum(&checksum)
-                    .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-                    .send()
-            })
-            .await
-            .map_err(|mut e| {
-                e.op = format!("PutSnapshotBlock (block {index})");
-                e
-            })?;
-        Ok(())
+            .call_timed(
+                &op,
+                |attempt| pace.attempt_timeout(attempt),
+                || {
+                    self.clients
+                        .ebs
+                        .put_snapshot_block()
+                        .snapshot_id(&self.id)
+                        .block_index(index as i32)
+                        .data_length(len)
+                        .block_data(ByteStream::from(data.clone()))
+                        .checksum(&checksum)
+                        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                        .send()
+                },
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // An attempt that timed out or lost its connection landed and is still being
+            // applied: the same bytes are going in. CompleteSnapshot's count and LINEAR
+            // checksum have AWS check every block, so a write that did not land after all
+            // fails the snapshot (and kiln deletes it) rather than passing unnoticed.
+            Err(e) if e.cause == super::retry::Cause::Conflict && e.earlier_may_have_happened => {
+                tracing::warn!("{op}: an earlier attempt is being applied; counting it as written");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// CompleteSnapshot with the count of blocks written and the LINEAR checksum.
@@ -311,17 +415,6 @@ impl Snapshot {
             delay = (delay * 2).min(Duration::from_secs(15));
         }
     }
-}
-
-/// DeleteSnapshot (EC2).
-pub async fn delete(clients: &Clients, retrier: &Retrier, id: &str) -> Result<(), SnapshotError> {
-    retrier
-        .call("DeleteSnapshot", || {
-            clients.ec2.delete_snapshot().snapshot_id(id).send()
-        })
-        .await?;
-    tracing::info!("deleted snapshot {id}");
-    Ok(())
 }
 
 /// The written blocks of a snapshot as (index, block token), ascending; every other block reads
@@ -398,6 +491,7 @@ pub async fn get_block(
         message: e.to_string(),
         cause: super::retry::Cause::Connection(e.to_string()),
         attempts: 1,
+        earlier_may_have_happened: false,
     })?;
     let data = data.into_bytes().to_vec();
     if let Some(got) = checksum.filter(|c| !c.is_empty()) {
@@ -441,12 +535,18 @@ mod tests {
     }
 
     #[test]
-    fn client_token_fits_the_api() {
-        let sha = "ab".repeat(32);
-        assert_eq!(client_token(&sha, false, None), sha);
-        let enc = client_token(&sha, true, None);
-        assert_eq!(enc.len(), 64);
-        assert_ne!(enc, sha);
-        assert_ne!(enc, client_token(&sha, true, Some("arn:k")));
+    fn only_a_new_pending_snapshot_is_this_calls() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert!(check_new(Some("pending"), Some(now), now).is_ok());
+        assert!(check_new(Some("pending"), None, now).is_ok());
+        // Within the clock skew SigV4 allows.
+        assert!(check_new(Some("pending"), Some(now - Duration::from_secs(200)), now).is_ok());
+        let old = check_new(Some("pending"), Some(now - Duration::from_secs(3600)), now);
+        assert!(old.unwrap_err().contains("started 3600s before"));
+        let done = check_new(Some("completed"), Some(now), now);
+        assert!(done
+            .unwrap_err()
+            .contains("it is completed, not a new pending snapshot"));
+        assert!(check_new(None, Some(now), now).is_err());
     }
 }

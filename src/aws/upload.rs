@@ -1,10 +1,15 @@
 //! One upload from start to `completed`, with the snapshot deleted on failure or interruption.
 //!
 //! ```text
-//! StartSnapshot → register "delete snapshot" for Ctrl-C → write blocks → CompleteSnapshot
-//!               → wait for completed → unregister   (any failure: DeleteSnapshot, say so)
+//! guard → StartSnapshot (a new pending snapshot, or nothing is this run's) → write blocks
+//!       → CompleteSnapshot → wait for completed       (any failure: the guard undoes, and says so)
 //! ```
+//!
+//! The caller owns the [`Guard`]: `kiln upload` finishes it once the snapshot is completed;
+//! `kiln publish` carries it on into the registration, so that Ctrl-C has a cleanup at every
+//! moment from StartSnapshot to an available image.
 
+use super::guard::Guard;
 use super::retry::Retrier;
 use super::snapshot::{self, SnapshotError, SnapshotSpec, BLOCK_SIZE};
 use super::Clients;
@@ -34,44 +39,53 @@ impl Default for UploadOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error(transparent)]
-    Start(SnapshotError),
-    #[error("{cause}; deleted snapshot {id} in {region}")]
-    Deleted {
-        id: String,
-        region: String,
-        cause: String,
+    /// StartSnapshot failed, or answered with a snapshot this run did not make.
+    #[error("{cause}{undone}")]
+    Start {
+        cause: SnapshotError,
+        undone: String,
     },
-    #[error("{cause}; snapshot {id} in {region} could not be deleted ({delete_error}); delete it by hand")]
-    NotDeleted {
-        id: String,
-        region: String,
-        cause: String,
-        delete_error: String,
-    },
+    #[error("{cause}; {undone}")]
+    Undone { cause: String, undone: String },
+    #[error("{cause}; {left}")]
+    NotUndone { cause: String, left: String },
 }
 
 /// Starts a snapshot for `spec`, lets `write` stream the disk into an [`EbsSink`], then
-/// completes it. `on_start` sees the sink's counters (to draw progress) once the snapshot exists.
-/// On any failure the snapshot is deleted, and the error says so. Call outside the runtime.
+/// completes it, recording every step in `guard`. `on_start` sees the sink's counters (to draw
+/// progress) once the snapshot exists. On any failure what this run made is removed, and the
+/// error says so. Call outside the runtime.
+#[allow(clippy::too_many_arguments)]
 pub fn upload_with<W>(
     handle: &Handle,
     clients: &Clients,
     retrier: &Retrier,
     spec: &SnapshotSpec,
     opts: &UploadOptions,
+    guard: &Guard,
     on_start: &dyn Fn(&str, Arc<UploadStats>),
     write: W,
 ) -> Result<UploadReport, UploadError>
 where
     W: FnOnce(&mut EbsSink) -> Result<(), String>,
 {
-    let gib = snapshot::volume_size_gib(spec.size).map_err(UploadError::Start)?;
-    let snap = handle
-        .block_on(snapshot::start(clients, retrier, spec))
-        .map_err(UploadError::Start)?;
+    let gib = snapshot::volume_size_gib(spec.size).map_err(|cause| UploadError::Start {
+        cause,
+        undone: String::new(),
+    })?;
+    let (snap, _) = match handle.block_on(snapshot::start(clients, retrier, spec, guard)) {
+        Ok(s) => s,
+        Err(cause) => {
+            // A start whose answer was lost may still have made a snapshot.
+            let undone = match handle.block_on(guard.undo()) {
+                Ok(None) => String::new(),
+                Ok(Some(d)) => format!("; {d}"),
+                Err(left) => format!("; {left}"),
+            };
+            return Err(UploadError::Start { cause, undone });
+        }
+    };
     let id = snap.id.clone();
-    let action = register_delete(handle, clients, retrier, &id);
     let mut sink = EbsSink::new(
         handle.clone(),
         snap,
@@ -89,55 +103,14 @@ where
             Err(e)
         }
     };
-    match r {
-        Ok(report) => {
-            crate::cleanup::unregister_action(action);
-            Ok(report)
-        }
-        Err(cause) => {
-            crate::cleanup::unregister_action(action);
-            tracing::warn!("upload failed: {cause}; deleting snapshot {id}");
-            match handle.block_on(snapshot::delete(clients, retrier, &id)) {
-                Ok(()) => Err(UploadError::Deleted {
-                    id,
-                    region: clients.region.clone(),
-                    cause,
-                }),
-                Err(e) => Err(UploadError::NotDeleted {
-                    id,
-                    region: clients.region.clone(),
-                    cause,
-                    delete_error: e.to_string(),
-                }),
-            }
-        }
-    }
-}
-
-/// Registers "delete snapshot `id`" to run if the process is interrupted.
-pub fn register_delete(
-    handle: &Handle,
-    clients: &Clients,
-    retrier: &Retrier,
-    id: &str,
-) -> crate::cleanup::ActionId {
-    let (handle, clients, retrier, id) = (
-        handle.clone(),
-        clients.clone(),
-        retrier.clone(),
-        id.to_string(),
-    );
-    let what = format!("delete snapshot {id} in {}", clients.region);
-    crate::cleanup::register_action(what, move || {
-        // The timer must be made inside the runtime: this runs on the signal thread.
-        let r = handle.block_on(async {
-            let del = snapshot::delete(&clients, &retrier, &id);
-            tokio::time::timeout(Duration::from_secs(20), del).await
-        });
-        match r {
-            Ok(Ok(())) => Ok(format!("deleted snapshot {id} in {}", clients.region)),
-            Ok(Err(e)) => Err(format!("could not delete snapshot {id}: {e}")),
-            Err(_) => Err(format!("could not delete snapshot {id}: timed out")),
+    r.map_err(|cause| {
+        tracing::warn!("upload failed: {cause}; deleting snapshot {id}");
+        match handle.block_on(guard.undo()) {
+            Ok(undone) => UploadError::Undone {
+                cause,
+                undone: undone.unwrap_or_else(|| "nothing was left to remove".into()),
+            },
+            Err(left) => UploadError::NotUndone { cause, left },
         }
     })
 }

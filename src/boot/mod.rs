@@ -15,7 +15,7 @@ pub mod kernel;
 pub mod modules;
 pub mod pe;
 pub mod systemd_boot;
-mod tree_io;
+pub mod tree_io;
 pub mod uki;
 
 use crate::disk::layout::DiskPlan;

@@ -41,12 +41,38 @@ pub struct UploadArgs {
     /// Seconds to wait for the snapshot to become `completed`.
     #[arg(long, default_value_t = 3600)]
     pub wait_timeout: u64,
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetryArgs {
+    /// Seconds one request may take before it is abandoned and retried. For blocks this is the
+    /// floor: kiln raises it as it measures the uplink (64 blocks in flight on a slow link
+    /// each take a 64th of it), and doubles it for a block whose last attempt timed out.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub attempt_timeout: u64,
+}
+
+impl RetryArgs {
+    /// The retrier for this run's AWS calls.
+    pub fn retrier(&self) -> kiln::aws::retry::Retrier {
+        kiln::aws::retry::Retrier::new(kiln::aws::retry::RetryPolicy {
+            attempt_timeout: Duration::from_secs(self.attempt_timeout),
+            ..Default::default()
+        })
+    }
+}
+
+/// The runtime for the AWS calls. It lives as long as the process: on Ctrl-C the signal thread
+/// undoes this run's work through it (the guards in `kiln::aws::guard`) while the main thread,
+/// its calls failing as interrupted, returns from the subcommand; were the runtime dropped
+/// then, the cleanup's calls would have nothing to run on.
+pub fn runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?)
+        .build()?;
+    Ok(Box::leak(Box::new(rt)))
 }
 
 /// Draws upload progress until dropped: a bar on a terminal, else a log line every few seconds.

@@ -14,9 +14,14 @@ pub struct Args {
     /// Where to write the image; default out/<name>.raw.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Print the manifest's path and the image's sha256 as JSON on stdout.
+    /// Print the image's and the manifest's paths and the image's digests as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also compute the SHA-256 of the whole disk (into the manifest and the output). It hashes
+    /// every zero byte: seconds per 4 GiB of disk, whatever the disk holds. `kiln hash IMAGE`
+    /// computes it later.
+    #[arg(long)]
+    pub sha256: bool,
     /// Install exactly the packages in `<recipe stem>.lock` (made by `kiln lock`); with a warm
     /// cache this needs no network.
     #[arg(long)]
@@ -75,17 +80,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             }),
             trust: args.trust.trust(),
+            sha256: args.sha256,
         },
     )?;
+    let image = &out.manifest.image;
+    let blocks = image.blocks_sha256().unwrap_or_default();
     if args.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "manifest": out.manifest_path,
             "image": out.image,
-            "sha256": out.manifest.image.sha256,
+            "blocks_sha256": blocks,
         });
+        if let Some(sha) = &image.sha256 {
+            v["sha256"] = sha.as_str().into();
+        }
         println!("{v}");
     } else {
-        println!("{}  {}", out.manifest.image.sha256, out.image.display());
+        println!("image: {}", out.image.display());
+        println!("blocks sha256: {blocks}");
+        if let Some(sha) = &image.sha256 {
+            println!("sha256: {sha}");
+        }
         println!("manifest: {}", out.manifest_path.display());
     }
     Ok(ExitCode::SUCCESS)
@@ -94,7 +109,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `--upload`: prepare, then stream the disk into an EbsSink.
 fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     use super::aws_common;
-    use kiln::aws::retry::Retrier;
     use kiln::aws::{kiln_tags, ImageIdentity};
     use kiln::manifest;
 
@@ -119,9 +133,9 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.raw", recipe.image.name)));
-    // The disk's hash is known only at the end: the ClientToken comes from the recipe's hash (the
-    // build is reproducible, so the same recipe is the same disk), and the kiln:image-sha256 tag
-    // is added once the disk is written.
+    // The disk's hash is known only at the end, so the kiln:image-sha256 tag is added once the
+    // disk is written. (The same recipe text is not the same disk: a [[tree]] or [[file]]
+    // source may have changed. Nothing is named or found by the recipe's hash.)
     let identity = ImageIdentity {
         name: recipe.image.name.clone(),
         version: recipe.image.version.clone(),
@@ -134,21 +148,25 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         identity.name, identity.version, recipe.sha256
     );
     let rt = aws_common::runtime()?;
-    let clients = args.aws.connect(&rt)?;
-    let retrier = Retrier::default();
+    let clients = args.aws.connect(rt)?;
+    let retrier = args.upload_args.retry.retrier();
     let sha = std::sync::Arc::new(std::sync::Mutex::new(None));
     // The disk's hash is finished after CompleteSnapshot, while AWS processes the snapshot (the
     // zeros after the last block are most of a sparse disk's hashing), and the kiln:image-sha256
     // tag goes on before kiln waits for `completed`: if tagging fails, the upload fails and the
     // snapshot is deleted, never left untagged.
     let report =
-        super::upload::run_upload(&rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
+        super::upload::run_upload(rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
             let pending = pipeline::write_disk(&prepared, sink).map_err(|e| e.to_string())?;
             let (handle, clients, retrier) =
                 (rt.handle().clone(), clients.clone(), retrier.clone());
             let (mut identity, sha) = (identity.clone(), sha.clone());
             sink.before_completed(Box::new(move |snapshot| {
-                let s = pending.wait().map_err(|e| e.to_string())?.sha256;
+                let s = pending
+                    .wait()
+                    .map_err(|e| e.to_string())?
+                    .sha256
+                    .ok_or("the disk's sha256 was not computed")?;
                 identity.sha256 = s.clone();
                 let tag: Vec<_> = kiln_tags(&identity)
                     .into_iter()
@@ -169,7 +187,7 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         })?;
     let sha = sha.lock().unwrap_or_else(|e| e.into_inner()).take();
     let digest = kiln::sink::DiskDigest {
-        sha256: sha.unwrap_or_default(),
+        sha256: sha,
         // The blocks the upload sent are the disk's: no second pass over them.
         blocks: Some(report.blocks.clone()),
     };

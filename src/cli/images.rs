@@ -88,6 +88,9 @@ pub struct ShareArgs {
     /// Every AWS account (the `all` group).
     #[arg(long)]
     pub public: bool,
+    /// Confirm `share --public`: the AMI becomes launchable by every AWS account.
+    #[arg(long)]
+    pub allow_public: bool,
     #[command(flatten)]
     pub at: Where,
 }
@@ -107,6 +110,8 @@ pub struct DeprecateArgs {
     pub cancel: bool,
     #[command(flatten)]
     pub at: Where,
+    #[command(flatten)]
+    pub recipe: RecipeRegions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,34 +127,86 @@ pub struct DeregisterArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub at: Where,
+    #[command(flatten)]
+    pub recipe: RecipeRegions,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
-    /// The recipe name (`kiln:name`).
-    #[arg(long)]
-    pub name: String,
-    /// How many of the newest versions to keep (per region and architecture).
+    /// The recipe name (`kiln:name`); with --recipe, the recipe's.
+    #[arg(long, required_unless_present = "recipe")]
+    pub name: Option<String>,
+    /// How many of the newest usable versions to keep (per region and architecture); failed
+    /// images never count, and always go.
     #[arg(long)]
     pub keep: usize,
+    /// Confirm --keep 0: every image of the name goes.
+    #[arg(long)]
+    pub all: bool,
     /// Say what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
     pub at: Where,
+    #[command(flatten)]
+    pub recipe: RecipeRegions,
+}
+
+/// `--recipe FILE`: act in every region of the recipe's `[ami] regions`, as `kiln publish`
+/// made the image there.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecipeRegions {
+    /// Act in every region of this recipe's [ami] regions (where publish put its copies).
+    #[arg(long, conflicts_with = "regions")]
+    pub recipe: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
+}
+
+impl RecipeRegions {
+    /// The recipe, if given, with its `[ami] regions` (an error if it has none).
+    fn load(&self) -> anyhow::Result<Option<(kiln::recipe::Recipe, Vec<String>)>> {
+        let Some(path) = &self.recipe else {
+            return Ok(None);
+        };
+        let recipe = kiln::recipe::Recipe::load_with(path, &self.trust.trust())?;
+        let regions = recipe
+            .ami
+            .as_ref()
+            .map(|a| a.regions.clone())
+            .unwrap_or_default();
+        if regions.is_empty() {
+            anyhow::bail!(
+                "{}: the recipe names no [ami] regions; give --region instead",
+                path.display()
+            );
+        }
+        Ok(Some((recipe, regions)))
+    }
+
+    /// `at`, with the recipe's regions when --recipe is given.
+    fn apply(&self, at: &Where) -> anyhow::Result<Where> {
+        Ok(match self.load()? {
+            Some((_, regions)) => Where {
+                regions,
+                profile: at.profile.clone(),
+            },
+            None => at.clone(),
+        })
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let rt = aws_common::runtime()?;
     let retrier = Retrier::default();
     match a.command {
-        Cmd::List(a) => list(&rt, &retrier, a),
-        Cmd::Copy(a) => copy(&rt, &retrier, a),
-        Cmd::Share(a) => share(&rt, &retrier, a, true),
-        Cmd::Unshare(a) => share(&rt, &retrier, a, false),
-        Cmd::Deprecate(a) => deprecate(&rt, &retrier, a),
-        Cmd::Deregister(a) => deregister(&rt, &retrier, a),
-        Cmd::Prune(a) => prune(&rt, &retrier, a),
+        Cmd::List(a) => list(rt, &retrier, a),
+        Cmd::Copy(a) => copy(rt, &retrier, a),
+        Cmd::Share(a) => share(rt, &retrier, a, true),
+        Cmd::Unshare(a) => share(rt, &retrier, a, false),
+        Cmd::Deprecate(a) => deprecate(rt, &retrier, a),
+        Cmd::Deregister(a) => deregister(rt, &retrier, a),
+        Cmd::Prune(a) => prune(rt, &retrier, a),
     }
 }
 
@@ -341,7 +398,7 @@ fn copy(rt: &Runtime, retrier: &Retrier, a: CopyArgs) -> anyhow::Result<ExitCode
             profile: a.at.profile.clone(),
         }))?;
         let progress = |m: &str| eprintln!("{region}: {m}");
-        let r = rt.block_on(distribute::ensure_copy(
+        let r = rt.block_on(kiln::aws::copy::ensure_copy(
             &c,
             retrier,
             &src,
@@ -358,7 +415,11 @@ fn copy(rt: &Runtime, retrier: &Retrier, a: CopyArgs) -> anyhow::Result<ExitCode
             Ok((info, made)) => println!(
                 "{region}  {}  {}",
                 info.image_id,
-                if made { "copied" } else { "already there" }
+                if made.is_some() {
+                    "copied"
+                } else {
+                    "already there"
+                }
             ),
             Err(e) => {
                 eprintln!("{region}: {e:#}");
@@ -399,6 +460,13 @@ fn share(rt: &Runtime, retrier: &Retrier, a: ShareArgs, add: bool) -> anyhow::Re
         anyhow::bail!(
             "nothing to {}: give --account, --organization, --ou or --public",
             if add { "share" } else { "unshare" }
+        );
+    }
+    // As `public = true` in a recipe needs `kiln publish --allow-public`.
+    if add && a.public && !a.allow_public {
+        anyhow::bail!(
+            "--public makes {} launchable by every AWS account; add --allow-public to confirm it",
+            a.image_id
         );
     }
     let (c, info) = source(rt, retrier, &a.at, &a.image_id)?;
@@ -454,24 +522,35 @@ fn deprecate(rt: &Runtime, retrier: &Retrier, a: DeprecateArgs) -> anyhow::Resul
             );
         }
     }
-    let (c, info) = source(rt, retrier, &a.at, &a.image_id)?;
     let at = at.map(distribute::whole_minute);
-    let changed = rt.block_on(distribute::set_deprecation(&c, retrier, &info, at))?;
-    match (at, changed) {
-        (Some(t), _) => println!(
-            "{} deprecates at {}",
-            info.image_id,
-            kiln::recipe::format_utc(t)
-        ),
-        (None, true) => println!("{}: deprecation cancelled", info.image_id),
-        (None, false) => println!("{}: no deprecation was scheduled", info.image_id),
+    let targets = image_and_copies(rt, retrier, &a.recipe.apply(&a.at)?, &a.image_id)?;
+    for (c, info) in &targets {
+        let changed = rt.block_on(distribute::set_deprecation(c, retrier, info, at))?;
+        let id = &info.image_id;
+        let region = &c.region;
+        match (at, changed) {
+            (Some(t), _) => println!(
+                "{id} in {region} deprecates at {}",
+                kiln::recipe::format_utc(t)
+            ),
+            (None, true) => println!("{id} in {region}: deprecation cancelled"),
+            (None, false) => println!("{id} in {region}: no deprecation was scheduled"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn deregister(rt: &Runtime, retrier: &Retrier, a: DeregisterArgs) -> anyhow::Result<ExitCode> {
-    let clients = a.at.clients(rt)?;
-    let src = rt.block_on(images::get(&clients[0], retrier, &a.image_id))?;
+/// The image `id` in the first region of `at` (refused unless it is kiln's), and its copies
+/// (the same kiln:image-sha256 and AMI name) in the others; a region without a copy is named
+/// on stderr.
+fn image_and_copies(
+    rt: &Runtime,
+    retrier: &Retrier,
+    at: &Where,
+    id: &str,
+) -> anyhow::Result<Vec<(Clients, AmiInfo)>> {
+    let clients = at.clients(rt)?;
+    let src = rt.block_on(images::get(&clients[0], retrier, id))?;
     let sha = src.identity().map(|i| i.sha256);
     let mut targets = vec![(clients[0].clone(), src.clone())];
     for c in &clients[1..] {
@@ -489,6 +568,11 @@ fn deregister(rt: &Runtime, retrier: &Retrier, a: DeregisterArgs) -> anyhow::Res
         }
         targets.extend(found.into_iter().map(|i| (c.clone(), i)));
     }
+    Ok(targets)
+}
+
+fn deregister(rt: &Runtime, retrier: &Retrier, a: DeregisterArgs) -> anyhow::Result<ExitCode> {
+    let targets = image_and_copies(rt, retrier, &a.recipe.apply(&a.at)?, &a.image_id)?;
     for (c, img) in &targets {
         let steps = rt.block_on(images::deregister(
             c,
@@ -505,27 +589,111 @@ fn deregister(rt: &Runtime, retrier: &Retrier, a: DeregisterArgs) -> anyhow::Res
 }
 
 fn prune(rt: &Runtime, retrier: &Retrier, a: PruneArgs) -> anyhow::Result<ExitCode> {
+    if a.keep == 0 && !a.all {
+        anyhow::bail!(
+            "--keep 0 deregisters every image of the name in these regions; add --all to \
+             confirm it"
+        );
+    }
+    let recipe = a.recipe.load()?;
+    let name = match (&a.name, &recipe) {
+        (Some(n), Some((r, _))) if *n != r.image.name => anyhow::bail!(
+            "--name {n} is not the recipe's name ({}); give one of them",
+            r.image.name
+        ),
+        (Some(n), _) => n.clone(),
+        (None, Some((r, _))) => r.image.name.clone(),
+        (None, None) => anyhow::bail!("give --name or --recipe"),
+    };
     let q = Query {
-        name: Some(a.name.clone()),
+        name: Some(name.clone()),
         ..Default::default()
     };
     let would = if a.dry_run { "would " } else { "" };
-    for c in a.at.clients(rt)? {
-        let found = rt.block_on(images::find(&c, retrier, &q))?;
+    let clients = a.recipe.apply(&a.at)?.clients(rt)?;
+    for c in &clients {
+        let found = rt.block_on(images::find(c, retrier, &q))?;
         let plan = images::prune_plan(&found, a.keep);
         for i in &plan.keep {
             let v = i.identity().map(|i| i.version).unwrap_or_default();
-            println!("{}: keep {} ({} {v})", c.region, i.image_id, a.name);
+            println!("{}: keep {} ({name} {v})", c.region, i.image_id);
         }
         for i in &plan.skipped {
             println!("{}: skip {} (still {})", c.region, i.image_id, i.state);
         }
         for i in &plan.remove {
-            let steps = rt.block_on(images::deregister(&c, retrier, i, false, a.dry_run))?;
+            let steps = rt.block_on(images::deregister(c, retrier, i, false, a.dry_run))?;
             for s in steps {
                 println!("{}: {would}{s}", c.region);
             }
         }
     }
+    if a.at.regions.is_empty() && recipe.is_none() {
+        eprintln!("{}", elsewhere(rt, retrier, &clients[0], &a.at, &q));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After pruning only the default region: which other regions of the account hold images of
+/// the name (`kiln publish` copies into every region of `[ami] regions`, and those copies were
+/// not pruned). Read-only.
+fn elsewhere(rt: &Runtime, retrier: &Retrier, c: &Clients, at: &Where, q: &Query) -> String {
+    let name = q.name.clone().unwrap_or_default();
+    let head = format!(
+        "note: pruned {} only (no --region or --recipe given)",
+        c.region
+    );
+    let hint = "pass --recipe FILE (its [ami] regions) or --region for each";
+    let listed = rt.block_on(retrier.call("DescribeRegions", || c.ec2.describe_regions().send()));
+    let regions: Vec<String> = match listed {
+        Ok(out) => out
+            .regions()
+            .iter()
+            .filter_map(|r| r.region_name().map(str::to_string))
+            .filter(|r| *r != c.region)
+            .collect(),
+        Err(e) => {
+            return format!(
+                "{head}; the account's other regions could not be listed ({e}), so {name} \
+                 images there were not looked at: {hint}"
+            )
+        }
+    };
+    let looked = rt.block_on(futures::future::join_all(regions.iter().map(|r| async {
+        let c = connect(&AwsOptions {
+            region: Some(r.clone()),
+            profile: at.profile.clone(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        images::find(&c, retrier, q)
+            .await
+            .map(|v| v.len())
+            .map_err(|e| e.to_string())
+    })));
+    let mut found = Vec::new();
+    let mut unknown = Vec::new();
+    for (r, n) in regions.iter().zip(looked) {
+        match n {
+            Ok(0) => {}
+            Ok(n) => found.push(format!("{r} ({n})")),
+            Err(e) => unknown.push(format!("{r} ({e})")),
+        }
+    }
+    let mut out = head;
+    if !found.is_empty() {
+        out.push_str(&format!(
+            "; {name} images in {} were left as they are: {hint}",
+            found.join(", ")
+        ));
+    } else if unknown.is_empty() {
+        out.push_str(&format!("; no other region holds {name} images"));
+    }
+    if !unknown.is_empty() {
+        out.push_str(&format!(
+            "; could not look in {}: {hint}",
+            unknown.join(", ")
+        ));
+    }
+    out
 }

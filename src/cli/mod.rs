@@ -3,6 +3,7 @@
 mod aws_common;
 mod boot;
 mod build;
+mod hash;
 mod images;
 mod lock;
 mod publish;
@@ -30,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Build a raw GPT disk image from a recipe.
     Build(build::Args),
+    /// Print an image file's sha256 (or, with --blocks, its blocks digest), reading only its data.
+    Hash(hash::Args),
     /// Resolve a recipe's packages and write `<recipe stem>.lock` beside it.
     Lock(lock::Args),
     /// Upload a raw image to an EBS snapshot (EBS direct APIs).
@@ -52,6 +55,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(a),
+        Command::Hash(a) => hash::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Upload(a) => upload::run(a),
         Command::Verify(a) => verify::run(a),

@@ -47,6 +47,8 @@ pub struct Args {
     /// Regions copied into at once.
     #[arg(long, default_value_t = 8)]
     pub copy_concurrency: usize,
+    #[command(flatten)]
+    pub retry: super::aws_common::RetryArgs,
     /// Seconds to wait for the snapshot, the registration or a copy (copies can take well
     /// over ten minutes).
     #[arg(long, default_value_t = 7200)]
@@ -87,9 +89,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         copy_concurrency: a.copy_concurrency,
         wait_timeout: Duration::from_secs(a.wait_timeout),
+        retry: a.retry.retrier().policy,
     };
     let watcher: Mutex<Option<Watcher>> = Mutex::new(None);
-    let event = |region: &str, msg: &str| eprintln!("{region}: {msg}");
+    // After Ctrl-C the calls fail as interrupted while the signal thread undoes this run's
+    // work and reports it: the failures they cause are not news.
+    let event = |region: &str, msg: &str| {
+        if !kiln::cleanup::interrupted() {
+            eprintln!("{region}: {msg}")
+        }
+    };
     let on_upload_start = |id: &str, stats| {
         eprintln!("uploading the disk to snapshot {id}");
         *watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(Watcher::start(id, stats));
@@ -107,6 +116,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             ..Default::default()
         }),
         trust: a.trust.trust(),
+        // build_test_publish asks for the whole-disk sha256 itself.
+        ..Default::default()
     };
     let report = publish::build_test_publish(
         rt.handle(),
@@ -120,6 +131,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // The upload's progress ends with the upload; the watcher stops before anything is printed.
     drop(watcher);
     let report = report?;
+    if kiln::cleanup::interrupted() {
+        return Ok(ExitCode::FAILURE);
+    }
     if let Some(u) = &report.upload {
         aws_common::summary(u);
     }

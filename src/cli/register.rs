@@ -1,10 +1,12 @@
 //! `kiln register SNAPSHOT_ID --recipe RECIPE [--json]`: an AMI from a snapshot, as `[ami]` says.
-//! If registration fails the snapshot is deleted; if the image never becomes available it is
-//! deregistered and the snapshot deleted (the error says which).
+//! The snapshot is the user's: whatever fails, it is never deleted. An image this run registered
+//! that never becomes available is deregistered (the error says so). The AMI name is checked
+//! first: if an image of this snapshot already has it, that image is the answer; any other
+//! holder is an error, before anything is registered.
 
 use super::aws_common::{self, AwsArgs};
+use kiln::aws::guard::Guard;
 use kiln::aws::register;
-use kiln::aws::retry::Retrier;
 use kiln::recipe::Recipe;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +28,8 @@ pub struct Args {
     pub aws: AwsArgs,
     #[command(flatten)]
     pub trust: super::trust::TrustArgs,
+    #[command(flatten)]
+    pub retry: aws_common::RetryArgs,
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
@@ -40,8 +44,8 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
         a.aws.region = ami.regions.first().cloned();
     }
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
-    let retrier = Retrier::default();
+    let clients = a.aws.connect(rt)?;
+    let retrier = a.retry.retrier();
     let id = a.snapshot_id.clone();
     // The kiln tags the snapshot carries (its image sha256 above all), then [ami.tags].
     let mut tags: Vec<(String, String)> = rt
@@ -59,8 +63,9 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     tags.extend(ami.tags.iter().cloned());
-    // Registration failing deletes the snapshot; the image never becoming available
-    // deregisters it and deletes the snapshot (and the error says so).
+    // The guard records only what this run makes (the image): the user's snapshot is never in
+    // it, so neither a failure nor Ctrl-C can delete it.
+    let guard = Guard::new(rt.handle(), &clients, &retrier);
     let info = kiln::aws::publish::register_snapshot(
         rt.handle(),
         &clients,
@@ -71,8 +76,10 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
         &tags,
         Duration::from_secs(a.wait_timeout),
         &|m| tracing::info!("{m}"),
+        &guard,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
+    guard.finish();
     let image = info.image_id;
     if a.json {
         let v = serde_json::json!({"image_id": image, "snapshot_id": id, "region": clients.region});

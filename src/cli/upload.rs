@@ -1,12 +1,13 @@
 //! `kiln upload IMAGE`: an image file to an EBS snapshot.
 
 use super::aws_common::{self, AwsArgs, UploadArgs, Watcher};
+use kiln::aws::guard::Guard;
 use kiln::aws::retry::Retrier;
 use kiln::aws::snapshot::SnapshotSpec;
 use kiln::aws::upload::{self, UploadOptions};
 use kiln::aws::ImageIdentity;
 use kiln::sink::blocks::BlockMapInfo;
-use kiln::sink::HashSink;
+use kiln::sink::{HashSink, Want};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -29,47 +30,81 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let size = std::fs::metadata(&a.image)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
-    // The ClientToken and the tags need the image's hash before the first block. A manifest
-    // beside the image names it, so the image is read once: the upload fails (deleting the
-    // snapshot) unless the bytes sent are the manifest's. With the manifest's block map, the
-    // blocks sent (hashed anyway for their checksums) are checked against it; an older manifest
-    // without one has the whole disk hashed as it streams. Without a manifest the image is
-    // hashed first, then read again to upload.
-    let claimed = manifest_claim(&a.image, size);
-    let identity = match &claimed {
-        Some((id, _)) => id.clone(),
-        None => {
-            let sha256 = kiln::util::sha256_file(&a.image)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
-            stem_identity(&a.image, sha256)
+    // The kiln:image-sha256 tag needs the image's whole-disk sha256 before
+    // the first block. A manifest beside the image may name it (`build --sha256`, or an older
+    // kiln); otherwise it is computed first, from the data regions alone (the zeros are hashed,
+    // never read). Whatever the manifest claims is checked as the image streams, so the upload
+    // fails (deleting the snapshot) unless the bytes sent are the manifest's: with its block map,
+    // the blocks sent (hashed anyway for their checksums) must be the ones it records; a manifest
+    // of an older kiln without a block map of this format has the whole disk hashed as it
+    // streams, against its sha256.
+    let claim = manifest_claim(&a.image, size);
+    let hash_file = || {
+        kiln::util::sha256_file(&a.image).map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))
+    };
+    let (identity, check) = match claim {
+        Some(Claim {
+            name,
+            version,
+            sha256,
+            blocks: Some(blocks),
+        }) => {
+            let sha256 = match sha256 {
+                Some(s) => s,
+                None => hash_file()?,
+            };
+            let id = ImageIdentity {
+                name,
+                version,
+                sha256,
+            };
+            (id, Check::Blocks(blocks))
         }
+        Some(Claim {
+            name,
+            version,
+            sha256: Some(sha256),
+            blocks: None,
+        }) => {
+            let id = ImageIdentity {
+                name,
+                version,
+                sha256,
+            };
+            (id, Check::Sha256)
+        }
+        _ => (stem_identity(&a.image, hash_file()?), Check::None),
     };
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
-    let retrier = Retrier::default();
+    let clients = a.aws.connect(rt)?;
+    let retrier = a.upload.retry.retrier();
     let spec = spec(&identity, size, &a.upload);
     let report = run_upload(
-        &rt,
+        rt,
         &clients,
         &retrier,
         &spec,
         &a.upload,
-        |sink| match claimed {
-            None => upload::write_file(&a.image, sink),
-            Some((_, Some(blocks))) => {
+        |sink| match check {
+            Check::None => upload::write_file(&a.image, sink),
+            Check::Blocks(blocks) => {
                 sink.expect_blocks(blocks);
                 upload::write_file(&a.image, sink)
             }
-            Some((_, None)) => {
-                let mut hashed = HashSink::new(sink, false);
+            Check::Sha256 => {
+                let want = Want {
+                    sha256: true,
+                    blocks: false,
+                };
+                let mut hashed = HashSink::new(sink, size, want);
                 upload::write_file(&a.image, &mut hashed)?;
-                let (_, sent) = hashed.finish(size).map_err(|e| e.to_string())?;
-                if sent.sha256 != identity.sha256 {
+                let (_, sent) = hashed.finish().map_err(|e| e.to_string())?;
+                let sent = sent.sha256.unwrap_or_default();
+                if sent != identity.sha256 {
                     return Err(format!(
-                        "{}: its sha256 is {}, but its manifest says {}; rebuild the image or \
+                        "{}: its sha256 is {sent}, but its manifest says {}; rebuild the image or \
                          remove the stale manifest",
                         a.image.display(),
-                        sent.sha256,
                         identity.sha256
                     ));
                 }
@@ -86,19 +121,31 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Name, version and sha256 from the manifest beside the image, if it describes a disk of
-/// this size, and its block map if it records one (the claim is checked as the image streams).
-fn manifest_claim(
-    image: &std::path::Path,
-    size: u64,
-) -> Option<(ImageIdentity, Option<BlockMapInfo>)> {
+/// What the manifest beside an image says about it.
+struct Claim {
+    name: String,
+    version: String,
+    sha256: Option<String>,
+    /// Its block map, if this kiln computes the same.
+    blocks: Option<BlockMapInfo>,
+}
+
+/// How the bytes an upload sends are held to the manifest.
+enum Check {
+    None,
+    Blocks(BlockMapInfo),
+    Sha256,
+}
+
+/// The manifest beside the image, if it describes a disk of this size.
+fn manifest_claim(image: &std::path::Path, size: u64) -> Option<Claim> {
     let m = kiln::manifest::read(&kiln::manifest::manifest_path(image)).ok()?;
-    let id = ImageIdentity {
+    (m.image.size == size).then(|| Claim {
         name: m.name,
         version: m.version,
-        sha256: m.image.sha256,
-    };
-    (m.image.size == size && id.sha256.len() == 64).then_some((id, m.image.blocks))
+        sha256: m.image.sha256.filter(|s| s.len() == 64),
+        blocks: m.image.blocks.filter(|b| b.is_current()),
+    })
 }
 
 /// Without a manifest: the file's stem names the image.
@@ -117,7 +164,8 @@ pub fn spec(id: &ImageIdentity, size: u64, u: &UploadArgs) -> SnapshotSpec {
     SnapshotSpec::for_image(id, size, u.encrypted, u.kms_key_arn.clone())
 }
 
-/// Runs one upload with progress.
+/// Runs one upload with progress; the snapshot is this run's until it is `completed`: a failure
+/// or Ctrl-C before then deletes it.
 pub fn run_upload<W>(
     rt: &tokio::runtime::Runtime,
     clients: &kiln::aws::Clients,
@@ -134,12 +182,14 @@ where
         workers: u.workers,
         wait_timeout: Duration::from_secs(u.wait_timeout),
     };
+    let guard = Guard::new(rt.handle(), clients, retrier);
     let r = upload::upload_with(
         rt.handle(),
         clients,
         retrier,
         spec,
         &opts,
+        &guard,
         &|id, stats| {
             eprintln!("uploading to snapshot {id} in {}", clients.region);
             *watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(Watcher::start(id, stats));
@@ -147,5 +197,7 @@ where
         write,
     );
     drop(watcher);
-    Ok(r?)
+    let report = r?;
+    guard.finish();
+    Ok(report)
 }

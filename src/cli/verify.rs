@@ -1,4 +1,5 @@
 //! `kiln verify SNAPSHOT_ID IMAGE`: exit 0 only if the snapshot equals the image byte for byte.
+//! The image is named by its blocks digest (its identity, as its manifest records it).
 
 use super::aws_common::{self, AwsArgs};
 use kiln::aws::retry::Retrier;
@@ -18,8 +19,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let blocks = kiln::sink::blocks::BlockMapper::of_file(&a.image)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
+        .sha256;
     let rt = aws_common::runtime()?;
-    let clients = a.aws.connect(&rt)?;
+    let clients = a.aws.connect(rt)?;
     let retrier = Retrier::default();
     let diff = rt.block_on(kiln::aws::verify::verify(
         &clients,
@@ -31,7 +35,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     match diff {
         None => {
             println!(
-                "snapshot {} is identical to {}",
+                "snapshot {} is identical to {} (blocks sha256 {blocks})",
                 a.snapshot_id,
                 a.image.display()
             );
@@ -39,7 +43,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         Some(d) => {
             println!(
-                "snapshot {} differs from {} at block {} (512 KiB blocks): {}",
+                "snapshot {} differs from {} (blocks sha256 {blocks}) at block {} (512 KiB \
+                 blocks): {}",
                 a.snapshot_id,
                 a.image.display(),
                 d.block,

@@ -1,6 +1,8 @@
 //! `<image stem>.spdx.json`: an SPDX 2.3 software bill of materials (spdx.github.io/spdx-spec/v2.3)
 //! listing the image and every installed package. Deterministic: the creation time is
-//! `source_date_epoch` and the namespace is derived from the image's SHA-256.
+//! `source_date_epoch` and the namespace is derived from the image's blocks digest (its identity,
+//! see `sink::blocks`). The image's SHA-256 checksum is listed when the build computed it
+//! (`--sha256`); SPDX 2.3 makes a package's checksums optional.
 
 use std::path::{Path, PathBuf};
 
@@ -37,11 +39,12 @@ pub fn document(
     name: &str,
     version: &str,
     image_file: &str,
-    image_sha256: &str,
+    blocks_sha256: &str,
+    image_sha256: Option<&str>,
     source_date_epoch: i64,
     packages: &[PackageInfo],
 ) -> Value {
-    let mut pkgs = vec![json!({
+    let mut image = json!({
         "SPDXID": "SPDXRef-Image",
         "name": name,
         "versionInfo": version,
@@ -49,11 +52,14 @@ pub fn document(
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
         "primaryPackagePurpose": "OPERATING-SYSTEM",
-        "checksums": [{"algorithm": "SHA256", "checksumValue": image_sha256}],
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
-    })];
+    });
+    if let Some(sha) = image_sha256 {
+        image["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": sha}]);
+    }
+    let mut pkgs = vec![image];
     let mut rels = vec![json!({
         "spdxElementId": "SPDXRef-DOCUMENT",
         "relationshipType": "DESCRIBES",
@@ -95,7 +101,7 @@ pub fn document(
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": format!("{name}-{version}"),
-        "documentNamespace": format!("https://kiln.invalid/spdx/{name}-{version}-{image_sha256}"),
+        "documentNamespace": format!("https://kiln.invalid/spdx/{name}-{version}-{blocks_sha256}"),
         "creationInfo": {
             "created": rfc3339(source_date_epoch),
             "creators": [format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION"))],

@@ -1,14 +1,30 @@
 //! A disk as EBS sees it: 512 KiB blocks, of which only the non-zero ones carry data.
 //!
 //! [`Chunker`] cuts the sparse stream writers produce (data runs and skipped gaps, see
-//! [`super::BlockSink`]) into whole blocks; the EBS sink sends them, and [`BlockMapper`] digests
+//! [`super::BlockSink`]) into whole blocks; the EBS sink sends them, and [`BlockMapper`] maps
 //! them for the manifest.
 //!
-//! The block map digest identifies a disk by its non-zero blocks alone: the SHA-256 over, for
-//! each non-zero block in ascending order, its index (u64, big-endian) and its own SHA-256. An
-//! upload computes the same digest from the blocks it sends (it hashes each block anyway for
-//! PutSnapshotBlock's checksum), so `kiln upload` can prove that the image matches its manifest
-//! without hashing the zeros of the whole disk again.
+//! # The block map and the blocks digest (the image's identity)
+//!
+//! The *block map* of a disk is a byte stream, version 1:
+//!
+//! ```text
+//! header, 24 bytes:  "KILNBMAP"  version u32 BE (1)  block size u32 BE (524288)  disk size u64 BE
+//! then, for each block that is not all zeros, in ascending index order, 40 bytes:
+//!                    index u64 BE  SHA-256 of the block's 524288 bytes
+//! ```
+//!
+//! Block `i` is bytes `i × 512 KiB ..` of the disk; the last one, when the disk's size is not a
+//! whole number of blocks, is padded with zeros to 512 KiB before it is hashed. A block that is all
+//! zeros has no entry, whether it was written or left a hole: the map describes the bytes, not
+//! how they were stored. The disk's size and its non-zero blocks determine every byte of it, so
+//! the map's SHA-256, the *blocks digest*, names the disk exactly as a SHA-256 of all its bytes
+//! would, while it costs nothing for the zeros: a 16 TiB disk holding 1 GiB hashes 1 GiB.
+//!
+//! The blocks are the EBS direct APIs' blocks, and their SHA-256 is the checksum PutSnapshotBlock
+//! wants: an upload computes the same digest from the blocks it sends, with no extra hashing, so
+//! `kiln upload` proves that an image is its manifest's without reading its zeros.
+//! `scripts/blocks-digest` recomputes it from an image file in a few lines of Python.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,18 +43,38 @@ pub enum Block<'a> {
 }
 
 /// Cuts a sequential sparse stream into [`BLOCK_SIZE`] blocks.
-#[derive(Default)]
 pub struct Chunker {
     /// The stream position.
     pos: u64,
     /// The bytes of the current block, from its start to `pos`; empty while nothing has been
     /// written into the current block.
     buf: Vec<u8>,
+    /// Whether blocks nothing was written into are handed out (as [`Block::Gap`]).
+    gaps: bool,
+}
+
+impl Default for Chunker {
+    fn default() -> Self {
+        Chunker {
+            pos: 0,
+            buf: Vec::new(),
+            gaps: true,
+        }
+    }
 }
 
 type Emit<'e> = dyn FnMut(u64, Block) -> io::Result<()> + 'e;
 
 impl Chunker {
+    /// A chunker that hands out only the blocks something was written into: skipping a gap costs
+    /// nothing, however long it is (the EBS sink needs every block; a block map does not).
+    pub fn without_gaps() -> Self {
+        Chunker {
+            gaps: false,
+            ..Chunker::default()
+        }
+    }
+
     pub fn pos(&self) -> u64 {
         self.pos
     }
@@ -71,6 +107,10 @@ impl Chunker {
     /// Moves the position forward to `to` over zeros, handing out the blocks it completes.
     pub fn zeros_to(&mut self, to: u64, emit: &mut Emit) -> io::Result<()> {
         while self.pos < to {
+            if !self.gaps && self.buf.is_empty() {
+                self.pos = to;
+                break;
+            }
             let index = self.pos / B;
             let block_end = (index + 1) * B;
             let step = to.min(block_end) - self.pos;
@@ -95,7 +135,9 @@ impl Chunker {
         if self.pos % B != 0 {
             let index = self.pos / B;
             if self.buf.is_empty() {
-                emit(index, Block::Gap)?;
+                if self.gaps {
+                    emit(index, Block::Gap)?;
+                }
             } else {
                 self.flush(index, emit)?;
             }
@@ -119,41 +161,82 @@ pub fn is_zero(b: &[u8]) -> bool {
     pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
 }
 
-/// The block map of a disk, as the manifest records it.
+/// The block map's first bytes.
+pub const MAGIC: [u8; 8] = *b"KILNBMAP";
+/// The block map format this kiln writes (see the module documentation).
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 24;
+pub const ENTRY_LEN: usize = 40;
+
+/// The block map's header for a disk of `disk_size` bytes.
+pub fn header(disk_size: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_be_bytes());
+    h[12..16].copy_from_slice(&(B as u32).to_be_bytes());
+    h[16..].copy_from_slice(&disk_size.to_be_bytes());
+    h
+}
+
+/// The block map's entry for the non-zero block `index` whose SHA-256 is `digest`.
+pub fn entry(index: u64, digest: &[u8; 32]) -> [u8; ENTRY_LEN] {
+    let mut e = [0u8; ENTRY_LEN];
+    e[..8].copy_from_slice(&index.to_be_bytes());
+    e[8..].copy_from_slice(digest);
+    e
+}
+
+/// A disk's block map, as the manifest records it (`image.blocks`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlockMapInfo {
+    /// The block map's format. Manifests written before it had one (kiln 0.1's first releases
+    /// digested the entries alone, without the header) have none: 0 here.
+    #[serde(default)]
+    pub version: u32,
     pub block_size: u64,
-    /// Non-zero blocks.
+    /// Non-zero blocks: the map's entries.
     pub blocks: u64,
-    /// See the module documentation.
+    /// The blocks digest: SHA-256 of the block map (hex).
     pub sha256: String,
 }
 
-/// Folds (index, block digest) pairs, ascending, into a [`BlockMapInfo`].
-pub struct BlockMap {
-    h: Sha256,
-    blocks: u64,
-}
-
-impl Default for BlockMap {
-    fn default() -> Self {
-        BlockMap {
-            h: Sha256::new(),
-            blocks: 0,
-        }
+impl BlockMapInfo {
+    /// Whether this kiln computes the same digest (an older manifest's cannot be compared).
+    pub fn is_current(&self) -> bool {
+        self.version == VERSION && self.block_size == B
     }
 }
 
+/// Folds a disk's non-zero blocks, in ascending order, into its block map's digest.
+pub struct BlockMap {
+    h: Sha256,
+    blocks: u64,
+    next: u64,
+}
+
 impl BlockMap {
-    /// Adds the non-zero block `index` whose SHA-256 is `digest`.
+    /// The map of a disk of `disk_size` bytes.
+    pub fn new(disk_size: u64) -> Self {
+        let mut h = Sha256::new();
+        h.update(header(disk_size));
+        BlockMap {
+            h,
+            blocks: 0,
+            next: 0,
+        }
+    }
+
+    /// Adds the non-zero block `index` whose SHA-256 is `digest`. Indices must ascend.
     pub fn add(&mut self, index: u64, digest: &[u8; 32]) {
-        self.h.update(index.to_be_bytes());
-        self.h.update(digest);
+        debug_assert!(index >= self.next, "block {index} after {}", self.next);
+        self.next = index + 1;
+        self.h.update(entry(index, digest));
         self.blocks += 1;
     }
 
     pub fn finish(self) -> BlockMapInfo {
         BlockMapInfo {
+            version: VERSION,
             block_size: B,
             blocks: self.blocks,
             sha256: crate::util::hex(&self.h.finalize()),
@@ -161,14 +244,24 @@ impl BlockMap {
     }
 }
 
-/// The block map of a sparse stream.
-#[derive(Default)]
+/// The block map of a sparse stream: only what was written is looked at, and of that only the
+/// non-zero blocks are hashed.
 pub struct BlockMapper {
     chunker: Chunker,
     map: BlockMap,
+    len: u64,
 }
 
 impl BlockMapper {
+    /// The mapper of a disk of `len` bytes.
+    pub fn new(len: u64) -> Self {
+        BlockMapper {
+            chunker: Chunker::without_gaps(),
+            map: BlockMap::new(len),
+            len,
+        }
+    }
+
     pub fn write(&mut self, offset: u64, data: &[u8]) {
         let map = &mut self.map;
         // The closure never fails.
@@ -178,14 +271,34 @@ impl BlockMapper {
         });
     }
 
-    /// The map of the whole `len`-byte disk.
-    pub fn finish(mut self, len: u64) -> BlockMapInfo {
+    /// The map of the whole disk.
+    pub fn finish(mut self) -> BlockMapInfo {
         let map = &mut self.map;
-        let _ = self.chunker.finish(len, &mut |i, b| {
+        let _ = self.chunker.finish(self.len, &mut |i, b| {
             add_block(map, i, b);
             Ok(())
         });
         self.map.finish()
+    }
+
+    /// The map of an image file, reading only its data regions (SEEK_DATA / SEEK_HOLE): holes
+    /// are zeros, which have no entries.
+    pub fn of_file(path: &std::path::Path) -> io::Result<BlockMapInfo> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        let mut m = BlockMapper::new(len);
+        let mut buf = vec![0u8; B as usize];
+        for r in crate::tree::seek_data_ranges(&f, len)? {
+            let mut at = r.start;
+            while at < r.end {
+                let n = (r.end - at).min(B - at % B) as usize;
+                f.read_exact_at(&mut buf[..n], at)?;
+                m.write(at, &buf[..n]);
+                at += n as u64;
+            }
+        }
+        Ok(m.finish())
     }
 }
 
@@ -201,17 +314,29 @@ fn add_block(map: &mut BlockMap, index: u64, block: Block) {
 mod tests {
     use super::*;
 
-    /// The map computed the slow, obvious way: every block of the zero-filled disk.
+    /// The map computed the slow, obvious way: the whole stream of the zero-filled disk, laid
+    /// out byte by byte as the module documentation says, then hashed.
     fn by_hand(disk: &[u8]) -> BlockMapInfo {
-        let mut map = BlockMap::default();
+        let mut stream = b"KILNBMAP".to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 1, 0, 8, 0, 0]);
+        stream.extend_from_slice(&(disk.len() as u64).to_be_bytes());
+        let mut blocks = 0;
         for (i, block) in disk.chunks(B as usize).enumerate() {
             let mut full = block.to_vec();
             full.resize(B as usize, 0);
             if full.iter().any(|&x| x != 0) {
-                map.add(i as u64, &Sha256::digest(&full).into());
+                stream.extend_from_slice(&(i as u64).to_be_bytes());
+                stream.extend_from_slice(&Sha256::digest(&full));
+                blocks += 1;
             }
         }
-        map.finish()
+        assert_eq!(stream.len(), HEADER_LEN + blocks as usize * ENTRY_LEN);
+        BlockMapInfo {
+            version: 1,
+            block_size: B,
+            blocks,
+            sha256: crate::util::hex(&Sha256::digest(&stream)),
+        }
     }
 
     #[test]
@@ -227,12 +352,12 @@ mod tests {
             (3 * B + 7, vec![0; 4096]),
             (5 * B + 10, vec![4; 5]),
         ];
-        let mut m = BlockMapper::default();
+        let mut m = BlockMapper::new(len);
         for (off, data) in &writes {
             disk[*off as usize..*off as usize + data.len()].copy_from_slice(data);
             m.write(*off, data);
         }
-        let got = m.finish(len);
+        let got = m.finish();
         assert_eq!(got, by_hand(&disk));
         assert_eq!(
             got.blocks, 4,
@@ -241,12 +366,60 @@ mod tests {
     }
 
     #[test]
-    fn position_and_index_change_the_map() {
-        let mut a = BlockMapper::default();
-        a.write(0, &[1; 10]);
-        let mut b = BlockMapper::default();
-        b.write(B, &[1; 10]);
-        assert_ne!(a.finish(4 * B).sha256, b.finish(4 * B).sha256);
+    fn position_index_and_disk_size_change_the_map() {
+        let map = |at: u64, len: u64| {
+            let mut m = BlockMapper::new(len);
+            m.write(at, &[1; 10]);
+            m.finish()
+        };
+        assert_ne!(map(0, 4 * B).sha256, map(B, 4 * B).sha256);
+        // The same non-zero blocks on a larger disk: another disk, another digest.
+        assert_ne!(map(0, 4 * B).sha256, map(0, 5 * B).sha256);
+        assert_ne!(map(0, 4 * B).sha256, map(0, 4 * B + 512).sha256);
+        // An empty disk still has a map: its header.
+        assert_eq!(
+            BlockMapper::new(4 * B).finish(),
+            by_hand(&vec![0; 4 * B as usize])
+        );
+    }
+
+    #[test]
+    fn a_mapper_skips_any_gap_at_once_and_still_sees_partial_blocks() {
+        // 1 PiB: a gap of 2^31 blocks, which a block-by-block walk would take seconds over.
+        let len = 1u64 << 50;
+        let mut m = BlockMapper::new(len);
+        m.write(B / 2, &[7; 10]);
+        m.write(len - 3, &[9; 3]);
+        let t = std::time::Instant::now();
+        let got = m.finish();
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        let mut want = BlockMap::new(len);
+        let mut first = vec![0u8; B as usize];
+        first[B as usize / 2..B as usize / 2 + 10].fill(7);
+        want.add(0, &Sha256::digest(&first).into());
+        let mut last = vec![0u8; B as usize];
+        last[B as usize - 3..].fill(9);
+        want.add(len / B - 1, &Sha256::digest(&last).into());
+        assert_eq!(got, want.finish());
+    }
+
+    #[test]
+    fn of_file_reads_the_data_regions_and_agrees_with_the_stream() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.raw");
+        let f = std::fs::File::create(&p).unwrap();
+        // Not a whole number of blocks; data at the very end; a written block of zeros.
+        let len = 6 * B + 4096 + 17;
+        f.set_len(len).unwrap();
+        f.write_all_at(&[5; 3000], B - 1000).unwrap();
+        f.write_all_at(&vec![0; B as usize], 3 * B).unwrap();
+        f.write_all_at(b"end", len - 3).unwrap();
+        drop(f);
+        let disk = std::fs::read(&p).unwrap();
+        let got = BlockMapper::of_file(&p).unwrap();
+        assert_eq!(got, by_hand(&disk));
+        assert_eq!(got.blocks, 3, "blocks 0, 1 and 6");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use super::blocks::{is_zero, Block, BlockMap, BlockMapInfo, Chunker};
 use super::{check_order, BlockSink};
+use crate::aws::pace::Pace;
 use crate::aws::snapshot::{LinearChecksum, Snapshot, SnapshotError, BLOCK_SIZE};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -76,6 +77,8 @@ struct Uploader {
     snapshot: Arc<Snapshot>,
     encrypted: bool,
     sem: Arc<Semaphore>,
+    /// How long each block's attempts may take, from the uplink measured so far.
+    pace: Arc<Pace>,
     /// Over every block sent (CompleteSnapshot's aggregate).
     linear: LinearChecksum,
     /// Over the non-zero blocks (the manifest's block map).
@@ -103,6 +106,7 @@ impl EbsSink {
         stats
             .total_blocks
             .store(considered.div_ceil(B), Ordering::Relaxed);
+        let floor = snapshot.retrier.policy.attempt_timeout;
         EbsSink {
             chunker: Chunker::default(),
             up: Uploader {
@@ -110,8 +114,9 @@ impl EbsSink {
                 snapshot: Arc::new(snapshot),
                 encrypted,
                 sem: Arc::new(Semaphore::new(workers)),
+                pace: Arc::new(Pace::new(floor, workers, B)),
                 linear: LinearChecksum::default(),
-                map: BlockMap::default(),
+                map: BlockMap::new(size),
                 failure: Arc::default(),
                 tasks: JoinSet::new(),
                 stats: Arc::new(stats),
@@ -167,7 +172,7 @@ impl EbsSink {
             return Err(SnapshotError::Upload(e));
         }
         let mut up = self.up;
-        let map = std::mem::take(&mut up.map).finish();
+        let map = std::mem::replace(&mut up.map, BlockMap::new(0)).finish();
         if let Some(want) = self.expect.filter(|w| *w != map) {
             up.abort();
             return Err(SnapshotError::NotTheManifests {
@@ -260,20 +265,23 @@ impl Uploader {
             .handle
             .block_on(self.sem.clone().acquire_owned())
             .map_err(|_| io::Error::other("upload stopped"))?;
-        let (snap, failure, stats) = (
+        let (snap, failure, stats, pace) = (
             self.snapshot.clone(),
             self.failure.clone(),
             self.stats.clone(),
+            self.pace.clone(),
         );
         let len = data.len() as u64;
+        pace.sending();
         self.stats.blocks_done.fetch_add(1, Ordering::Relaxed);
         // Reap finished tasks so the set stays as small as the blocks in flight.
         while self.tasks.try_join_next().is_some() {}
         self.tasks.spawn_on(
             async move {
-                let r = snap.put_block(index, data, &digest).await;
+                let r = snap.put_block(index, data, &digest, &pace).await;
                 match r {
                     Ok(()) => {
+                        pace.sent(len);
                         stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
                         stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
                     }

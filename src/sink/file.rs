@@ -50,7 +50,20 @@ impl FileSink {
             },
             |t| t.path().to_path_buf(),
         )?;
-        tmp.as_file().set_len(len)?;
+        tmp.as_file()
+            .set_len(len)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EFBIG) => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the filesystem holding {} cannot hold a {len}-byte file (ext4's limit is \
+                     16 TiB - 4 KiB); write the image onto XFS, btrfs or tmpfs, or stream it \
+                     with --upload",
+                        dir.display()
+                    ),
+                ),
+                _ => e,
+            })?;
         Ok(FileSink {
             tmp: Some(tmp),
             target: target.to_path_buf(),

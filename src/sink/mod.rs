@@ -8,7 +8,7 @@ mod file;
 mod hash;
 
 pub use file::FileSink;
-pub use hash::{DiskDigest, HashSink, PendingDigest};
+pub use hash::{DiskDigest, HashSink, PendingDigest, Want};
 
 use std::io;
 

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod debrepo;
 pub mod ext4_check;
 pub mod moto;
+pub mod pkgtree;
 
 use std::path::Path;
 use std::process::{Command, Output};

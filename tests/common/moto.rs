@@ -74,6 +74,23 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// The images registered through a proxy in front of this moto. moto gives each a snapshot
+    /// of its own invention (AWS's RegisterImage makes none); the proxy reports the mapping
+    /// RegisterImage asked for instead, so nobody ever sees, uses or deletes that snapshot.
+    pub fn proxy_registered(&self) -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(self.state.path().join("proxy-state.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| {
+                v["registered"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Whether process `pid` holds the socket listening on 127.0.0.1:`port`.
 fn listens(pid: u32, port: u16) -> bool {
     let want = format!("0100007F:{port:04X}");
@@ -191,6 +208,12 @@ pub fn endpoint_kiln(port: u16) -> Command {
     c
 }
 
+/// A plain-HTTP client for moto on 127.0.0.1: the SDK crates are built without their default
+/// HTTPS client (kiln gives its own in `aws::connect`).
+fn plain_http() -> aws_sdk_ec2::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_http()
+}
+
 /// The state of a snapshot as moto's DescribeSnapshots reports it, `None` if it is gone.
 pub fn snapshot_state(moto: &Moto, id: &str) -> Option<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -200,8 +223,10 @@ pub fn snapshot_state(moto: &Moto, id: &str) -> Option<String> {
     rt.block_on(async {
         let conf = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .http_client(kiln::aws::https_client())
             .region(aws_sdk_ec2::config::Region::new("us-east-1"))
             .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+            .http_client(plain_http())
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "testing", "testing", None, None, "test",
             ))
@@ -262,17 +287,23 @@ pub fn nonzero_blocks(data: &[u8]) -> Vec<(u64, [u8; 32])> {
         .collect()
 }
 
-/// The manifest's `image.blocks` for a disk, by its definition: SHA-256 over each non-zero
-/// block's index (u64, big-endian) and digest, in order.
+/// The manifest's `image.blocks` for a whole disk, by its definition: SHA-256 over the block
+/// map's header ("KILNBMAP", version 1, block size, disk size) and each non-zero block's index
+/// (u64, big-endian) and digest, in order.
 pub fn block_map(data: &[u8]) -> serde_json::Value {
     use sha2::{Digest, Sha256};
     let blocks = nonzero_blocks(data);
     let mut h = Sha256::new();
+    h.update(b"KILNBMAP");
+    h.update(1u32.to_be_bytes());
+    h.update((512u32 * 1024).to_be_bytes());
+    h.update((data.len() as u64).to_be_bytes());
     for (i, d) in &blocks {
         h.update(i.to_be_bytes());
         h.update(d);
     }
     serde_json::json!({
+        "version": 1,
         "block_size": 512 * 1024,
         "blocks": blocks.len(),
         "sha256": format!("{:x}", h.finalize()),
@@ -299,8 +330,10 @@ impl Ec2 {
             .unwrap();
         let conf = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .http_client(kiln::aws::https_client())
             .region(aws_sdk_ec2::config::Region::new(region.to_string()))
             .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+            .http_client(plain_http())
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 "testing", "testing", None, None, "test",
             ))
@@ -458,6 +491,20 @@ regions = [{regions}]
 "#,
         regions = regions.join(", ")
     )
+}
+
+/// A ClientToken of one run's own: random (`kiln-` and 32 hex digits), never derived from the
+/// image (`sha256`) or anything else a later run would derive again.
+pub fn assert_run_token(token: &Value, sha256: &str) {
+    let t = token
+        .as_str()
+        .unwrap_or_else(|| panic!("no ClientToken: {token}"));
+    let hex = t.strip_prefix("kiln-").unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{t}"
+    );
+    assert!(!sha256.contains(hex), "{t} comes from {sha256}");
 }
 
 /// The one snapshot a failed command deleted: exactly one DeleteSnapshot went out, and moto no

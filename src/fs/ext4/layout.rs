@@ -2,9 +2,15 @@
 //! inode table go, where the journal goes, and a gapless block allocator. No I/O.
 //!
 //! Placement follows mke2fs's flex_bg scheme in spirit: the bitmaps and inode tables of each run
-//! of [`FLEX_GROUPS`] groups are packed at the start of the run's first group, skipping the
+//! of [`flex_groups`] groups are packed at the start of the run's first group, skipping the
 //! superblock backups. No `resize_inode`: the fs is built at its final size, so no reserved GDT
 //! blocks are set aside for online growth.
+//!
+//! The flex group size is mke2fs's 16 up to 256 groups (32 GiB), then grows with the filesystem
+//! so that there are never more than [`MAX_FLEXES`] flex groups. Each flex group's first group
+//! holds metadata, so its block bitmap must be written: with a fixed 16, a 1 TiB filesystem has 512
+//! of them, each in its own 512 KiB EBS block (256 MiB to hash and upload for an empty disk), and
+//! a 16 TiB one 8,192 (4 GiB). Bounding the count bounds that cost whatever the disk's size.
 
 use std::ops::Range;
 
@@ -13,9 +19,33 @@ pub const BLOCKS_PER_GROUP: u64 = 32768;
 pub const INODE_SIZE: u64 = 256;
 pub const INODES_PER_BLOCK: u64 = BLOCK_SIZE / INODE_SIZE;
 pub const DESC_SIZE: u64 = 64;
+/// mke2fs's default flex group size (`-G 16`); see [`flex_groups`].
 pub const FLEX_GROUPS: u64 = 16;
-/// mke2fs's default `inode_ratio`: one inode per 16 KiB.
+/// At most this many flex groups; see [`flex_groups`].
+pub const MAX_FLEXES: u64 = 16;
+/// The largest flex group size: the kernel's online resize (what grows a root filesystem on an
+/// instance's first boot) adds at most `MAX_RESIZE_BG` (16,384) groups at a time; kernels before
+/// that limit (CVE-2023-52622) allocated one array for a whole flex group, which fails above
+/// about 21,845 groups.
+pub const MAX_FLEX_GROUPS: u64 = 16384;
+/// mke2fs's default `inode_ratio`: one inode per 16 KiB (mke2fs.conf's `[defaults]`).
 pub const INODE_RATIO: u64 = 16384;
+
+/// Bytes per inode as mke2fs chooses them for a filesystem of `blocks` 4 KiB blocks: its size
+/// type (misc/mke2fs.c: "floppy" below 3 MiB, "small" below 512 MiB, "default" below 4 TiB,
+/// "big" below 16 TiB, else "huge", judged on the size asked for) and mke2fs.conf's default
+/// `inode_ratio` for each (8192, 4096, 16384, 32768, 65536). A 94 MiB root thus gets 24,064
+/// inodes, as mke2fs gives it, not 6,016.
+pub fn inode_ratio(blocks: u64) -> u64 {
+    const MIB: u64 = (1 << 20) / BLOCK_SIZE;
+    match blocks {
+        b if b < 3 * MIB => 8192,
+        b if b < 512 * MIB => 4096,
+        b if b < 4 * MIB << 20 => INODE_RATIO,
+        b if b < 16 * MIB << 20 => 32768,
+        _ => 65536,
+    }
+}
 /// One inode bitmap block holds this many inodes.
 pub const MAX_INODES_PER_GROUP: u64 = BLOCK_SIZE * 8;
 /// Smallest fs mke2fs will put a journal in.
@@ -47,6 +77,8 @@ pub struct Geometry {
     pub itable_blocks: u64,
     pub gdt_blocks: u64,
     pub journal_blocks: u64,
+    /// Groups per flex group (a power of two).
+    pub flex_groups: u64,
     pub places: Vec<GroupPlace>,
     /// Blocks that are metadata (superblocks, descriptors, bitmaps, inode tables), sorted and
     /// disjoint. The journal is not in here: it is allocated from [`Allocator`].
@@ -65,6 +97,16 @@ pub fn journal_blocks(blocks: u64) -> u64 {
         b if b < 32768 * 1024 => 131072,
         _ => 262144,
     }
+}
+
+/// Groups per flex group for a filesystem of `groups` groups: a power of two (the superblock
+/// stores its log), at least mke2fs's 16, and large enough for at most [`MAX_FLEXES`] flex groups
+/// up to [`MAX_FLEX_GROUPS`] (filesystems up to 32 TiB). The kernel and e2fsck accept any size up
+/// to 2^31 (mke2fs `-G`).
+pub fn flex_groups(groups: u64) -> u64 {
+    FLEX_GROUPS
+        .max(groups.div_ceil(MAX_FLEXES).next_power_of_two())
+        .min(MAX_FLEX_GROUPS)
 }
 
 /// Whether group `g` holds a superblock backup under `sparse_super`: 0, 1 and powers of 3, 5, 7.
@@ -86,11 +128,12 @@ fn round_up(x: u64, m: u64) -> u64 {
 }
 
 /// The inodes per group: mke2fs's ratio, raised to hold `min_inodes`, in whole inode-table blocks.
+/// `blocks` is the size asked for: mke2fs counts inodes before it drops a short last group.
 fn inodes_per_group(blocks: u64, groups: u64, min_inodes: u64) -> Result<u64, LayoutError> {
     // Whole inode-table blocks, and never more than 2^32-1 inodes in total.
     let max = (MAX_INODES_PER_GROUP)
         .min((u32::MAX as u64 / groups) / INODES_PER_BLOCK * INODES_PER_BLOCK);
-    let by_ratio = (blocks * BLOCK_SIZE / INODE_RATIO).div_ceil(groups);
+    let by_ratio = (blocks * BLOCK_SIZE / inode_ratio(blocks)).div_ceil(groups);
     let by_need = min_inodes.div_ceil(groups);
     let ipg = round_up(
         by_ratio.max(by_need).max(INODES_PER_BLOCK),
@@ -114,11 +157,12 @@ pub fn geometry(blocks: u64, min_inodes: u64) -> Result<Geometry, LayoutError> {
     if blocks < MIN_BLOCKS {
         return Err(too_small);
     }
-    let mut blocks_count = blocks.min(1 << 48);
+    let asked = blocks.min(1 << 48);
+    let mut blocks_count = asked;
     loop {
         let groups = blocks_count.div_ceil(BLOCKS_PER_GROUP);
         let gdt_blocks = (groups * DESC_SIZE).div_ceil(BLOCK_SIZE);
-        let ipg = inodes_per_group(blocks_count, groups, min_inodes)?;
+        let ipg = inodes_per_group(asked, groups, min_inodes)?;
         let itable_blocks = ipg / INODES_PER_BLOCK;
         // mke2fs (ext2fs_initialize) drops a last group too small for its metadata plus 50 blocks.
         let rem = blocks_count % BLOCKS_PER_GROUP;
@@ -151,8 +195,9 @@ fn place(blocks_count: u64, groups: u64, gdt_blocks: u64, ipg: u64, itb: u64) ->
         .collect();
     let mut places = Vec::with_capacity(groups as usize);
     let mut meta: Vec<Range<u64>> = Vec::new();
-    for leader in (0..groups).step_by(FLEX_GROUPS as usize) {
-        let n = FLEX_GROUPS.min(groups - leader);
+    let flex = flex_groups(groups);
+    for leader in (0..groups).step_by(flex as usize) {
+        let n = flex.min(groups - leader);
         let mut a = Allocator::new(&supers, leader * BLOCKS_PER_GROUP);
         let bb: Vec<u64> = (0..n).map(|_| a.alloc_contig(1)).collect();
         let ib: Vec<u64> = (0..n).map(|_| a.alloc_contig(1)).collect();
@@ -177,6 +222,7 @@ fn place(blocks_count: u64, groups: u64, gdt_blocks: u64, ipg: u64, itb: u64) ->
         itable_blocks: itb,
         gdt_blocks,
         journal_blocks: journal_blocks(blocks_count),
+        flex_groups: flex,
         places,
         reserved,
     }
@@ -325,6 +371,33 @@ mod tests {
                 check(&g, blocks);
             }
             size = size * 3 / 2;
+        }
+    }
+
+    #[test]
+    fn flex_groups_are_mke2fs_s_16_up_to_32_gib_then_at_most_16_of_them() {
+        assert_eq!(flex_groups(1), 16);
+        assert_eq!(flex_groups(256), 16);
+        assert_eq!(flex_groups(257), 32);
+        assert_eq!(flex_groups(8192), 512); // 1 TiB
+        for groups in [1u64, 255, 256, 257, 1000, 8192, 8193, 131_071, 262_144] {
+            let f = flex_groups(groups);
+            assert!(f.is_power_of_two() && f >= 16);
+            assert!(groups.div_ceil(f) <= MAX_FLEXES);
+        }
+        assert_eq!(flex_groups(1 << 20), MAX_FLEX_GROUPS); // 128 TiB: 64 flex groups
+                                                           // 1 TiB: the metadata of its 16 flex groups, and how many 512 KiB blocks hold any of it.
+        let g = geometry(1 << 28, 0).unwrap();
+        assert_eq!(g.flex_groups, 512);
+        let leaders: Vec<u64> = (0..g.groups).step_by(512).collect();
+        assert_eq!(leaders.len(), 16);
+        for l in leaders {
+            let p = g.places[l as usize];
+            let last = g.places[(l + 511) as usize];
+            // Bitmaps and tables packed from the leader's start, in order.
+            assert!(p.block_bitmap >= l * BLOCKS_PER_GROUP);
+            assert_eq!(last.block_bitmap, p.block_bitmap + 511);
+            assert!(last.inode_table + g.itable_blocks <= (l + 512) * BLOCKS_PER_GROUP);
         }
     }
 

@@ -4,7 +4,7 @@
 use super::bitmap;
 use super::group_desc::{GroupDesc, BG_INODE_UNINIT, BG_INODE_ZEROED, DESC_SIZE};
 use super::inode::{self, FIRST_INO, JOURNAL_INO};
-use super::layout::{self, BLOCKS_PER_GROUP, BLOCK_SIZE};
+use super::layout::{BLOCKS_PER_GROUP, BLOCK_SIZE};
 use super::superblock::{self as sb, Superblock};
 use super::writer::Plan;
 use std::ops::Range;
@@ -139,7 +139,7 @@ impl Plan<'_> {
             s_min_extra_isize: inode::EXTRA_ISIZE,
             s_want_extra_isize: inode::EXTRA_ISIZE,
             s_flags: sb::FLAGS_SIGNED_HASH,
-            s_log_groups_per_flex: layout::FLEX_GROUPS.trailing_zeros() as u8,
+            s_log_groups_per_flex: geo.flex_groups.trailing_zeros() as u8,
             s_checksum_type: sb::CHECKSUM_TYPE_CRC32C,
             s_overhead_clusters: (reserved_total + geo.journal_blocks) as u32,
             s_time_hi: ((t.secs >> 32) & 0xff) as u8,

@@ -1,0 +1,293 @@
+//! Ctrl-C at each step from StartSnapshot to an available image: while StartSnapshot is being
+//! answered, after CompleteSnapshot, while RegisterImage is being answered, and while copies are
+//! made. (During the blocks: tests/ebs_upload.rs; while the registered image becomes available:
+//! tests/publish.rs.) After each, no snapshot or image this run made is left, and what was there
+//! before (an image and a snapshot kiln did not make, in every region) is untouched.
+//!
+//! The proxy holds the answer of the step being interrupted (`--delay-answer`: the call has
+//! happened at moto, the client does not know yet), so the interruption lands exactly there.
+
+mod common;
+
+use common::moto::{Ec2, Moto, Proxy};
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// What is in one region: image ids and snapshot ids (less the snapshots moto invents for
+/// images registered through the proxy, which AWS would not make).
+fn contents(moto: &Moto, region: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let ec2 = Ec2::new(moto, region);
+    let out = ec2
+        .block_on(ec2.client.describe_images().owners("self").send())
+        .unwrap();
+    let images = out
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id().map(str::to_string))
+        .collect();
+    let invented: BTreeSet<String> = moto
+        .proxy_registered()
+        .iter()
+        .map(|i| format!("Auto-created snapshot for AMI {i}"))
+        .collect();
+    let out = ec2
+        .block_on(ec2.client.describe_snapshots().owner_ids("self").send())
+        .unwrap();
+    let snaps = out
+        .snapshots()
+        .iter()
+        .filter(|s| !invented.contains(s.description().unwrap_or("")))
+        .filter_map(|s| s.snapshot_id().map(str::to_string))
+        .collect();
+    (images, snaps)
+}
+
+/// An image and a snapshot kiln did not make, in `region`.
+fn foreign(moto: &Moto, region: &str) {
+    let ec2 = Ec2::new(moto, region);
+    ec2.block_on(ec2.client.register_image().name("someone-elses").send())
+        .unwrap();
+    let vol = ec2
+        .block_on(
+            ec2.client
+                .create_volume()
+                .size(1)
+                .availability_zone(format!("{region}a"))
+                .send(),
+        )
+        .unwrap();
+    ec2.block_on(
+        ec2.client
+            .create_snapshot()
+            .volume_id(vol.volume_id().unwrap())
+            .send(),
+    )
+    .unwrap();
+}
+
+/// Waits until the proxy has logged `n` requests of `op`, then interrupts `child`; returns
+/// its exit code and stderr.
+fn interrupt_after(proxy: &Proxy, mut child: Child, op: &str, n: usize) -> (Option<i32>, String) {
+    let t0 = Instant::now();
+    while proxy.ops(op).len() < n {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kiln ended before {op}: {}",
+            rest(&mut child)
+        );
+        assert!(t0.elapsed() < Duration::from_secs(90), "no {op} was sent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    (status.code(), rest(&mut child))
+}
+
+fn rest(child: &mut Child) -> String {
+    let mut s = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
+fn write_recipe(d: &Path, regions: &[&str]) {
+    std::fs::write(
+        d.join("web.toml"),
+        common::moto::web_recipe("1.0.0", regions, ""),
+    )
+    .unwrap();
+}
+
+fn spawn_publish(proxy: &Proxy, d: &Path) -> Child {
+    proxy
+        .kiln()
+        .current_dir(d)
+        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// What is in `region` now and was not `before`, and what was and is gone.
+fn changes(
+    moto: &Moto,
+    region: &str,
+    before: &(BTreeSet<String>, BTreeSet<String>),
+) -> (Vec<String>, Vec<String>) {
+    let (images, snaps) = contents(moto, region);
+    let new = images
+        .difference(&before.0)
+        .chain(snaps.difference(&before.1))
+        .cloned()
+        .collect();
+    let gone = before
+        .0
+        .difference(&images)
+        .chain(before.1.difference(&snaps))
+        .cloned()
+        .collect();
+    (new, gone)
+}
+
+/// Nothing this run made is left in `region`, and nothing that was there is gone.
+fn nothing_left(moto: &Moto, region: &str, before: &(BTreeSet<String>, BTreeSet<String>)) {
+    let (new, gone) = changes(moto, region, before);
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "{region}: left {new:?}, removed {gone:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_while_start_snapshot_is_answered_deletes_the_snapshot_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    foreign(&moto, "us-east-1");
+    let before = contents(&moto, "us-east-1");
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-answer", "StartSnapshot:5000"],
+    );
+    let img = d.join("disk.raw");
+    common::moto::make_image(&img, 4 << 20, &[(0, 1 << 20)], 1);
+    let child = proxy
+        .kiln()
+        .arg("upload")
+        .arg(&img)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err) = interrupt_after(&proxy, child, "StartSnapshot", 1);
+    assert_eq!(code, Some(130), "{err}");
+    let made = proxy.ops("StartSnapshot");
+    assert!(made[0]["fault"] == "answer-delayed");
+    let deleted = proxy.ops("DeleteSnapshot");
+    assert_eq!(deleted.len(), 1, "{err}");
+    let id = deleted[0]["params"]["SnapshotId"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("deleted snapshot {id} in us-east-1")),
+        "{err}"
+    );
+    assert!(proxy.ops("PutSnapshotBlock").is_empty());
+    nothing_left(&moto, "us-east-1", &before);
+}
+
+#[test]
+fn ctrl_c_after_complete_snapshot_deletes_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let moto = Moto::start();
+    foreign(&moto, "us-east-1");
+    let before = contents(&moto, "us-east-1");
+    // The wait for `completed` is slow: interrupted between CompleteSnapshot and `completed`.
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-op", "DescribeSnapshots:3000"],
+    );
+    let img = d.join("disk.raw");
+    common::moto::make_image(&img, 4 << 20, &[(0, 1 << 20)], 1);
+    let child = proxy
+        .kiln()
+        .arg("upload")
+        .arg(&img)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err) = interrupt_after(&proxy, child, "CompleteSnapshot", 1);
+    assert_eq!(code, Some(130), "{err}");
+    let id = proxy.ops("PutSnapshotBlock")[0]["path"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!("deleted snapshot {id} in us-east-1")),
+        "{err}"
+    );
+    nothing_left(&moto, "us-east-1", &before);
+}
+
+#[test]
+fn ctrl_c_while_register_image_is_answered_removes_image_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, &["us-east-1"]);
+    let moto = Moto::start();
+    foreign(&moto, "us-east-1");
+    let before = contents(&moto, "us-east-1");
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-answer", "RegisterImage:4000"],
+    );
+    let (code, err) = interrupt_after(&proxy, spawn_publish(&proxy, d), "RegisterImage", 1);
+    assert_eq!(code, Some(130), "{err}");
+    // The image RegisterImage made (the answer kiln had not yet heard) is gone, and its snapshot.
+    let dereg = proxy.ops("DeregisterImage");
+    assert_eq!(dereg.len(), 1, "{err}");
+    let image = dereg[0]["params"]["ImageId"].as_str().unwrap();
+    let snap = proxy.ops("RegisterImage")[0]["params"]["BlockDeviceMapping.1.Ebs.SnapshotId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "deregistered {image} and deleted snapshot {snap} in us-east-1"
+        )),
+        "{err}"
+    );
+    nothing_left(&moto, "us-east-1", &before);
+}
+
+#[test]
+fn ctrl_c_while_copies_are_made_removes_the_copies_and_keeps_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let regions = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+    write_recipe(d, &regions);
+    let moto = Moto::start();
+    for r in regions {
+        foreign(&moto, r);
+    }
+    let before: Vec<_> = regions.iter().map(|r| contents(&moto, r)).collect();
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-answer", "CopyImage:4000"],
+    );
+    let (code, err) = interrupt_after(&proxy, spawn_publish(&proxy, d), "CopyImage", 2);
+    assert_eq!(code, Some(130), "{err}");
+    // Each copy (made at moto, its answer still held) is deregistered with its snapshots.
+    for (r, b) in regions[1..].iter().zip(&before[1..]) {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("deregistered ami-") && l.ends_with(&format!("in {r}"))),
+            "{r}: {err}"
+        );
+        nothing_left(&moto, r, b);
+    }
+    // The source image was complete (available, tagged) before the copies began: it stays,
+    // and a re-publish reuses it.
+    let (new, gone) = changes(&moto, "us-east-1", &before[0]);
+    assert!(gone.is_empty(), "{gone:?}");
+    assert_eq!(
+        new.len(),
+        2,
+        "the source image and its snapshot: {new:?}\n{err}"
+    );
+    let again = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
+    let o = spawn_publish(&again, d).wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(again.ops("StartSnapshot").is_empty());
+    assert_eq!(again.ops("CopyImage").len(), 2);
+}
