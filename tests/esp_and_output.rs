@@ -1,6 +1,6 @@
 //! The ESP's edges and the output's: names that differ only in case, FAT and ext4 labels (with
-//! fsck.fat and blkid as oracles), ESP sizes too small for FAT32, and outputs that are not
-//! regular files.
+//! fsck.fat and blkid as oracles), ESP sizes too small for FAT32, outputs that are not regular
+//! files, and the rule that an image lands only where unwritten blocks read as zeros.
 
 mod common;
 
@@ -296,4 +296,64 @@ fn outputs_that_are_not_regular_files_are_refused() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(names.is_empty(), "temp files left: {names:?}");
+}
+
+/// kiln leaves blocks it has nothing to say about unwritten (unused inode tables, the journal
+/// past its first block, free space) and marks the inode tables zeroed (BG_INODE_ZEROED), which
+/// is right only where unwritten blocks read as zeros. So kiln never writes an image over old
+/// data: an existing output full of stale bytes is replaced by a new file, whose bytes are those
+/// of a build to a fresh path. (A guard for the README's rule: it passed before, too.)
+#[test]
+fn an_existing_output_is_replaced_never_written_over() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = format!("{HEAD}{}", partitions("40MiB", "esp", "root"));
+    let (o, fresh) = build(d, &text);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let kept = d.join("fresh.raw");
+    std::fs::rename(&fresh, &kept).unwrap();
+    // The same path, now a file of stale bytes, larger than the image.
+    std::fs::write(&fresh, vec![0xA5u8; 170 << 20]).unwrap();
+    let ino = std::fs::metadata(&fresh).unwrap().ino();
+    let (o, img) = build(d, &text);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(
+        std::fs::metadata(&img).unwrap().ino(),
+        ino,
+        "written in place"
+    );
+    common::run_ok(Command::new("cmp").arg(&kept).arg(&img));
+}
+
+/// The journal's first block (its superblock) is always written, saying the journal is empty
+/// (start 0): even a copy that skipped the image's zero blocks and kept a disk's old journal
+/// behind it (the same seed gives the same UUID) replays nothing. debugfs and dumpe2fs read the
+/// copy; e2fsck -fn passes on it.
+#[test]
+fn the_journal_superblock_is_written_and_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (o, img) = build(d, &format!("{HEAD}{}", partitions("40MiB", "esp", "root")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A disk full of old bytes, and the image copied onto it skipping zero blocks.
+    let stale = d.join("stale.raw");
+    std::fs::write(&stale, vec![0xA5u8; 160 << 20]).unwrap();
+    common::run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", img.display()))
+            .arg(format!("of={}", stale.display()))
+            .args(["bs=4096", "conv=sparse,notrunc", "status=none"]),
+    );
+    let root = d.join("root.ext4");
+    common::extract(&stale, 41 << 20, 119 << 20, &root);
+    let head = common::run_ok(Command::new("dumpe2fs").arg("-h").arg(&root));
+    assert!(
+        head.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Journal", "start:", "0"]),
+        "{head}"
+    );
+    let log = common::run_ok(Command::new("debugfs").args(["-R", "logdump"]).arg(&root));
+    assert!(log.contains("Journal starts at block 0"), "{log}");
+    common::run_ok(Command::new("e2fsck").arg("-fn").arg(&root));
 }

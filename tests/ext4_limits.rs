@@ -206,7 +206,12 @@ fn mke2fs_inodes(dir: &Path, blocks: u64) -> u64 {
         .lines()
         .find(|l| l.starts_with("Creating filesystem with"))
         .unwrap_or_else(|| panic!("mke2fs -n said: {o}"));
-    line.split_whitespace().rev().nth(1).unwrap().parse().unwrap()
+    line.split_whitespace()
+        .rev()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// kiln's inode count follows mke2fs's size types and mke2fs.conf's ratios (4096 bytes per
