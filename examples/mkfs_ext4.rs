@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         groups: Vec::new(),
         ami: None,
         boot: None,
+        tests: vec![],
     };
     let store = ContentStore::new()?;
     let built = build_tree(&recipe, &store)?;

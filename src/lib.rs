@@ -8,12 +8,14 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod boot;
+pub mod checks;
 pub mod cleanup;
 pub mod configure;
 pub mod disk;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod imds;
 pub mod manifest;
 pub mod packages;
 pub mod pipeline;

@@ -32,6 +32,10 @@ pub struct Manifest {
     /// The EBS snapshot the disk was streamed into (`kiln build --upload`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// The recipe's `[[test]]`s and the AMI's machine (volume size, IMDSv2), which
+    /// `kiln test IMAGE` runs (absent when the recipe has neither tests nor `[ami]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<crate::recipe::TestPlan>,
 }
 
 /// One installed Debian package.
@@ -184,6 +188,7 @@ pub fn new(
         packages: Vec::new(),
         boot_mode: None,
         snapshot: None,
+        test: recipe.test_plan(),
     }
 }
 

@@ -398,14 +398,39 @@ fn the_boot_test_gates_the_upload() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(
-            "the boot test failed, so nothing was published: the firmware found no bootloader"
+            "the tests failed, so nothing was published: 1 of 1 check(s) failed: console shows \"KILN-BOOT-OK\": the firmware found no bootloader"
         ),
         "{err}"
     );
     assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
 
-    // A disk that boots to the marker is published.
-    write_recipe(d, &bootable_recipe(d));
+    // A disk that boots, but one of the recipe's [[test]]s fails: nothing is published either.
+    let failing = "[[test]]\nname = \"booted\"\nconsole = \"KILN-BOOT-OK\"\n[[test]]\nname = \"web\"\ntcp = { port = 80 }\ntimeout = \"5s\"\n";
+    let bootable = bootable_recipe(d);
+    write_recipe(d, &format!("{bootable}{failing}"));
+    let junit = d.join("tests.xml");
+    let o = proxy
+        .kiln()
+        .current_dir(d)
+        .args(["publish", "web.toml", "-o", "web.raw", "--junit"])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        // The init powers off after its marker: the machine stops under the tcp check.
+        err.contains("the tests failed, so nothing was published: 1 of 2 check(s) failed: web: the machine stopped (QEMU exit status 0)"),
+        "{err}"
+    );
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("<failure message="));
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+
+    // A disk that boots to the marker and passes its [[test]] is published.
+    let passing = "[[test]]\nname = \"booted\"\nconsole = \"KILN-BOOT-OK\"\n";
+    write_recipe(d, &format!("{bootable}{passing}"));
     let o = proxy
         .kiln()
         .current_dir(d)
@@ -415,7 +440,7 @@ fn the_boot_test_gates_the_upload() {
         .unwrap();
     let out = ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("boot test passed"), "{err}");
+    assert!(err.contains("PASS: 1 of 1 checks passed"), "{err}");
     assert!(d.join("web.console.log").is_file());
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(images(&j).len(), 1);

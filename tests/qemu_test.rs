@@ -2,10 +2,11 @@
 //! systemd-boot, the cloud kernel and a busybox init placed by hand (`[[file]]` entries, no
 //! `[boot]` support needed), then booted through the `kiln` binary. Inputs come from
 //! `scripts/lib/boot-inputs.sh` (run by `scripts/test`). Full boots are few: each is ~20 s of TCG.
+//! The EC2 side of the machine (network, metadata service, checks) is in tests/test_stage.rs.
 
 mod common;
 
-use common::boot::{root_partuuid, HandMade};
+use common::boot::build_hand;
 use common::run_ok;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,10 +19,6 @@ enum Init {
     PrintsNothing,
 }
 
-/// Builds `dir/NAME.raw`: a 48 MiB ESP holding systemd-boot (unless `bootloader` is false), a
-/// loader entry for the kernel and the kernel; an ext4 root with busybox and the init. The
-/// entry needs the root partition's GUID, which derives from the seed alone: a first build with
-/// a placeholder entry gives it (from the manifest), the second build is the image.
 fn build_image(dir: &Path, name: &str, init: Init, bootloader: bool) -> PathBuf {
     let init_text = match init {
         Init::PrintsMarker => {
@@ -29,40 +26,12 @@ fn build_image(dir: &Path, name: &str, init: Init, bootloader: bool) -> PathBuf 
         }
         Init::PrintsNothing => "#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_string(),
     };
-    std::fs::write(dir.join(format!("{name}.init")), init_text).unwrap();
-    let img = dir.join(format!("{name}.raw"));
-    let init = format!("{name}.init");
-    let seed = format!("qemu-test-{name}");
-    let hand = HandMade {
-        name,
-        version: "1",
-        seed: Some(&seed),
-        init: &init,
-        bootloader,
-    };
-    let write_recipe = |partuuid: &str| {
-        let recipe = dir.join(format!("{name}.toml"));
-        std::fs::write(&recipe, hand.recipe(partuuid)).unwrap();
-        run_ok(
-            Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .args(["build", "--allow-host-paths"])
-                .arg(&recipe)
-                .arg("-o")
-                .arg(&img),
-        );
-        root_partuuid(&dir.join(format!("{name}.manifest.json")))
-    };
-    let partuuid = write_recipe("00000000-0000-0000-0000-000000000000");
-    assert_eq!(
-        write_recipe(&partuuid),
-        partuuid,
-        "the GUID depends on the seed alone"
-    );
-    img
+    build_hand(dir, name, &init_text, bootloader, "")
 }
 
-/// Runs `kiln test` with a private TMPDIR (checked empty afterwards: the firmware variable
-/// copy and QEMU's snapshot overlay leave nothing behind).
+/// Runs `kiln test` with a private TMPDIR, then checks that nothing is left: the run's private
+/// directory (firmware variables, disk overlay, sockets, keys) is gone, no QEMU and no metadata
+/// relay runs.
 fn kiln_test(img: &Path, extra: &[&str]) -> Output {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -72,12 +41,7 @@ fn kiln_test(img: &Path, extra: &[&str]) -> Output {
         .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "kiln test left {left:?} in TMPDIR");
-    assert_no_qemu_for(img);
+    common::boot::assert_nothing_left(tmp.path());
     out
 }
 
@@ -88,29 +52,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// No process is left running (or as a zombie) with `img` on its command line.
-fn assert_no_qemu_for(img: &Path) {
-    let needle = img.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        assert!(
-            !(cmd.contains("qemu-system") && cmd.contains(&needle)),
-            "QEMU still running: {cmd}"
-        );
-    }
 }
 
 /// Image files beside the image that kiln test must not leave (temp console logs).
@@ -134,7 +75,16 @@ fn a_good_image_passes_and_is_never_modified_virtio_without_initrd_panics() {
     let o = kiln_test(&img, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.starts_with("PASS "), "{}", text(&o));
+    assert!(
+        stdout.contains("console shows \"KILN-BOOT-OK\"  console  pass"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        stdout.contains("PASS: 1 of 1 checks passed"),
+        "{}",
+        text(&o)
+    );
     let log = dir.path().join("good.console.log");
     let console = std::fs::read_to_string(&log).unwrap();
     assert!(console.contains(MARKER), "{console}");
@@ -149,11 +99,11 @@ fn a_good_image_passes_and_is_never_modified_virtio_without_initrd_panics() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        stdout.contains("kernel panic: ") && stdout.contains("VFS: Unable to mount root fs"),
+        stdout.contains(": kernel panic: ") && stdout.contains("VFS: Unable to mount root fs"),
         "{}",
         text(&o)
     );
-    assert!(stdout.contains("last "), "{}", text(&o));
+    assert!(stdout.contains("console lines:"), "{}", text(&o));
     assert!(std::fs::read_to_string(&vlog)
         .unwrap()
         .contains("Kernel panic - not syncing"));
@@ -162,7 +112,8 @@ fn a_good_image_passes_and_is_never_modified_virtio_without_initrd_panics() {
     let o = kiln_test(&img, &["--timeout", "2", "--log", vlog.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("timed out after 2 s"),
+        String::from_utf8_lossy(&o.stdout)
+            .contains("\"KILN-BOOT-OK\" did not appear on the console within 2 s"),
         "{}",
         text(&o)
     );
@@ -178,7 +129,8 @@ fn an_init_that_prints_nothing_fails_and_shows_the_console_and_kiln_boot_runs_it
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        stdout.contains("the machine stopped before the marker appeared"),
+        stdout
+            .contains("the machine stopped (QEMU exit status 0) before \"KILN-BOOT-OK\" appeared"),
         "{}",
         text(&o)
     );
@@ -194,9 +146,11 @@ fn an_init_that_prints_nothing_fails_and_shows_the_console_and_kiln_boot_runs_it
     assert!(dir.path().join("silent.console.log").is_file());
 
     // `kiln boot` gives QEMU the terminal: here stdout. The guest powers off, QEMU exits 0.
+    let tmp = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("boot")
         .arg(&img)
+        .env("TMPDIR", tmp.path())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -204,12 +158,24 @@ fn an_init_that_prints_nothing_fails_and_shows_the_console_and_kiln_boot_runs_it
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("Linux version 6."), "{}", text(&o));
     assert!(stdout.contains("reboot: Power down"), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("-device nvme,serial=kiln-disk0,drive=disk0"),
+        err.contains("-device nvme,serial=kiln-disk0,drive=disk0,bootindex=1"),
         "{}",
         text(&o)
     );
-    assert_no_qemu_for(&img);
+    // The same EC2-like machine, its SSH port forwarded on a port the kernel picked.
+    assert!(
+        err.contains("-smbios type=1,manufacturer=Amazon EC2"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        err.contains("the guest's SSH port is 127.0.0.1:"),
+        "{}",
+        text(&o)
+    );
+    common::boot::assert_nothing_left(tmp.path());
     assert_no_temp_files(dir.path());
 }
 
@@ -304,14 +270,16 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
         .unwrap()
         .set_len(64 << 20)
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["test", "--arch", "x86_64"])
-        .arg(&img)
-        .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::boot::KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["test", "--arch", "x86_64"])
+            .arg(&img)
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     // Wait until QEMU runs (the console log's temp file exists, the vars copy is in TMPDIR).
     let started = (0..200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -322,19 +290,14 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
-    let o = child.wait_with_output().unwrap();
+    let o = child.take().wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("qemu (pid"),
         "{}",
         text(&o)
     );
-    assert_no_qemu_for(&img);
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "left in TMPDIR: {left:?}\n{}", text(&o));
+    common::boot::assert_nothing_left(tmp.path());
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -386,7 +349,7 @@ mount = "/"
         // AAVMF on the virt machine, the empty ESP seen as nothing to boot.
         assert!(
             String::from_utf8_lossy(&o.stderr).contains(
-                "qemu-system-aarch64 -machine virt -cpu cortex-a57 -m 1024 -nographic -no-reboot -net none -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd"
+                "qemu-system-aarch64 -machine virt -cpu cortex-a57 -m 1024 -nographic -no-reboot -netdev user,id=net0,"
             ),
             "{}",
             text(&o)
@@ -398,4 +361,83 @@ mount = "/"
             text(&o)
         );
     }
+}
+
+/// kiln's qcow2 overlay, checked by qemu-img: a clean qcow2 v3 with the volume's virtual size,
+/// backed by the raw image, reading as the image followed by zeros; writes land in the overlay
+/// and never in the image.
+#[test]
+fn the_overlay_is_a_clean_qcow2_over_the_untouched_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("img,1.raw");
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&raw, &data).unwrap();
+    let before = common::sha256_file(&raw);
+    let ov = dir.path().join("disk.qcow2");
+    kiln::qemu::overlay::create(&ov, &raw, 5 << 30).unwrap();
+    let qemu_img = |args: &[&str]| {
+        let mut c = Command::new("qemu-img");
+        c.args(args).arg(&ov);
+        common::run(&mut c)
+    };
+    let o = qemu_img(&["check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("No errors were found"),
+        "{}",
+        text(&o)
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&qemu_img(&["info", "--output=json"]).stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], 5u64 << 30);
+    assert_eq!(info["cluster-size"], 65536);
+    assert_eq!(info["backing-filename"], raw.to_str().unwrap());
+    assert_eq!(info["backing-filename-format"], "raw");
+    assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
+    // Identical to the image (qemu-img compare allows the larger side to be zeros).
+    let o = common::run(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&ov),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Writes go to the overlay: at the start and beyond the image's end.
+    for (off, pat) in [("0", "0xab"), ("4G", "0xcd")] {
+        let o = common::run(
+            Command::new("qemu-io")
+                .args(["-f", "qcow2", "-c", &format!("write -P {pat} {off} 64k")])
+                .arg(&ov),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = common::run(
+        Command::new("qemu-io")
+            .args([
+                "-f",
+                "qcow2",
+                "-r",
+                "-c",
+                "read -P 0xcd 4G 64k",
+                "-c",
+                "read -P 0 3M 1M",
+            ])
+            .arg(&ov),
+    );
+    assert!(
+        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("mismatch"),
+        "{}",
+        text(&o)
+    );
+    let o = qemu_img(&["check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(common::sha256_file(&raw), before, "the image was written");
+    let o = common::run(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&ov),
+    );
+    assert_eq!(o.status.code(), Some(1), "now they differ: {}", text(&o));
 }

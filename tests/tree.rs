@@ -43,6 +43,7 @@ fn recipe(entries: Vec<EntryKind>) -> Recipe {
         groups: vec![],
         ami: None,
         boot: None,
+        tests: vec![],
     }
 }
 

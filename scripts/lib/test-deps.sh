@@ -30,6 +30,7 @@ declare -A TOOLS=(
   [faketime]=faketime [setpriv]=util-linux [blkid]=util-linux
   [qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm [qemu-img]=qemu-utils
   [qemu-aarch64-static]=qemu-user-static
+  [qemu-io]=qemu-utils [mmdebstrap]=mmdebstrap
   [dpkg-deb]=dpkg [update-alternatives]=dpkg
   [cpio]=cpio [depmod]=kmod [objdump]=binutils [objcopy]=binutils [zstdcat]=zstd
   [aarch64-linux-gnu-objdump]=binutils-aarch64-linux-gnu

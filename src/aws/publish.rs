@@ -47,7 +47,7 @@ pub enum PublishError {
     DuplicateRegion { pos: Pos, region: String },
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("the boot test failed, so nothing was published: {0}")]
+    #[error("the tests failed, so nothing was published: {0}")]
     Test(String),
     #[error(transparent)]
     Connect(#[from] ConnectError),

@@ -46,10 +46,20 @@ pub enum Command {
     Publish(publish::Args),
     /// kiln's AMIs: list, copy, share, unshare, deprecate, deregister, prune.
     Images(images::Args),
-    /// Boot an image under QEMU (UEFI) and wait for a marker on its serial console (exit 0 pass, 1 fail, 2 error).
+    /// Boot an image as EC2 would (UEFI, NIC, metadata service, the AMI's volume size) and run
+    /// its recipe's [[test]] checks (exit 0 all pass, 1 one fails, 2 could not test).
     Test(test::Args),
-    /// Boot an image under QEMU with its serial console on this terminal.
+    /// Boot an image in the same machine with its serial console on this terminal.
     Boot(boot::Args),
+    /// (internal) Joins one guest connection to the metadata service: QEMU runs this.
+    #[command(hide = true)]
+    ImdsRelay(ImdsRelayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImdsRelayArgs {
+    /// The metadata server's Unix socket.
+    pub socket: std::path::PathBuf,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -64,6 +74,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(a) => images::run(a),
         Command::Test(a) => test::run(a, cli.verbose),
         Command::Boot(a) => boot::run(a),
+        Command::ImdsRelay(a) => match kiln::imds::relay(&a.socket) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(_) => Ok(ExitCode::from(1)),
+        },
     }
 }
 

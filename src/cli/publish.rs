@@ -5,9 +5,10 @@ use super::aws_common::{self, AwsArgs, Watcher};
 use kiln::aws::publish::{self, Hooks, Outcome, PublishOptions, PublishReport};
 use kiln::aws::upload::UploadOptions;
 use kiln::aws::AwsOptions;
+use kiln::checks::RunOptions;
 use kiln::pipeline::{BuildOptions, BuildOutput};
-use kiln::qemu::{Outcome as TestOutcome, TestOptions};
-use kiln::recipe::Recipe;
+use kiln::qemu::VmOptions;
+use kiln::recipe::{Recipe, Test};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,15 +19,21 @@ use std::time::Duration;
 pub struct Args {
     /// The recipe (TOML) with an [ami] table.
     pub recipe: PathBuf,
-    /// Publish without the QEMU boot test (`kiln test`).
+    /// Publish without running the recipe's tests (`kiln test`).
     #[arg(long)]
     pub skip_test: bool,
-    /// The boot test's marker on the serial console.
-    #[arg(long, default_value = kiln::qemu::DEFAULT_EXPECT)]
-    pub expect: String,
-    /// Seconds the boot test waits for the marker.
+    /// Also check that this text appears on the serial console (without any [[test]], kiln
+    /// waits for "KILN-BOOT-OK").
+    #[arg(long)]
+    pub expect: Option<String>,
+    /// Seconds the --expect check (or the default one) waits.
     #[arg(long, default_value_t = kiln::qemu::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub test_timeout: u64,
+    /// Write the tests' report as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub instance: super::test::InstanceArgs,
     #[command(flatten)]
     pub machine: super::test::MachineArgs,
     /// Confirm `public = true`: the AMI becomes launchable by every AWS account.
@@ -63,19 +70,24 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Everything the recipe alone can refuse is refused before the build.
     let recipe = Recipe::load_with(&a.recipe, &a.trust.trust())?;
     publish::check_recipe(&recipe, a.allow_public)?;
-    let test_opts = TestOptions {
-        expect: a.expect.clone(),
-        timeout: Duration::from_secs(a.test_timeout),
-        log: None,
-        stream: false,
-        machine: a.machine.options(),
-    };
+    let plan = recipe.test_plan().unwrap_or_default();
+    let tests = super::test::tests_for(&plan, a.expect.as_deref(), a.test_timeout);
+    let run_opts = a
+        .instance
+        .run_options(
+            &plan,
+            VmOptions {
+                machine: a.machine.options(),
+                ..Default::default()
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
     let test = |out: &BuildOutput| -> Result<(), String> {
         if a.skip_test {
-            eprintln!("boot test skipped (--skip-test)");
+            eprintln!("tests skipped (--skip-test)");
             return Ok(());
         }
-        boot_test(out, &test_opts)
+        run_tests(out, &tests, &run_opts, a.junit.as_deref())
     };
     let rt = aws_common::runtime()?;
     let opts = PublishOptions {
@@ -168,39 +180,48 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `kiln test` on the built image: passes, or says why not (with the console's last lines).
-fn boot_test(out: &BuildOutput, opts: &TestOptions) -> Result<(), String> {
-    let opts = TestOptions {
-        log: Some(super::test::default_log(&out.image)),
-        ..opts.clone()
-    };
-    eprintln!("boot-testing {} under QEMU", out.image.display());
-    let outcome = kiln::qemu::test_image(&out.image, &opts).map_err(|e| e.to_string())?;
-    match outcome {
-        TestOutcome::Pass { elapsed, .. } => {
-            eprintln!(
-                "boot test passed: {:?} after {:.1} s",
-                opts.expect,
-                elapsed.as_secs_f64()
-            );
-            Ok(())
-        }
-        TestOutcome::Fail {
-            reason,
-            tail_lines,
-            log,
-            ..
-        } => {
-            let mut msg = format!("{reason}");
-            if let Some(l) = log {
-                msg.push_str(&format!(" (console log: {})", l.display()));
-            }
-            for l in tail_lines.iter().rev().take(10).rev() {
-                msg.push_str(&format!("\n  | {l}"));
-            }
-            Err(msg)
-        }
+/// `kiln test` on the built image, before anything is uploaded: passes, or says which checks
+/// failed and why. The table goes to stderr (stdout is publish's own report).
+fn run_tests(
+    out: &BuildOutput,
+    tests: &[Test],
+    opts: &RunOptions,
+    junit: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let mut opts = opts.clone();
+    opts.vm.log = Some(super::test::default_log(&out.image));
+    eprintln!(
+        "testing {} under QEMU ({} check(s))",
+        out.image.display(),
+        tests.len()
+    );
+    let report = kiln::checks::run(&out.image, tests, &opts).map_err(|e| e.to_string())?;
+    eprint!("{}", report.table());
+    if let Some(j) = junit {
+        kiln::util::write_atomic(j, report.junit().as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", j.display()))?;
     }
+    if report.passed {
+        return Ok(());
+    }
+    let failed: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r.display_name(),
+                r.reason.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    Err(format!(
+        "{} of {} check(s) failed: {}",
+        failed.len(),
+        report.results.len(),
+        failed.join("; ")
+    ))
 }
 
 /// `{"images": [...], "image_sha256"}`: only the regions where the image is published.

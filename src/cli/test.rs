@@ -1,26 +1,109 @@
-//! `kiln test IMAGE`: boot the image under QEMU and wait for a marker on the serial console.
-//! Exit 0 pass, 1 fail (the reason and the console's last lines are printed), 2 error.
+//! `kiln test IMAGE`: EC2 Image Builder's test stage, locally. Boots the image as an instance of
+//! its AMI would boot (NIC, metadata service, a volume of the AMI's size, the run's key pair)
+//! and runs the recipe's `[[test]]`s. Exit 0 all pass, 1 one fails, 2 the image could not be
+//! tested.
 
-use kiln::qemu::{self, Accel, Arch, DiskBus, FirmwarePaths, MachineOptions, Outcome, TestOptions};
-use std::path::PathBuf;
+use kiln::checks::{self, Report, RunOptions};
+use kiln::qemu::{self, Accel, Arch, DiskBus, FirmwarePaths, MachineOptions, VmOptions};
+use kiln::recipe::{Recipe, Test, TestKind, TestPlan};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The raw disk image (never modified: QEMU writes to a throw-away overlay).
+    /// The raw disk image (never modified: the guest writes to an overlay).
     pub image: PathBuf,
-    /// The text on the serial console that means the image booted.
-    #[arg(long, default_value = qemu::DEFAULT_EXPECT)]
-    pub expect: String,
-    /// Seconds to wait for it.
+    /// Take the tests (and [ami] volume_size, imds_support) from this recipe instead of the
+    /// image's manifest.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Also check that this text appears on the serial console. Without any test, kiln waits
+    /// for "KILN-BOOT-OK".
+    #[arg(long)]
+    pub expect: Option<String>,
+    /// Seconds the --expect check (or the default one) waits.
     #[arg(long, default_value_t = qemu::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Where to save the console output; default `<image stem>.console.log` beside the image.
     #[arg(long)]
     pub log: Option<PathBuf>,
     #[command(flatten)]
     pub machine: MachineArgs,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
+}
+
+/// What the instance is launched with, shared with `kiln publish`.
+#[derive(Debug, clap::Args)]
+pub struct InstanceArgs {
+    /// User data served by the metadata service (a cloud-init script or #cloud-config).
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// The key pair's public key (the private key beside it, or in the SSH agent); default a
+    /// throw-away ed25519 pair made for the run and deleted after it.
+    #[arg(long, value_name = "FILE.pub")]
+    pub ssh_key: Option<PathBuf>,
+    /// The root volume's size (bytes, or with KiB/MiB/GiB/TiB); default the recipe's
+    /// [ami] volume_size, else the image rounded up to whole GiB.
+    #[arg(long, value_parser = parse_volume)]
+    pub volume_size: Option<u64>,
+}
+
+fn parse_volume(s: &str) -> Result<u64, String> {
+    kiln::recipe::parse_size(s).map_err(|e| e.to_string())
+}
+
+impl InstanceArgs {
+    /// The run's options for `plan`'s machine; Err is a one-line reason (exit 2).
+    pub fn run_options(&self, plan: &TestPlan, vm: VmOptions) -> Result<RunOptions, String> {
+        let mut o = RunOptions::new(vm);
+        o.vm.volume_size = self.volume_size.or(plan.volume_size);
+        o.ssh_key = self.ssh_key.clone();
+        o.user_data = match &self.user_data {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| format!("cannot read the user data {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        o.require_imdsv2 = plan.imdsv2_required;
+        if let Some(r) = &plan.region {
+            o.region = r.clone();
+        }
+        if let Some(d) = &plan.root_device_name {
+            o.root_device_name = d.clone();
+        }
+        Ok(o)
+    }
+}
+
+/// The tests to run: the plan's, then `--expect`'s console check; the default console check
+/// when there are none.
+pub fn tests_for(plan: &TestPlan, expect: Option<&str>, timeout: u64) -> Vec<Test> {
+    let mut tests = plan.tests.clone();
+    if let Some(e) = expect {
+        tests.push(Test {
+            name: format!("console shows {e:?}"),
+            timeout,
+            kind: TestKind::Console(e.to_string()),
+        });
+    }
+    if tests.is_empty() {
+        tests.push(Test {
+            name: format!("console shows {:?}", qemu::DEFAULT_EXPECT),
+            timeout,
+            kind: TestKind::Console(qemu::DEFAULT_EXPECT.into()),
+        });
+    }
+    tests
 }
 
 /// The machine's options, shared with `kiln boot`.
@@ -98,68 +181,80 @@ impl MachineArgs {
 /// Exit code for "could not test" (no QEMU, no firmware, unreadable image).
 pub const EXIT_ERROR: u8 = 2;
 
+/// The plan of the recipe named, else the one the image's manifest records (else none).
+fn plan(a: &Args) -> Result<TestPlan, String> {
+    if let Some(r) = &a.recipe {
+        let recipe = Recipe::load_with(r, &a.trust.trust()).map_err(|e| e.to_string())?;
+        return Ok(recipe.test_plan().unwrap_or_default());
+    }
+    let m = kiln::manifest::manifest_path(&a.image);
+    if !m.exists() {
+        return Ok(TestPlan::default());
+    }
+    let manifest = kiln::manifest::read(&m).map_err(|e| e.to_string())?;
+    Ok(manifest.test.unwrap_or_default())
+}
+
 pub fn run(a: Args, verbose: u8) -> anyhow::Result<ExitCode> {
-    let log = a.log.clone().unwrap_or_else(|| default_log(&a.image));
-    let opts = TestOptions {
-        expect: a.expect.clone(),
-        timeout: Duration::from_secs(a.timeout),
-        log: Some(log),
-        stream: verbose > 0,
-        machine: a.machine.options(),
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        Ok(ExitCode::from(EXIT_ERROR))
     };
-    let result = qemu::test_image(&a.image, &opts);
+    if a.expect
+        .as_deref()
+        .is_some_and(|e| e.is_empty() || e.contains(['\n', '\r']))
+    {
+        return fail("the expected text must be one non-empty line".into());
+    }
+    let plan = match plan(&a) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let tests = tests_for(&plan, a.expect.as_deref(), a.timeout);
+    let vm = VmOptions {
+        machine: a.machine.options(),
+        log: Some(a.log.clone().unwrap_or_else(|| default_log(&a.image))),
+        stream: verbose > 0,
+        ..Default::default()
+    };
+    let opts = match a.instance.run_options(&plan, vm) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let result = checks::run(&a.image, &tests, &opts);
     if kiln::cleanup::interrupted() {
         // Ctrl-C ended QEMU; the signal thread reports and exits (130).
         return Ok(ExitCode::from(130));
     }
-    let outcome = match result {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(EXIT_ERROR));
-        }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
     };
-    let log_note = |log: Option<&std::path::Path>| {
-        log.map(|l| format!("; console log: {}", l.display()))
-            .unwrap_or_default()
-    };
-    match &outcome {
-        Outcome::Pass { elapsed, log } => {
-            println!(
-                "PASS {}: {:?} appeared after {:.1} s{}",
-                a.image.display(),
-                a.expect,
-                elapsed.as_secs_f64(),
-                log_note(log.as_deref())
-            );
-            Ok(ExitCode::SUCCESS)
+    print_report(&report, a.json);
+    if let Some(j) = &a.junit {
+        if let Err(e) = kiln::util::write_atomic(j, report.junit().as_bytes()) {
+            return fail(format!("cannot write {}: {e}", j.display()));
         }
-        Outcome::Fail {
-            reason,
-            tail_lines,
-            elapsed,
-            log,
-        } => {
-            println!(
-                "FAIL {}: {reason} (after {:.1} s, waiting for {:?})",
-                a.image.display(),
-                elapsed.as_secs_f64(),
-                a.expect
-            );
-            println!("last {} console lines:", tail_lines.len());
-            for l in tail_lines {
-                println!("  | {l}");
-            }
-            if let Some(l) = log {
-                println!("console log: {}", l.display());
-            }
-            Ok(ExitCode::from(1))
-        }
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The report on stdout: the JSON with `--json`, else the table (plain text, so it reads the
+/// same in a terminal and in a CI log).
+pub fn print_report(report: &Report, json: bool) {
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
     }
 }
 
 /// `out/x.raw` → `out/x.console.log`.
-pub fn default_log(image: &std::path::Path) -> PathBuf {
+pub fn default_log(image: &Path) -> PathBuf {
     let stem = image
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

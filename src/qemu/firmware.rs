@@ -2,7 +2,7 @@
 //! user names, and a fresh copy of the variable store for every run.
 //!
 //! The code image is attached read-only; the variable store is writable (the firmware records
-//! boot entries in it), so each run gets its own copy in a temporary directory, removed when the
+//! boot entries in it), so each run gets its own copy in its private directory, removed when the
 //! run ends or the process is interrupted. A run never sees what an earlier one stored.
 
 use super::{Arch, QemuError};
@@ -61,64 +61,24 @@ pub fn locate(arch: Arch, given: Option<&FirmwarePaths>) -> Result<FirmwarePaths
     Ok(fw)
 }
 
-/// A private copy of the variable store, removed on drop (and on Ctrl-C).
-#[derive(Debug)]
-pub struct VarsCopy {
-    dir: Option<tempfile::TempDir>,
-    path: PathBuf,
-}
-
-impl VarsCopy {
-    pub fn new(template: &Path) -> Result<VarsCopy, QemuError> {
-        let dir = crate::cleanup::create_registered(
-            || tempfile::Builder::new().prefix("kiln-qemu-").tempdir(),
-            |d| d.path().to_path_buf(),
-        )
-        .map_err(|source| QemuError::Io {
-            what: "create a temporary directory for the firmware variables",
-            path: std::env::temp_dir(),
+/// A fresh copy of the variable store in the run's private directory `dir`; returns its path.
+pub fn copy_vars(template: &Path, dir: &Path) -> Result<PathBuf, QemuError> {
+    let path = dir.join("vars.fd");
+    std::fs::copy(template, &path).map_err(|source| QemuError::Io {
+        what: "copy the firmware variable store",
+        path: template.to_path_buf(),
+        source,
+    })?;
+    // The template is installed read-only; the firmware writes its copy.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        QemuError::Io {
+            what: "make the firmware variable store writable",
+            path: path.clone(),
             source,
-        })?;
-        let path = dir.path().join("vars.fd");
-        let copy = VarsCopy {
-            dir: Some(dir),
-            path,
-        };
-        std::fs::copy(template, &copy.path).map_err(|source| QemuError::Io {
-            what: "copy the firmware variable store",
-            path: template.to_path_buf(),
-            source,
-        })?;
-        // The template is installed read-only; the firmware writes its copy.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&copy.path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| QemuError::Io {
-                what: "make the firmware variable store writable",
-                path: copy.path.clone(),
-                source,
-            },
-        )?;
-        Ok(copy)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The private directory holding the copy (removed with it, and on Ctrl-C).
-    pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
-    }
-}
-
-impl Drop for VarsCopy {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let p = dir.path().to_path_buf();
-            drop(dir);
-            crate::cleanup::unregister(&p);
         }
-    }
+    })?;
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -126,17 +86,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_vars_copy_is_fresh_private_and_removed() {
+    fn the_vars_copy_is_fresh_and_writable() {
         let src = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(src.path(), b"template").unwrap();
-        let copy = VarsCopy::new(src.path()).unwrap();
-        let p = copy.path().to_path_buf();
-        assert_ne!(p, src.path());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o444)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = copy_vars(src.path(), dir.path()).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"template");
         std::fs::write(&p, b"changed by firmware").unwrap();
-        let dir = p.parent().unwrap().to_path_buf();
-        drop(copy);
-        assert!(!dir.exists(), "{} left behind", dir.display());
         assert_eq!(std::fs::read(src.path()).unwrap(), b"template");
     }
 

@@ -1,10 +1,13 @@
 //! The QEMU command line (pure), and the choice between KVM and TCG.
 //!
 //! The machine is the one known to boot Debian's cloud kernels from a kiln disk: q35 (x86_64) or
-//! virt with a Cortex-A57 (aarch64), UEFI from two pflash drives, no network, no reboot (a
-//! reboot or a `panic=-1` ends QEMU instead of looping), and the disk on NVMe as on EC2 Nitro.
-//! The image is attached with `snapshot=on`: writes go to a throw-away overlay, never to it.
+//! virt with a Cortex-A57 (aarch64), UEFI from two pflash drives, no reboot (a reboot or a
+//! `panic=-1` ends QEMU instead of looping; the reboot check allows one through QMP), and the
+//! disk on NVMe as on EC2 Nitro. The image is never written: it is the backing file of a qcow2
+//! overlay of the volume's size. With an EC2 identity the machine also has EC2's SMBIOS strings
+//! and a NIC on the user network (`network`).
 
+use super::network::{self, Network};
 use super::{Arch, DiskBus};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -28,8 +31,15 @@ pub struct Machine<'a> {
     pub memory_mib: u32,
     pub firmware_code: &'a Path,
     pub firmware_vars: &'a Path,
-    pub image: &'a Path,
+    /// The disk: kiln's qcow2 overlay, backed by the image.
+    pub overlay: &'a Path,
     pub disk: DiskBus,
+    /// None: no NIC at all (`-net none`).
+    pub network: Option<Network<'a>>,
+    /// EC2's SMBIOS identity: the system UUID (also the serial) and the instance type.
+    pub smbios: Option<(&'a str, &'a str)>,
+    /// The QMP socket QEMU listens on.
+    pub qmp: Option<&'a Path>,
 }
 
 /// The emulator binary for an architecture.
@@ -66,15 +76,31 @@ pub fn argv(m: &Machine) -> Vec<OsString> {
         .into_iter()
         .map(OsString::from)
         .collect();
-    for s in [
-        "-m",
-        &m.memory_mib.to_string(),
-        "-nographic",
-        "-no-reboot",
-        "-net",
-        "none",
-    ] {
+    for s in ["-m", &m.memory_mib.to_string(), "-nographic", "-no-reboot"] {
         a.push(s.into());
+    }
+    match &m.network {
+        Some(n) => a.extend(network::args(n)),
+        None => a.extend(["-net".into(), "none".into()]),
+    }
+    if let Some((uuid, product)) = m.smbios {
+        // cloud-init's ds-identify: system UUID and serial equal and starting with "ec2".
+        a.push("-smbios".into());
+        a.push(
+            format!(
+                "type=1,manufacturer=Amazon EC2,product={},serial={uuid},uuid={uuid}",
+                product.replace(',', ",,")
+            )
+            .into(),
+        );
+        a.push("-smbios".into());
+        a.push("type=3,manufacturer=Amazon EC2,asset=Amazon EC2".into());
+    }
+    if let Some(q) = m.qmp {
+        a.push("-qmp".into());
+        let mut v = opt("unix:", q);
+        v.push(",server=on,wait=off");
+        a.push(v);
     }
     a.push("-drive".into());
     a.push(opt(
@@ -84,14 +110,15 @@ pub fn argv(m: &Machine) -> Vec<OsString> {
     a.push("-drive".into());
     a.push(opt("if=pflash,format=raw,unit=1,file=", m.firmware_vars));
     a.push("-drive".into());
-    let mut drive = opt("file=", m.image);
-    drive.push(",if=none,id=disk0,format=raw,snapshot=on");
+    let mut drive = opt("file=", m.overlay);
+    drive.push(",if=none,id=disk0,format=qcow2,discard=unmap");
     a.push(drive);
     a.push("-device".into());
+    // bootindex: the firmware boots the disk first, whatever else the machine has.
     a.push(
         match m.disk {
-            DiskBus::Nvme => "nvme,serial=kiln-disk0,drive=disk0",
-            DiskBus::Virtio => "virtio-blk-pci,drive=disk0",
+            DiskBus::Nvme => "nvme,serial=kiln-disk0,drive=disk0,bootindex=1",
+            DiskBus::Virtio => "virtio-blk-pci,drive=disk0,bootindex=1",
         }
         .into(),
     );
@@ -176,42 +203,78 @@ mod tests {
         a.iter().map(|s| s.to_string_lossy().into_owned()).collect()
     }
 
-    #[test]
-    fn x86_64_under_tcg_is_the_known_good_command_line() {
-        let m = Machine {
-            arch: Arch::X86_64,
+    fn plain(arch: Arch, disk: DiskBus) -> Machine<'static> {
+        Machine {
+            arch,
             kvm: false,
             memory_mib: 1024,
             firmware_code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"),
             firmware_vars: Path::new("/tmp/k/vars.fd"),
-            image: Path::new("/img/a.raw"),
-            disk: DiskBus::Nvme,
-        };
+            overlay: Path::new("/tmp/k/disk.qcow2"),
+            disk,
+            network: None,
+            smbios: None,
+            qmp: None,
+        }
+    }
+
+    #[test]
+    fn x86_64_under_tcg_is_the_known_good_command_line() {
+        let m = plain(Arch::X86_64, DiskBus::Nvme);
         assert_eq!(
             display(program(m.arch), &argv(&m)),
             "qemu-system-x86_64 -machine q35 -m 1024 -nographic -no-reboot -net none \
              -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
              -drive if=pflash,format=raw,unit=1,file=/tmp/k/vars.fd \
-             -drive file=/img/a.raw,if=none,id=disk0,format=raw,snapshot=on \
-             -device nvme,serial=kiln-disk0,drive=disk0"
+             -drive file=/tmp/k/disk.qcow2,if=none,id=disk0,format=qcow2,discard=unmap \
+             -device nvme,serial=kiln-disk0,drive=disk0,bootindex=1"
+        );
+    }
+
+    #[test]
+    fn the_ec2_machine_has_a_nic_ec2s_smbios_and_a_monitor() {
+        let m = Machine {
+            network: Some(Network {
+                forward: &[22],
+                imds_relay: Some((Path::new("/bin/kiln"), Path::new("/tmp/k/imds.sock"))),
+                mac: "0e:00:00:00:00:01",
+            }),
+            smbios: Some(("ec2abcde-0123-4567-89ab-0123456789ab", "t3.micro")),
+            qmp: Some(Path::new("/tmp/k/qmp.sock")),
+            ..plain(Arch::X86_64, DiskBus::Nvme)
+        };
+        let s = display(program(m.arch), &argv(&m));
+        assert!(!s.contains("-net none"), "{s}");
+        assert!(
+            s.contains(" -netdev user,id=net0,net=169.254.0.0/16,"),
+            "{s}"
+        );
+        assert!(
+            s.contains(" -device virtio-net-pci,netdev=net0,mac=0e:00:00:00:00:01,romfile= "),
+            "{s}"
+        );
+        assert!(s.contains(
+            " -smbios type=1,manufacturer=Amazon EC2,product=t3.micro,serial=ec2abcde-0123-4567-89ab-0123456789ab,uuid=ec2abcde-0123-4567-89ab-0123456789ab "
+        ), "{s}");
+        assert!(
+            s.contains(" -qmp unix:/tmp/k/qmp.sock,server=on,wait=off "),
+            "{s}"
         );
     }
 
     #[test]
     fn aarch64_virtio_kvm_and_commas() {
         let m = Machine {
-            arch: Arch::Aarch64,
-            kvm: false,
             memory_mib: 2048,
-            firmware_code: Path::new("/fw/CODE.fd"),
-            firmware_vars: Path::new("/fw/VARS.fd"),
-            image: Path::new("/img/a,b.raw"),
-            disk: DiskBus::Virtio,
+            overlay: Path::new("/tmp/a,b/disk.qcow2"),
+            ..plain(Arch::Aarch64, DiskBus::Virtio)
         };
         let a = strings(&argv(&m));
         assert_eq!(a[..4], ["-machine", "virt", "-cpu", "cortex-a57"]);
-        assert!(a.contains(&"file=/img/a,,b.raw,if=none,id=disk0,format=raw,snapshot=on".into()));
-        assert_eq!(a.last().unwrap(), "virtio-blk-pci,drive=disk0");
+        assert!(a.contains(
+            &"file=/tmp/a,,b/disk.qcow2,if=none,id=disk0,format=qcow2,discard=unmap".into()
+        ));
+        assert_eq!(a.last().unwrap(), "virtio-blk-pci,drive=disk0,bootindex=1");
         assert!(a.contains(&"2048".into()));
         assert_eq!(program(m.arch), "qemu-system-aarch64");
 
@@ -232,28 +295,5 @@ mod tests {
             x86[..6],
             ["-machine", "q35", "-accel", "kvm", "-cpu", "host"]
         );
-    }
-
-    #[test]
-    fn every_run_attaches_the_image_in_snapshot_mode() {
-        for disk in [DiskBus::Nvme, DiskBus::Virtio] {
-            for arch in [Arch::X86_64, Arch::Aarch64] {
-                let m = Machine {
-                    arch,
-                    kvm: false,
-                    memory_mib: 512,
-                    firmware_code: Path::new("c"),
-                    firmware_vars: Path::new("v"),
-                    image: Path::new("i"),
-                    disk,
-                };
-                let a = strings(&argv(&m));
-                let drives: Vec<_> = a.iter().filter(|s| s.starts_with("file=")).collect();
-                assert_eq!(drives.len(), 1);
-                assert!(drives[0].ends_with(",snapshot=on"));
-                assert!(a.windows(2).any(|w| w == ["-net", "none"]));
-                assert!(a.contains(&"-no-reboot".into()));
-            }
-        }
     }
 }

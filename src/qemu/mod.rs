@@ -1,35 +1,47 @@
-//! Boot-testing an image under QEMU with UEFI firmware, the way EC2 boots it.
+//! The test machine: an image booted under QEMU with UEFI firmware, as EC2 would launch it.
 //!
-//! [`test_image`] boots the image (never modified: `snapshot=on`) with OVMF or AAVMF and a fresh
-//! variable store, the disk on NVMe (or virtio-blk), KVM when it works and TCG otherwise, and
-//! reads the serial console as it streams: it passes when the expected text appears, and fails
-//! on the timeout, a kernel panic, the firmware finding no bootloader, or the machine stopping
-//! first. [`boot_interactive`] gives the same machine the terminal.
+//! [`Vm::start`] boots the image (never modified: the backing file of a qcow2 overlay with the
+//! AMI's volume size) with OVMF or AAVMF and a fresh variable store, the disk on NVMe (or
+//! virtio-blk), KVM when it works and TCG otherwise. With [`Ec2Options`] the machine also gets
+//! EC2's SMBIOS identity, a virtio-net NIC on QEMU's user network, and kiln's stand-in for the
+//! instance metadata service at 169.254.169.254 ([`crate::imds`]); the guest ports the checks need
+//! are forwarded from 127.0.0.1. The serial console streams into a shared [`Console`].
+//! [`boot_interactive`] gives the same machine the terminal. The checks themselves live in
+//! [`crate::checks`].
 //!
 //! - `arch`: the image's architecture (manifest, else GPT root type).
 //! - `firmware`: locating the firmware, the per-run variable store.
-//! - `machine`: the command line (pure) and the KVM/TCG choice.
-//! - `console`: the verdict (pure).
-//! - `process`: the child process, stopped on every path.
+//! - `machine`: the command line (pure) and the KVM/TCG choice; `network`: the NIC (pure).
+//! - `overlay`: the qcow2 overlay; `rundir`: the run's private directory.
+//! - `console`: the console's lines and the signs of a failed boot.
+//! - `qmp`: QEMU's monitor; `process`: the child process, stopped on every path.
+//! - `vm`: a running machine; `run`: what every run shares.
 
 pub mod arch;
 pub mod console;
 pub mod firmware;
 pub mod machine;
+pub mod network;
+pub mod overlay;
 mod process;
+mod qmp;
 mod run;
+pub mod rundir;
+mod vm;
 
 pub use crate::recipe::Arch;
-pub use console::{FailReason, TAIL_LINES};
+pub use console::{Console, FailReason, Wait, TAIL_LINES};
 pub use firmware::FirmwarePaths;
 pub use machine::Accel;
-pub use run::{boot_interactive, test_image};
+pub use run::boot_interactive;
+pub use rundir::RunDir;
+pub use vm::Vm;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What the boot test waits for by default: the line kiln's recipes' init prints once userspace
-/// runs (`echo KILN-BOOT-OK`).
+/// What `kiln test` waits for on the console when neither the recipe nor `--expect` names a
+/// check: the line kiln's minimal recipes' init prints once userspace runs.
 pub const DEFAULT_EXPECT: &str = "KILN-BOOT-OK";
 /// Generous for TCG: Debian's cloud kernel reaches a busybox init in about 20 s (x86_64) on an
 /// idle core, several times that on a loaded one. Failures usually end a run much sooner.
@@ -46,7 +58,7 @@ pub enum DiskBus {
     Virtio,
 }
 
-/// The machine, shared by [`test_image`] and [`boot_interactive`].
+/// The machine, shared by `kiln test` and `kiln boot`.
 #[derive(Debug, Clone)]
 pub struct MachineOptions {
     /// None: from the manifest beside the image, else from its GPT root partition type.
@@ -70,57 +82,36 @@ impl Default for MachineOptions {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct TestOptions {
-    /// The text whose appearance on the serial console makes the test pass (one line).
-    pub expect: String,
-    pub timeout: Duration,
+/// One run of the machine.
+#[derive(Debug, Clone, Default)]
+pub struct VmOptions {
+    pub machine: MachineOptions,
+    /// The EBS volume's size in bytes; None: the image's size rounded up to whole GiB (the
+    /// smallest volume EC2 gives an AMI's snapshot).
+    pub volume_size: Option<u64>,
+    /// EC2's identity, network and metadata service; None: a machine without a NIC.
+    pub ec2: Option<Ec2Options>,
     /// Where to save the whole console output (written to a temp file, renamed at the end).
     pub log: Option<PathBuf>,
     /// Echo the console to stderr as it streams.
     pub stream: bool,
-    pub machine: MachineOptions,
 }
 
-impl Default for TestOptions {
-    fn default() -> Self {
-        TestOptions {
-            expect: DEFAULT_EXPECT.into(),
-            timeout: DEFAULT_TIMEOUT,
-            log: None,
-            stream: false,
-            machine: MachineOptions::default(),
-        }
-    }
-}
-
-/// The verdict of a boot test.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The expected text appeared, `elapsed` after QEMU started.
-    Pass {
-        elapsed: Duration,
-        log: Option<PathBuf>,
-    },
-    Fail {
-        reason: FailReason,
-        /// The console's last [`TAIL_LINES`] lines, terminal escapes removed.
-        tail_lines: Vec<String>,
-        elapsed: Duration,
-        log: Option<PathBuf>,
-    },
-}
-
-impl Outcome {
-    pub fn passed(&self) -> bool {
-        matches!(self, Outcome::Pass { .. })
-    }
-
-    pub fn log(&self) -> Option<&std::path::Path> {
-        match self {
-            Outcome::Pass { log, .. } | Outcome::Fail { log, .. } => log.as_deref(),
-        }
-    }
+/// What makes the machine look like an EC2 instance to the guest.
+#[derive(Debug, Clone)]
+pub struct Ec2Options {
+    pub region: String,
+    /// The key pair's public key (OpenSSH format), served at `public-keys/0/openssh-key`.
+    pub public_key: String,
+    pub user_data: Option<Vec<u8>>,
+    /// `[ami] imds_support = "v2.0"`: token-less metadata requests get 401.
+    pub require_token: bool,
+    /// The AMI's root device name (`block-device-mapping/root`).
+    pub root_device_name: String,
+    /// Guest TCP ports to reach from 127.0.0.1.
+    pub forward: Vec<u16>,
+    /// kiln's own binary: QEMU runs `PROGRAM imds-relay SOCKET` for each metadata connection.
+    pub relay_program: PathBuf,
 }
 
 /// Why a boot test could not be run at all (as opposed to a boot that failed).
@@ -146,8 +137,8 @@ pub enum QemuError {
     },
     #[error("KVM was asked for, but this host cannot run {arch} guests under KVM (/dev/kvm missing, not writable, another architecture, or refused by QEMU); use --accel tcg")]
     KvmUnavailable { arch: &'static str },
-    #[error("the expected text must be one non-empty line, not {0:?}")]
-    BadExpect(String),
+    #[error("the volume ({volume} bytes) is smaller than the image ({image} bytes); EC2 refuses a volume smaller than the AMI's snapshot")]
+    VolumeTooSmall { volume: u64, image: u64 },
     #[error("cannot start {program}: {source}")]
     Spawn {
         program: &'static str,

@@ -1,146 +1,52 @@
-//! One QEMU run: set up (image, architecture, firmware, acceleration), start, watch, stop.
+//! Before a QEMU run (image, architecture, firmware, acceleration), and what every run shares:
+//! the spawn, QEMU's error output, the console log file.
 
-use super::console::{FailReason, Verdict, Watcher};
-use super::firmware::{self, VarsCopy};
-use super::machine::{self, Accel, Machine};
+use super::firmware;
+use super::machine::{self, Accel};
 use super::process::{Qemu, Stdio3};
-use super::{arch, Arch, MachineOptions, Outcome, QemuError, TestOptions};
+use super::rundir::RunDir;
+use super::vm::Vm;
+use super::{arch, Arch, MachineOptions, QemuError, VmOptions};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-/// After a kernel panic the call trace follows; keep reading this long for it.
-const PANIC_GRACE: Duration = Duration::from_secs(2);
 /// What QEMU's own error output keeps for an error message.
 const STDERR_KEEP: usize = 4096;
 
-/// Boots `image` and waits for `opts.expect` on the serial console.
-///
-/// `Ok` is a verdict (pass or fail); `Err` means the test could not run (no QEMU, no firmware,
-/// unreadable image, QEMU refusing its arguments).
-pub fn test_image(image: &Path, opts: &TestOptions) -> Result<Outcome, QemuError> {
-    if opts.expect.is_empty() || opts.expect.contains(['\n', '\r']) {
-        return Err(QemuError::BadExpect(opts.expect.clone()));
-    }
-    let setup = Setup::new(image, &opts.machine)?;
-    let mut log = opts.log.as_deref().map(LogFile::create).transpose()?;
-    let vars = VarsCopy::new(&setup.firmware.vars)?;
-    let args = setup.argv(image, vars.path(), &opts.machine);
-    tracing::info!("{}", machine::display(machine::program(setup.arch), &args));
-
-    let start = Instant::now();
-    let mut qemu = setup.spawn(&args, Stdio3::Captured, vars.dir())?;
-    let (chunks, stderr) = read_output(&mut qemu);
-    let mut watcher = Watcher::new(&opts.expect);
-    let deadline = start + opts.timeout;
-    let console = |chunk: &[u8], log: &mut Option<LogFile>| -> Result<(), QemuError> {
-        if let Some(l) = log.as_mut() {
-            l.write(chunk)?;
-        }
-        if opts.stream {
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(chunk);
-            let _ = e.flush();
-        }
-        Ok(())
-    };
-
-    let verdict = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match chunks.recv_timeout(left) {
-            Ok(chunk) => {
-                console(&chunk, &mut log)?;
-                if let Some(v) = watcher.feed(&chunk) {
-                    break v;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                break Verdict::Fail(FailReason::Timeout {
-                    secs: opts.timeout.as_secs(),
-                })
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // stdout closed: QEMU is exiting.
-                let status = qemu
-                    .wait_for(Duration::from_secs(5))
-                    .ok()
-                    .flatten()
-                    .map(|s| describe(&s))
-                    .unwrap_or_else(|| "closed its console".into());
-                if let Some(v) = watcher.finish() {
-                    break v;
-                }
-                if !watcher.seen_any() {
-                    qemu.kill();
-                    return Err(QemuError::QemuFailed {
-                        program: machine::program(setup.arch),
-                        status,
-                        stderr: collect(stderr),
-                    });
-                }
-                break Verdict::Fail(FailReason::Exited { status });
-            }
-        }
-    };
-    let elapsed = start.elapsed();
-    if let Verdict::Fail(FailReason::KernelPanic { .. }) = verdict {
-        let end = Instant::now() + PANIC_GRACE;
-        while let Ok(chunk) = chunks.recv_timeout(end.saturating_duration_since(Instant::now())) {
-            console(&chunk, &mut log)?;
-            watcher.feed(&chunk);
-        }
-        watcher.finish();
-    }
-    qemu.kill();
-    drop(qemu);
-    drop(vars);
-    let log = log.map(LogFile::persist).transpose()?;
-    Ok(match verdict {
-        Verdict::Pass => Outcome::Pass { elapsed, log },
-        Verdict::Fail(reason) => Outcome::Fail {
-            reason,
-            tail_lines: watcher.tail(),
-            elapsed,
-            log,
-        },
-    })
-}
+/// Told the command line and the forwarded (guest, host) ports once QEMU runs.
+pub type OnStart<'a> = &'a dyn Fn(&str, &[(u16, u16)]);
 
 /// Boots `image` with the serial console on this terminal (Ctrl-A X quits QEMU); returns
-/// QEMU's exit status. `on_start` gets the command line once everything is set up, just before
-/// QEMU takes the terminal.
+/// QEMU's exit status.
 pub fn boot_interactive(
     image: &Path,
-    opts: &MachineOptions,
-    on_start: &dyn Fn(&str),
+    opts: &VmOptions,
+    on_start: OnStart,
 ) -> Result<ExitStatus, QemuError> {
-    let setup = Setup::new(image, opts)?;
-    let vars = VarsCopy::new(&setup.firmware.vars)?;
-    let args = setup.argv(image, vars.path(), opts);
-    on_start(&machine::display(machine::program(setup.arch), &args));
-    let mut qemu = setup.spawn(&args, Stdio3::Inherited, vars.dir())?;
-    let status = qemu.wait().map_err(|source| QemuError::Io {
+    let dir = RunDir::new()?;
+    let mut vm = Vm::start_with(image, opts, dir.path(), Stdio3::Inherited)?;
+    on_start(vm.command_line(), vm.ports());
+    let status = vm.wait().map_err(|source| QemuError::Io {
         what: "wait for QEMU",
         path: image.to_path_buf(),
         source,
     })?;
-    drop(vars);
+    drop(vm);
+    drop(dir);
     Ok(status)
 }
 
 /// Everything decided before QEMU starts.
-struct Setup {
-    arch: Arch,
-    firmware: firmware::FirmwarePaths,
-    kvm: bool,
-    memory_mib: u32,
+pub(super) struct Setup {
+    pub arch: Arch,
+    pub firmware: firmware::FirmwarePaths,
+    pub kvm: bool,
 }
 
 impl Setup {
-    fn new(image: &Path, opts: &MachineOptions) -> Result<Setup, QemuError> {
+    pub fn new(image: &Path, opts: &MachineOptions) -> Result<Setup, QemuError> {
         check_image(image)?;
         let arch = match opts.arch {
             Some(a) => a,
@@ -164,23 +70,10 @@ impl Setup {
             arch,
             firmware,
             kvm,
-            memory_mib: opts.memory_mib,
         })
     }
 
-    fn argv(&self, image: &Path, vars: &Path, opts: &MachineOptions) -> Vec<OsString> {
-        machine::argv(&Machine {
-            arch: self.arch,
-            kvm: self.kvm,
-            memory_mib: self.memory_mib,
-            firmware_code: &self.firmware.code,
-            firmware_vars: vars,
-            image,
-            disk: opts.disk,
-        })
-    }
-
-    fn spawn(&self, args: &[OsString], stdio: Stdio3, tmp: &Path) -> Result<Qemu, QemuError> {
+    pub fn spawn(&self, args: &[OsString], stdio: Stdio3, tmp: &Path) -> Result<Qemu, QemuError> {
         let program = machine::program(self.arch);
         Qemu::spawn(program, args, stdio, tmp).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => QemuError::QemuMissing {
@@ -245,52 +138,25 @@ fn use_kvm(arch: Arch, accel: Accel) -> Result<bool, QemuError> {
     }
 }
 
-/// Reader threads: stdout as a channel of chunks (closed at EOF); stderr kept (its end) for
-/// error messages.
-fn read_output(
-    qemu: &mut Qemu,
-) -> (
-    mpsc::Receiver<Vec<u8>>,
-    Option<std::thread::JoinHandle<Vec<u8>>>,
-) {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut out) = qemu.take_stdout() {
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match out.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
+/// A thread keeping the end of QEMU's error output, for error messages.
+pub(super) fn keep_stderr(mut e: std::process::ChildStderr) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = e.read(&mut buf) {
+            if n == 0 {
+                break;
             }
-        });
-    }
-    let err = qemu.take_stderr().map(|mut e| {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = e.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > 2 * STDERR_KEEP {
-                    kept.drain(..kept.len() - STDERR_KEEP);
-                }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 2 * STDERR_KEEP {
+                kept.drain(..kept.len() - STDERR_KEEP);
             }
-            kept
-        })
-    });
-    (rx, err)
+        }
+        kept
+    })
 }
 
-fn collect(stderr: Option<std::thread::JoinHandle<Vec<u8>>>) -> String {
+pub(super) fn collect(stderr: Option<std::thread::JoinHandle<Vec<u8>>>) -> String {
     let bytes = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     let s = String::from_utf8_lossy(&bytes);
     let s = s.trim();
@@ -301,7 +167,7 @@ fn collect(stderr: Option<std::thread::JoinHandle<Vec<u8>>>) -> String {
     }
 }
 
-fn describe(s: &ExitStatus) -> String {
+pub(super) fn describe(s: &ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit status {c}"),
@@ -312,14 +178,14 @@ fn describe(s: &ExitStatus) -> String {
 
 /// The console log: written as it streams to a temp file beside its destination, renamed into
 /// place when the run ends (removed on error or Ctrl-C).
-struct LogFile {
+pub(super) struct LogFile {
     /// None once persisted.
     tmp: Option<tempfile::NamedTempFile>,
     dest: PathBuf,
 }
 
 impl LogFile {
-    fn create(dest: &Path) -> Result<LogFile, QemuError> {
+    pub fn create(dest: &Path) -> Result<LogFile, QemuError> {
         let dir = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -347,7 +213,7 @@ impl LogFile {
         })
     }
 
-    fn write(&mut self, chunk: &[u8]) -> Result<(), QemuError> {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), QemuError> {
         let Some(tmp) = self.tmp.as_mut() else {
             return Ok(());
         };
@@ -358,7 +224,7 @@ impl LogFile {
         })
     }
 
-    fn persist(mut self) -> Result<PathBuf, QemuError> {
+    pub fn persist(mut self) -> Result<PathBuf, QemuError> {
         let Some(tmp) = self.tmp.take() else {
             return Ok(self.dest.clone());
         };

@@ -13,6 +13,8 @@
 //! `components`, `keyring`), `[packages]` (`include`, `exclude`, `required`), `[[user]]` and
 //! `[[group]]` describe the system; package files are installed first, then accounts and
 //! `/etc`, then the entries above on top (so the recipe's own files win).
+//!
+//! `[[test]]` lists the checks `kiln test` runs on the booted image (see `test`).
 
 mod ami;
 mod boot;
@@ -23,6 +25,7 @@ mod parse;
 mod raw;
 mod size;
 mod system;
+mod test;
 mod trust;
 
 pub use ami::{
@@ -34,6 +37,10 @@ pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, expand_allowed, ExpandError, ExpandErrorKind};
 pub use parse::{fs_label_problem, parse_guid, EnvLookup};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
+pub use test::{
+    HttpTest, Pattern, SshTest, SystemdTest, Test, TestKind, TestPlan, DEFAULT_TIMEOUT_SECS,
+    DEFAULT_USER,
+};
 pub use trust::{Trust, ALWAYS_ALLOWED_PREFIX};
 
 use std::path::PathBuf;
@@ -187,6 +194,8 @@ pub struct Recipe {
     pub ami: Option<Ami>,
     /// `[boot]`: the boot loader, kernel command line and generated initrd.
     pub boot: Option<Boot>,
+    /// `[[test]]`: the checks `kiln test` runs on the booted image, in recipe order.
+    pub tests: Vec<Test>,
 }
 
 /// Where a `[[repository]]` lives.

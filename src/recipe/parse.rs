@@ -100,6 +100,7 @@ impl Recipe {
             Some(b) => Some(ctx.boot(b, &partitions)?),
             None => None,
         };
+        let tests = ctx.tests(&raw.test)?;
         Ok(Recipe {
             path: path.to_owned(),
             sha256: crate::util::hex(&Sha256::digest(text.as_bytes())),
@@ -112,6 +113,7 @@ impl Recipe {
             groups,
             ami,
             boot,
+            tests,
         })
     }
 }
@@ -237,7 +239,7 @@ impl<'a> Ctx<'a> {
         self.expand_at(v.get_ref(), v.span())
     }
 
-    fn expand_at(&self, s: &str, span: Range<usize>) -> Result<String, RecipeError> {
+    pub(super) fn expand_at(&self, s: &str, span: Range<usize>) -> Result<String, RecipeError> {
         expand_allowed(s, &|n| self.trust.allows_env(n), self.env).map_err(|e| {
             // Point at the `${` in the source when it is written there verbatim (no escapes
             // before it), else at the start of the value.

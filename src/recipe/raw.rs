@@ -62,6 +62,8 @@ pub struct RawRecipe {
     pub group: Vec<Spanned<RawGroup>>,
     pub ami: Option<Spanned<RawAmi>>,
     pub boot: Option<Spanned<super::boot::RawBoot>>,
+    #[serde(default)]
+    pub test: Vec<Spanned<super::test::RawTest>>,
 }
 
 #[derive(Debug, Deserialize)]
