@@ -5,6 +5,7 @@
 //! `recipe → tree → fs/{fat,ext4} → disk → sink/{file,ebs}`, with `boot/` adding the loader,
 //! kernel and initrd to the tree; [`pipeline`] strings them together.
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod boot;
 pub mod checks;
@@ -12,6 +13,8 @@ pub mod cleanup;
 pub mod configure;
 pub mod disk;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imds;
 pub mod manifest;
 pub mod oci;

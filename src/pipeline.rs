@@ -20,11 +20,11 @@ use crate::boot::{self, BootError};
 use crate::configure::{self, ConfigureError};
 use crate::disk::assemble::{self, Contents, DiskError};
 use crate::disk::layout::{self, DiskPlan, LayoutError};
-use crate::fs::ext4;
+use crate::fs::{ext4, fat};
 use crate::manifest::{self, InputInfo, Manifest, OutputRecord, PackageInfo};
 use crate::outputs;
 use crate::packages::{self, PackageError};
-use crate::recipe::{Filesystem, OutputFormat, Recipe, RecipeError};
+use crate::recipe::{Filesystem, OutputFormat, Recipe, RecipeError, Trust};
 use crate::sink::{BlockSink, DiskDigest, HashSink, PendingDigest, Want};
 use crate::tree::{
     self, ContentStore, Kind, Meta, Node, NodeId, PendingDigests, Time, Tree, TreeError,
@@ -52,6 +52,8 @@ pub struct BuildOptions {
     pub packages: Option<packages::Options>,
     /// `--strict-scripts`: a maintainer-script command kiln did not apply fails the build.
     pub strict_scripts: bool,
+    /// What the recipe may read from the host (`--allow-host-paths`, `--allow-env`).
+    pub trust: Trust,
     /// Also compute the SHA-256 of the whole disk (`--sha256`): it hashes every zero byte, so it
     /// costs the disk's size, where the blocks digest costs only its data.
     pub sha256: bool,
@@ -163,7 +165,17 @@ pub fn prepare_with(
     locked: bool,
     popts: &packages::Options,
 ) -> Result<Prepared, BuildError> {
-    let recipe = step("load_recipe", || Recipe::load(recipe_path))?;
+    prepare_trusted(recipe_path, locked, popts, &Trust::default())
+}
+
+/// [`prepare_with`], with what the user allowed the recipe to read from the host.
+pub fn prepare_trusted(
+    recipe_path: &Path,
+    locked: bool,
+    popts: &packages::Options,
+    trust: &Trust,
+) -> Result<Prepared, BuildError> {
+    let recipe = step("load_recipe", || Recipe::load_with(recipe_path, trust))?;
     let store =
         step("create_content_store", ContentStore::new).map_err(|source| BuildError::Output {
             path: std::env::temp_dir(),
@@ -338,7 +350,7 @@ pub fn check_scripts(p: &Prepared, strict: bool) -> Result<(), BuildError> {
 /// `kiln build`: the recipe to its image files (one per format) and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let popts = opts.packages.clone().unwrap_or_default();
-    let prepared = prepare_with(recipe_path, opts.locked, &popts)?;
+    let prepared = prepare_trusted(recipe_path, opts.locked, &popts, &opts.trust)?;
     check_scripts(&prepared, opts.strict_scripts)?;
     let targets = step("plan_outputs", || outputs::plan(&prepared.recipe, &opts))?;
     // write_disk | write_oci, side by side; every file complete under a temporary name.
@@ -526,8 +538,19 @@ fn check_fit(plan: &DiskPlan, contents: &[Contents], recipe: &Recipe) -> Result<
                 })?;
             }
             Contents::Fat(t) => {
-                // FAT32 spends about 1/128 of the volume on its two FATs at 4 KiB clusters.
-                let available = p.size() - p.size() / 128 - (1 << 20);
+                let fat_err = |source| {
+                    BuildError::Disk(DiskError::Fat {
+                        label: p.label.clone(),
+                        size: p.size(),
+                        source,
+                    })
+                };
+                let mount = p.mount.as_deref().unwrap_or("");
+                fat::check(t, mount).map_err(fat_err)?;
+                fat::check_size(p.size()).map_err(fat_err)?;
+                // FAT32 spends about 1/128 of the volume on its two FATs at 4 KiB clusters;
+                // check_size made sure the volume is larger than that and the reserved MiB.
+                let available = p.size().saturating_sub(p.size() / 128 + (1 << 20));
                 let needed: u64 = t
                     .walk()
                     .iter()

@@ -12,6 +12,15 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A 16-byte identifier derived from the recipe seed and a purpose string, shaped as an RFC 4122
 /// version-4 UUID so that tools accept it. Same seed and purpose, same UUID: never random.
 pub fn derive_uuid(seed: &str, purpose: &str) -> [u8; 16] {

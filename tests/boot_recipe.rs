@@ -138,7 +138,7 @@ fn build(dir: &Path, body: &str) -> Result<PathBuf, String> {
     let img = dir.join("b.raw");
     let o = common::run(
         Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("build")
+            .args(["build", "--allow-host-paths"])
             .arg(&recipe)
             .arg("-o")
             .arg(&img),

@@ -128,7 +128,7 @@ fn boot_and_read_back(size: &str) {
     let img = tmp.path().join("boot.raw");
     run_ok(
         Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("build")
+            .args(["build", "--allow-host-paths"])
             .arg(&recipe)
             .arg("-o")
             .arg(&img),

@@ -383,7 +383,7 @@ fn bootable_recipe(dir: &Path) -> String {
     common::run_ok(
         std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
             .current_dir(dir)
-            .args(["build", "web.toml", "-o", "probe.raw"]),
+            .args(["build", "web.toml", "-o", "probe.raw", "--allow-host-paths"]),
     );
     text(&common::boot::root_partuuid(
         &dir.join("probe.manifest.json"),
@@ -453,6 +453,7 @@ fn the_boot_test_gates_the_upload() {
         .kiln()
         .current_dir(d)
         .args(["publish", "web.toml", "-o", "web.raw", "--json"])
+        .arg("--allow-host-paths")
         .output()
         .unwrap();
     let out = ok(&o);

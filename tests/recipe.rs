@@ -346,7 +346,14 @@ fn env_expansion() {
         ("SIZE", "16"),
         ("SOURCE_DATE_EPOCH", "42"),
     ]);
-    let r = Recipe::from_str_with_env(text, Path::new("k.toml"), &env).unwrap();
+    let trust = Trust {
+        env: ["NAME", "VER", "SIZE", "X"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let parse = |env: &dyn Fn(&str) -> Option<String>| {
+        Recipe::from_str_with(text, Path::new("k.toml"), env, &trust)
+    };
+    let r = parse(&env).unwrap();
     assert_eq!(r.image.name, "envname");
     assert_eq!(r.image.version, "0.1");
     assert_eq!(r.image.size, 16 * MIB);
@@ -359,20 +366,156 @@ fn env_expansion() {
         } => assert_eq!(s, "$$ $HOME "),
         other => panic!("{other:?}"),
     }
-    let env = env_of(&[("NAME", "n")]);
-    let e = Recipe::from_str_with_env(text, Path::new("k.toml"), &env).unwrap_err();
+    let e = parse(&env_of(&[("NAME", "n")])).unwrap_err();
     assert_eq!(
         e.to_string(),
         "k.toml:5:9: environment variable SIZE is not set; expected SIZE to be set, or a \
          fallback like ${SIZE:-value}"
     );
-    let r = Recipe::from_str_with_env(
-        text,
-        Path::new("k.toml"),
-        &env_of(&[("NAME", "a"), ("SIZE", "8")]),
+    let r = parse(&env_of(&[("NAME", "a"), ("SIZE", "8")])).unwrap();
+    assert_eq!(r.image.source_date_epoch, DEFAULT_SOURCE_DATE_EPOCH);
+}
+
+/// A recipe is code-like input: by default `${NAME}` reads only KILN_* variables, and a
+/// `source` must lie inside the recipe's directory (symlinks followed). Each refusal points at
+/// the value and names the flag that allows it.
+#[test]
+fn recipes_reach_the_host_only_as_allowed() {
+    let env = env_of(&[
+        ("HOME", "/root"),
+        ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+        ("KILN_DEBIAN_MIRROR", "http://m"),
+    ]);
+    let body = "[[file]]
+path = \"/k\"\ncontent = \"${AWS_SECRET_ACCESS_KEY:-none}\"\n";
+    let text = format!("{HEAD}{body}");
+    let e = Recipe::from_str_with_env(&text, Path::new("/r/k.toml"), &env).unwrap_err();
+    assert_eq!(e.kind, RecipeErrorKind::NotAllowed);
+    assert!(
+        e.to_string().starts_with(
+            "/r/k.toml:8:12: the recipe reads environment variable AWS_SECRET_ACCESS_KEY"
+        ) && e.to_string().contains("--allow-env AWS_SECRET_ACCESS_KEY"),
+        "{e}"
+    );
+    let allowed = Trust {
+        env: vec!["AWS_SECRET_ACCESS_KEY".into()],
+        ..Default::default()
+    };
+    let r = Recipe::from_str_with(&text, Path::new("/r/k.toml"), &env, &allowed).unwrap();
+    assert!(
+        matches!(&r.entries[0].kind, EntryKind::File { source: FileSource::Inline(s), .. } if s == "hunter2")
+    );
+    // KILN_* names are always allowed: the documented mirror switch works unchanged.
+    let text = format!(
+        "{HEAD}[[file]]\npath = \"/m\"\ncontent = \"${{KILN_DEBIAN_MIRROR:-host}} ${{KILN_UNSET:-x}}\"\n"
+    );
+    let r = Recipe::from_str_with_env(&text, Path::new("/r/k.toml"), &env).unwrap();
+    assert!(
+        matches!(&r.entries[0].kind, EntryKind::File { source: FileSource::Inline(s), .. } if s == "http://m x")
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("recipes");
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/inside"), "in").unwrap();
+    std::fs::write(d.path().join("secret"), "s").unwrap();
+    std::os::unix::fs::symlink("../../secret", dir.join("files/link")).unwrap();
+    let recipe = dir.join("k.toml");
+    let with = |source: &str, trust: &Trust| {
+        let text = format!("{HEAD}[[file]]\npath = \"/f\"\nsource = \"{source}\"\n");
+        Recipe::from_str_with(&text, &recipe, &env_of(&[]), trust)
+    };
+    assert!(with("files/inside", &Trust::default()).is_ok());
+    let inside_abs = dir.join("files/inside");
+    assert!(with(inside_abs.to_str().unwrap(), &Trust::default()).is_ok());
+    for outside in ["../secret", "files/link", "/etc/hostname"] {
+        let e = with(outside, &Trust::default()).unwrap_err();
+        assert_eq!(e.kind, RecipeErrorKind::NotAllowed, "{e}");
+        assert_eq!((e.pos.line, e.pos.col), (8, 10), "{e}");
+        assert!(
+            e.problem.contains("is outside the recipe's directory")
+                && e.expected.contains("--allow-host-paths"),
+            "{e}"
+        );
+        let all = Trust {
+            host_paths: true,
+            ..Default::default()
+        };
+        assert!(with(outside, &all).is_ok(), "{outside}");
+    }
+    // [[tree]] and [[archive]] sources too.
+    let text = format!("{HEAD}[[tree]]\nsource = \"..\"\ndest = \"/\"\n");
+    let e = Recipe::from_str_with(&text, &recipe, &env_of(&[]), &Trust::default()).unwrap_err();
+    assert_eq!(e.kind, RecipeErrorKind::NotAllowed, "{e}");
+    let text = format!("{HEAD}[[archive]]\nsource = \"../secret\"\n");
+    let e = Recipe::from_str_with(&text, &recipe, &env_of(&[]), &Trust::default()).unwrap_err();
+    assert_eq!(e.kind, RecipeErrorKind::NotAllowed, "{e}");
+}
+
+/// The flags on the command line: `kiln build` refuses, then builds with --allow-env and
+/// --allow-host-paths; `kiln lock` takes the same flags.
+#[test]
+fn cli_flags_allow_env_and_host_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(d.path().join("outside.txt"), "outside\n").unwrap();
+    let recipe = dir.join("t.toml");
+    std::fs::write(
+        &recipe,
+        "[image]\nname = \"t\"\nversion = \"1\"\narch = \"x86_64\"\nsize = \"64MiB\"\n\
+         [[partition]]\nlabel = \"root\"\ntype = \"root\"\nsize = \"rest\"\nfilesystem = \"ext4\"\nmount = \"/\"\n\
+         [[file]]\npath = \"/who\"\ncontent = \"${KILN_TEST_WHO_PROBE}\"\n\
+         [[file]]\npath = \"/outside\"\nsource = \"../outside.txt\"\n",
     )
     .unwrap();
-    assert_eq!(r.image.source_date_epoch, DEFAULT_SOURCE_DATE_EPOCH);
+    let kiln = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("build")
+            .arg(&recipe)
+            .arg("-o")
+            .arg(d.path().join("t.raw"))
+            .args(args)
+            .env("KILN_TEST_WHO_PROBE", "me")
+            .env("TEST_SECRET", "s")
+            .output()
+            .unwrap()
+    };
+    let o = kiln(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("t.toml:17:10: source")
+            && err.contains("--allow-host-paths"),
+        "{err}"
+    );
+    assert!(!d.path().join("t.raw").exists());
+    let o = kiln(&["--allow-host-paths"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(
+        &recipe,
+        std::fs::read_to_string(&recipe)
+            .unwrap()
+            .replace("KILN_TEST_WHO_PROBE", "TEST_SECRET"),
+    )
+    .unwrap();
+    let o = kiln(&["--allow-host-paths"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("t.toml:14:12: the recipe reads environment variable TEST_SECRET")
+            && err.contains("--allow-env TEST_SECRET"),
+        "{err}"
+    );
+    let o = kiln(&["--allow-host-paths", "--allow-env", "TEST_SECRET"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("lock")
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("TEST_SECRET"), "{err}");
 }
 
 #[test]
@@ -441,4 +584,31 @@ fn floor_boundary(t: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+/// `[ami.tags]` may not set kiln's own tags (kiln recognises its images by them) nor AWS's
+/// reserved ones; the error points at the key.
+#[test]
+fn ami_tags_stay_out_of_kiln_and_aws_namespaces() {
+    let ami = |tags: &str| {
+        format!("[ami]\nname = \"{{name}}-{{version}}\"\n[ami.tags]\nteam = \"x\"\n{tags}\n")
+    };
+    assert!(parse(&ami("owner = \"me\"")).is_ok());
+    let e = err(&ami("\"kiln:image-sha256\" = \"0000\""));
+    assert!(
+        e.starts_with("/r/k.toml:10:2: tag \"kiln:image-sha256\" is in kiln's own namespace"),
+        "{e}"
+    );
+    let e = err(&ami("\"KILN:name\" = \"web\""));
+    assert!(
+        e.starts_with("/r/k.toml:10:2:") && e.contains("kiln's own namespace"),
+        "{e}"
+    );
+    let e = err(&ami("\"aws:cloudformation:stack-name\" = \"s\""));
+    assert!(e.contains("aws:* namespace, which AWS reserves"), "{e}");
+    let e = err(&ami(&format!("long = \"{}\"", "v".repeat(257))));
+    assert!(
+        e.starts_with("/r/k.toml:10:1:") && e.contains("longer than 256"),
+        "{e}"
+    );
 }

@@ -267,7 +267,10 @@ fn each_check_fails_with_its_own_reason() {
     let recipe = dir.path().join("failing.toml");
     let base = std::fs::read_to_string(dir.path().join("probe.toml")).unwrap();
     std::fs::write(&recipe, format!("{base}{FAILING}")).unwrap();
-    let (o, j) = run_test(&img, &["--recipe", recipe.to_str().unwrap()]);
+    let (o, j) = run_test(
+        &img,
+        &["--recipe", recipe.to_str().unwrap(), "--allow-host-paths"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(j["passed"], false);
     assert_eq!(result(&j, "booted")["passed"], true, "{j:#}");
@@ -408,6 +411,7 @@ fn recipe_mistakes_and_bad_inputs_exit_2_before_anything_boots() {
             .arg(&img)
             .arg("--recipe")
             .arg(&recipe)
+            .arg("--allow-host-paths")
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));

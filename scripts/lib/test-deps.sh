@@ -35,6 +35,7 @@ declare -A TOOLS=(
   [cpio]=cpio [depmod]=kmod [objdump]=binutils [objcopy]=binutils [zstdcat]=zstd
   [aarch64-linux-gnu-objdump]=binutils-aarch64-linux-gnu
   [ssh]=openssh-client [ssh-keygen]=openssh-client [openssl]=openssl
+  [gpg]=gpg [gpgv]=gpgv [gpg-agent]=gpg-agent
   [systemd-sysusers]=systemd [systemctl]=systemd
   [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry
 )

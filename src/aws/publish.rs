@@ -181,7 +181,7 @@ pub fn build_test_publish(
     opts: &PublishOptions,
     hooks: &Hooks,
 ) -> Result<PublishReport, PublishError> {
-    let recipe = Recipe::load(recipe_path)?;
+    let recipe = Recipe::load_with(recipe_path, &build.trust)?;
     let ami = check_recipe(&recipe, allow_public)?.clone();
     // The image is named by its blocks digest, which every build computes; the whole disk's
     // sha256 only if `build.sha256` asks for it.

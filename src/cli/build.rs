@@ -51,6 +51,8 @@ pub struct Args {
     pub aws: super::aws_common::AwsArgs,
     #[command(flatten)]
     pub upload_args: super::aws_common::UploadArgs,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 struct Bar(ProgressBar);
@@ -106,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             progress: std::io::stderr().is_terminal(),
             ..Default::default()
         }),
+        trust: args.trust.trust(),
         sha256: args.sha256,
         strict_scripts: args.strict_scripts,
         formats: (!args.formats.is_empty()).then_some(args.formats),
@@ -196,7 +199,8 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal(),
         ..Default::default()
     };
-    let prepared = pipeline::prepare_with(&args.recipes[0], args.locked, &popts)?;
+    let prepared =
+        pipeline::prepare_trusted(&args.recipes[0], args.locked, &popts, &args.trust.trust())?;
     pipeline::check_scripts(&prepared, args.strict_scripts)?;
     let recipe = &prepared.recipe;
     let ami = recipe.ami.as_ref();

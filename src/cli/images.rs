@@ -159,6 +159,8 @@ pub struct RecipeRegions {
     /// Act in every region of this recipe's [ami] regions (where publish put its copies).
     #[arg(long, conflicts_with = "regions")]
     pub recipe: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 impl RecipeRegions {
@@ -167,7 +169,7 @@ impl RecipeRegions {
         let Some(path) = &self.recipe else {
             return Ok(None);
         };
-        let recipe = kiln::recipe::Recipe::load(path)?;
+        let recipe = kiln::recipe::Recipe::load_with(path, &self.trust.trust())?;
         let regions = recipe
             .ami
             .as_ref()

@@ -9,10 +9,12 @@ use std::process::ExitCode;
 pub struct Args {
     /// The recipe (TOML).
     pub recipe: PathBuf,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let recipe = Recipe::load(&args.recipe)?;
+    let recipe = Recipe::load_with(&args.recipe, &args.trust.trust())?;
     if recipe.packages.is_none() {
         anyhow::bail!(
             "{}: the recipe has no [packages] table; expected one to lock",

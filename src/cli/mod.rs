@@ -10,6 +10,7 @@ mod publish;
 mod push;
 mod register;
 mod test;
+mod trust;
 mod upload;
 mod verify;
 

@@ -79,11 +79,13 @@ pub struct Args {
     /// parent's blocks are read back.
     #[arg(long, value_name = "FILE")]
     pub parent_blocks: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Everything the recipe alone can refuse is refused before the build.
-    let recipe = Recipe::load(&a.recipe)?;
+    let recipe = Recipe::load_with(&a.recipe, &a.trust.trust())?;
     publish::check_recipe(&recipe, a.allow_public)?;
     let plan = recipe.test_plan().unwrap_or_default();
     let tests = super::test::tests_for(&plan, a.expect.as_deref(), a.test_timeout);
@@ -148,6 +150,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // An AMI is made from the raw disk, whatever else the recipe's [output] asks for.
         formats: Some(vec![kiln::recipe::OutputFormat::Raw]),
         strict_scripts: a.strict_scripts,
+        trust: a.trust.trust(),
         ..Default::default()
     };
     let report = publish::build_test_publish(

@@ -27,11 +27,13 @@ pub struct Args {
     #[command(flatten)]
     pub aws: AwsArgs,
     #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
+    #[command(flatten)]
     pub retry: aws_common::RetryArgs,
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
-    let recipe = Recipe::load(&a.recipe)?;
+    let recipe = Recipe::load_with(&a.recipe, &a.trust.trust())?;
     let Some(ami) = recipe.ami.clone() else {
         anyhow::bail!(
             "{}: the recipe has no [ami] table; add one to register an image",

@@ -37,6 +37,8 @@ pub struct Args {
     pub log: Option<PathBuf>,
     #[command(flatten)]
     pub machine: MachineArgs,
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 /// What the instance is launched with, shared with `kiln publish`.
@@ -182,7 +184,7 @@ pub const EXIT_ERROR: u8 = 2;
 /// The plan of the recipe named, else the one the image's manifest records (else none).
 fn plan(a: &Args) -> Result<TestPlan, String> {
     if let Some(r) = &a.recipe {
-        let recipe = Recipe::load(r).map_err(|e| e.to_string())?;
+        let recipe = Recipe::load_with(r, &a.trust.trust()).map_err(|e| e.to_string())?;
         return Ok(recipe.test_plan().unwrap_or_default());
     }
     let m = kiln::manifest::manifest_path(&a.image);

@@ -44,7 +44,8 @@ pub fn ext4_options(plan: &DiskPlan, index: usize, seed: &str, time: Time) -> ex
         size: p.size(),
         uuid: p.fs_uuid,
         hash_seed: derive_uuid(seed, &format!("ext4-hash-seed:{}", p.label)),
-        label: p.label.chars().take(16).collect(),
+        // The recipe refuses longer labels; never cut one inside a character regardless.
+        label: crate::util::truncate_utf8(&p.label, 16).to_owned(),
         time,
     }
 }

@@ -58,7 +58,23 @@ pub fn unpack(
         problem,
     };
     let f = File::open(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-    let mut ar = ar::Archive::new(BufReader::new(f));
+    unpack_from(BufReader::new(f), package, keep, tree, sde, store)
+}
+
+/// [`unpack`], reading the `.deb` from `reader`.
+pub fn unpack_from(
+    reader: impl Read + Send,
+    package: &str,
+    keep: Option<&Path>,
+    tree: &mut Tree,
+    sde: Time,
+    store: &ContentStore,
+) -> Result<Unpacked> {
+    let fail = |problem: String| PackageError::Deb {
+        package: package.to_owned(),
+        problem,
+    };
+    let mut ar = ar::Archive::new(reader);
     let mut out = Unpacked::default();
     let (mut seen_control, mut seen_data, mut seen_version) = (false, false, false);
     while let Some(entry) = ar.next_entry() {
@@ -281,8 +297,13 @@ impl Read for ChannelReader {
     }
 }
 
+/// The most `control.tar` may hold in all (its files are kept in memory for dpkg's database;
+/// the largest in Debian, a kernel's md5sums, is under 1 MiB).
+const MAX_CONTROL: u64 = 64 << 20;
+
 fn read_control(r: &mut dyn Read, out: &mut Unpacked) -> std::io::Result<()> {
     let mut t = tar::Archive::new(r);
+    let mut total = 0u64;
     for e in t.entries()? {
         let mut e = e?;
         if !e.header().entry_type().is_file() {
@@ -291,11 +312,19 @@ fn read_control(r: &mut dyn Read, out: &mut Unpacked) -> std::io::Result<()> {
         let name = String::from_utf8_lossy(&e.path_bytes())
             .trim_start_matches("./")
             .to_owned();
-        if name.contains('/') || e.size() > 64 << 20 {
+        if name.contains('/') {
             continue;
         }
+        total = total.saturating_add(e.size());
+        if total > MAX_CONTROL {
+            return Err(std::io::Error::other(format!(
+                "holds more than {MAX_CONTROL} bytes of files; no package's control data is that large"
+            )));
+        }
+        // The header's size is a claim: read no more than it, and never trust it for capacity.
+        let size = e.size();
         let mut buf = Vec::new();
-        e.read_to_end(&mut buf)?;
+        (&mut e).take(size).read_to_end(&mut buf)?;
         if name == "control" {
             out.control = String::from_utf8_lossy(&buf).into_owned();
         } else {

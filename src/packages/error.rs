@@ -17,6 +17,12 @@ pub enum PackageError {
     Keyring { path: PathBuf, problem: String },
     #[error("{url}: the signature does not verify against any key in {keyring}; the repository or the keyring is wrong, or the file was tampered with")]
     BadSignature { url: String, keyring: PathBuf },
+    #[error("{url}: no signature counts: {why}; gpgv and APT refuse such keys too (update the keyring {keyring}, or the repository must sign with a valid key)")]
+    UnusableKey {
+        url: String,
+        keyring: PathBuf,
+        why: String,
+    },
     #[error("{url}: {problem}")]
     Release { url: String, problem: String },
     #[error("{url}: sha256 mismatch: expected {expected}, got {actual} ({what})")]
@@ -28,6 +34,8 @@ pub enum PackageError {
     },
     #[error("{url}: {problem}")]
     Index { url: String, problem: String },
+    #[error("{url}: the download is larger than the {size} bytes the signed index names; stopped there (the mirror serves another file)")]
+    TooLarge { url: String, size: u64 },
     #[error("cannot install {package}: {problem}\n  needed by: {chain}")]
     Unsatisfiable {
         package: String,

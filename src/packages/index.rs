@@ -85,11 +85,16 @@ pub fn parse_packages(text: &str, repo: usize) -> Result<Vec<Package>, String> {
             Some(s) => s.split_whitespace().next().unwrap_or(&name).to_owned(),
             None => name.clone(),
         };
+        let filename = need("Filename")?;
+        let sha256 = need("SHA256")?.to_ascii_lowercase();
+        super::names::check_sha256(&sha256)
+            .and_then(|()| super::names::check_repo_path(&filename))
+            .map_err(|e| format!("package {name:?}: {e}"))?;
         out.push(Package {
             version: need("Version")?,
             architecture: need("Architecture")?,
-            filename: need("Filename")?,
-            sha256: need("SHA256")?.to_ascii_lowercase(),
+            filename,
+            sha256,
             size: need("Size")?
                 .parse()
                 .map_err(|_| format!("package {name:?} has a Size that is not a number"))?,
@@ -122,17 +127,38 @@ mod tests {
 
     #[test]
     fn parses_paragraphs_and_continuations() {
-        let t = "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/a.deb\nSHA256: AB\nSize: 3\n\
-                 Description: x\n more\n .\n end\nSource: s (1.0)\n\n# c\nPackage: b\nVersion: 2\n\
-                 Architecture: amd64\nFilename: b.deb\nSHA256: cd\nSize: 4\nEssential: yes\n";
-        let ps = parse_packages(t, 0).unwrap();
+        let (a, b) = ("AB".repeat(32), "cd".repeat(32));
+        let t = format!(
+            "Package: a\nVersion: 1\nArchitecture: all\nFilename: pool/a.deb\nSHA256: {a}\nSize: 3\n\
+             Description: x\n more\n .\n end\nSource: s (1.0)\n\n# c\nPackage: b\nVersion: 2\n\
+             Architecture: amd64\nFilename: b.deb\nSHA256: {b}\nSize: 4\nEssential: yes\n"
+        );
+        let ps = parse_packages(&t, 0).unwrap();
         assert_eq!(ps.len(), 2);
         assert_eq!(ps[0].source, "s");
-        assert_eq!(ps[0].sha256, "ab");
+        assert_eq!(ps[0].sha256, "ab".repeat(32));
         assert!(ps[1].essential);
         assert_eq!(ps[1].source, "b");
-        let p = &paragraphs(t)[0];
+        let p = &paragraphs(&t)[0];
         assert_eq!(field(p, "description"), Some("x\n more\n .\n end"));
         assert!(parse_packages("Package: c\n", 0).is_err());
+    }
+
+    #[test]
+    fn digests_and_file_names_that_name_paths_are_refused() {
+        let ok = "ab".repeat(32);
+        let stanza = |file: &str, sha: &str| {
+            format!(
+                "Package: a\nVersion: 1\nArchitecture: all\nFilename: {file}\nSHA256: {sha}\nSize: 3\n"
+            )
+        };
+        assert!(parse_packages(&stanza("pool/a.deb", &ok), 0).is_ok());
+        let e = parse_packages(&stanza("pool/a.deb", "../../x"), 0).unwrap_err();
+        assert!(
+            e.contains("package \"a\"") && e.contains("64 lower-case hex"),
+            "{e}"
+        );
+        let e = parse_packages(&stanza("pool/../../a.deb", &ok), 0).unwrap_err();
+        assert!(e.contains("\"..\" component"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::{PackageError, Result};
+use super::names;
 use super::resolve::Request;
 use super::Chosen;
 
@@ -81,10 +82,24 @@ pub fn read(path: &Path) -> Result<Lock> {
         path: path.to_owned(),
         problem: format!("cannot be read ({e}); run `kiln lock` on the recipe first"),
     })?;
-    toml::from_str(&text).map_err(|e| PackageError::Lock {
+    let lock: Lock = toml::from_str(&text).map_err(|e| PackageError::Lock {
         path: path.to_owned(),
         problem: format!("is not a valid lock file: {}", e.message()),
-    })
+    })?;
+    // A lock file is input like any other: its digests name cache files and its file names
+    // become URLs, so both must have Debian's shape before anything uses them.
+    for p in &lock.packages {
+        names::check_sha256(&p.sha256)
+            .and_then(|()| names::check_repo_path(&p.filename))
+            .map_err(|problem| PackageError::Lock {
+                path: path.to_owned(),
+                problem: format!(
+                    "package {:?}: {problem}; run `kiln lock` again rather than editing the lock",
+                    p.name
+                ),
+            })?;
+    }
+    Ok(lock)
 }
 
 /// Checks that the recipe still asks for what the lock was made from; the error lists every

@@ -13,7 +13,9 @@ mod error;
 pub mod etc;
 pub mod fetch;
 pub mod index;
+pub mod keys;
 pub mod lock;
+pub mod names;
 mod put;
 pub mod release;
 pub mod resolve;
@@ -136,14 +138,17 @@ pub fn fetch_indexes(recipe: &Recipe, fetcher: &Fetcher, opts: &Options) -> Resu
         let base = base_uri(repo, &opts.apt_dir)?;
         let dists = format!("{base}/dists/{}", repo.suite);
         let url = format!("{dists}/InRelease");
-        let text = fetcher.get(&url)?;
+        let text = fetcher.get(&url, fetch::MAX_INRELEASE)?;
         let text = String::from_utf8(text).map_err(|_| PackageError::Release {
             url: url.clone(),
             problem: "is not UTF-8 text".into(),
         })?;
         let keys = release::load_keyring(&repo.keyring)?;
-        let signed = release::verify(&text, &keys, &url, &repo.keyring)?;
-        let rel = release::parse(&signed);
+        let signed = release::verify(&text, &keys, &url, &repo.keyring, opts.now)?;
+        let rel = release::parse(&signed).map_err(|problem| PackageError::Release {
+            url: url.clone(),
+            problem,
+        })?;
         release::check(&rel, &repo.suite, opts.now, &url)?;
         for comp in &repo.components {
             let stem = format!("{comp}/binary-{arch}/Packages");

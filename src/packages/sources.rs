@@ -55,7 +55,8 @@ pub fn host_uri(apt_dir: &Path, suite: &str) -> Result<String> {
         })
 }
 
-fn parse_deb822(text: &str, file: &Path) -> Vec<Source> {
+/// The `deb` sources of one deb822 `.sources` file.
+pub fn parse_deb822(text: &str, file: &Path) -> Vec<Source> {
     let mut out = Vec::new();
     for p in paragraphs(text) {
         let words = |n: &str| -> Vec<String> {
@@ -83,7 +84,8 @@ fn parse_deb822(text: &str, file: &Path) -> Vec<Source> {
     out
 }
 
-fn parse_one_line(text: &str, file: &Path) -> Vec<Source> {
+/// The `deb` sources of one one-line-style `.list` file.
+pub fn parse_one_line(text: &str, file: &Path) -> Vec<Source> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();

@@ -416,6 +416,35 @@ impl Ctx<'_> {
         }
     }
 
+    /// `[ami.tags]`: kiln finds its images by its own `kiln:*` tags (refusing any image without
+    /// them), so a recipe may not set or forge one; `aws:*` is reserved by AWS, which refuses
+    /// it; keys are 1-128 characters and values at most 256 (EC2 CreateTags). `value_at` is the
+    /// value's offset; the error points at the key written on that line when it is found there.
+    fn check_tag(&self, key: &str, value: &str, value_at: usize) -> Result<(), RecipeError> {
+        let line_start = self.text()[..value_at].rfind('\n').map_or(0, |i| i + 1);
+        let at = self.text()[line_start..value_at]
+            .find(key)
+            .map_or(value_at, |i| line_start + i);
+        let lower = key.to_ascii_lowercase();
+        let problem = if lower.starts_with("kiln:") {
+            format!("tag {key:?} is in kiln's own namespace (kiln:*), which kiln sets itself to recognise its images")
+        } else if lower.starts_with("aws:") {
+            format!("tag {key:?} is in the aws:* namespace, which AWS reserves")
+        } else if key.is_empty() || key.chars().count() > 128 {
+            format!("tag key {key:?} is not 1 to 128 characters long")
+        } else if value.chars().count() > 256 {
+            format!("the value of tag {key:?} is longer than 256 characters")
+        } else {
+            return Ok(());
+        };
+        Err(self.err_at(
+            at,
+            K::Value,
+            problem,
+            "a tag key of 1-128 characters outside kiln:* and aws:*, with a value of at most 256",
+        ))
+    }
+
     pub(super) fn ami(&self, raw: &Spanned<RawAmi>, image: &Image) -> Result<Ami, RecipeError> {
         let r = raw.get_ref();
         let template = self.s(&r.name)?;
@@ -482,7 +511,9 @@ impl Ctx<'_> {
         }
         let mut tags = Vec::new();
         for (k, v) in &r.tags {
-            tags.push((k.clone(), self.s(v)?));
+            let value = self.s(v)?;
+            self.check_tag(k, &value, v.span().start)?;
+            tags.push((k.clone(), value));
         }
         let regions = match &r.regions {
             Some(rs) => rs.iter().map(|s| self.s(s)).collect::<Result<_, _>>()?,

@@ -19,6 +19,9 @@ pub enum RecipeErrorKind {
     Layout,
     /// A `source` that does not exist on the host.
     MissingSource,
+    /// A `source` outside the recipe's directory, or a `${NAME}` the [`super::Trust`] does not
+    /// allow.
+    NotAllowed,
 }
 
 /// One mistake in a recipe, shown as `FILE:LINE:COL: <what is wrong>; expected <what>`.

@@ -18,6 +18,8 @@ pub struct ExpandError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpandErrorKind {
     Unset(String),
+    /// A variable the recipe may not read (see [`super::Trust`]).
+    NotAllowed(String),
     BadName(String),
     Unterminated,
 }
@@ -29,6 +31,13 @@ impl ExpandError {
             ExpandErrorKind::Unset(n) => (
                 format!("environment variable {n} is not set"),
                 format!("{n} to be set, or a fallback like ${{{n}:-value}}"),
+            ),
+            ExpandErrorKind::NotAllowed(n) => (
+                format!(
+                    "the recipe reads environment variable {n}, and a recipe may read only {}* variables unless allowed",
+                    super::ALWAYS_ALLOWED_PREFIX
+                ),
+                format!("the value written in the recipe, or `--allow-env {n}` if this recipe may read it")
             ),
             ExpandErrorKind::BadName(n) => (
                 format!("{n:?} is not a valid variable name in ${{...}}"),
@@ -44,6 +53,15 @@ impl ExpandError {
 
 /// Expands `s`, looking variables up with `env`.
 pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
+    expand_allowed(s, &|_| true, env)
+}
+
+/// [`expand`], refusing (before looking it up, fallback or not) any variable `allowed` refuses.
+pub fn expand_allowed(
+    s: &str,
+    allowed: &dyn Fn(&str) -> bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
     if !s.contains('$') {
         return Ok(s.to_owned());
     }
@@ -70,6 +88,12 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, E
                 return Err(ExpandError {
                     offset: d,
                     kind: ExpandErrorKind::BadName(name.into()),
+                });
+            }
+            if !allowed(name) {
+                return Err(ExpandError {
+                    offset: d,
+                    kind: ExpandErrorKind::NotAllowed(name.into()),
                 });
             }
             match (env(name), fallback) {
@@ -136,5 +160,16 @@ mod tests {
             expand("${1x}", &env).unwrap_err().kind,
             ExpandErrorKind::BadName(_)
         ));
+        // A variable that is not allowed is refused even with a fallback, and never read.
+        let only_a = |n: &str| n == "A";
+        let e = expand_allowed("x${B:-beta}", &only_a, &|n| panic!("read {n}")).unwrap_err();
+        assert_eq!(
+            e,
+            ExpandError {
+                offset: 1,
+                kind: ExpandErrorKind::NotAllowed("B".into())
+            }
+        );
+        assert_eq!(expand_allowed("${A}", &only_a, &env).unwrap(), "alpha");
     }
 }

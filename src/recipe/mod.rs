@@ -1,7 +1,9 @@
 //! The recipe: a TOML file describing one disk image.
 //!
 //! Loading rejects unknown keys, expands `${NAME}` / `${NAME:-fallback}` in every string value,
-//! and reports every error as `FILE:LINE:COL: what is wrong; what is expected`.
+//! and reports every error as `FILE:LINE:COL: what is wrong; what is expected`. What a recipe may
+//! read from the host (files outside its directory, environment variables) is limited by a
+//! [`Trust`].
 //! `$$` and a `$` not followed by `{` are kept as written (see [`expand`]).
 //!
 //! Entries of all kinds (`[[file]]`, `[[directory]]`, `[[symlink]]`, `[[tree]]`, `[[archive]]`)
@@ -26,6 +28,7 @@ mod services;
 mod size;
 mod system;
 mod test;
+mod trust;
 
 pub use ami::{
     format_utc, parse_duration, parse_utc, valid_account, valid_organization_arn, valid_ou_arn,
@@ -33,15 +36,16 @@ pub use ami::{
 };
 pub use boot::{Boot, Compression, Initrd, KernelChoice, Loader};
 pub use error::{RecipeError, RecipeErrorKind};
-pub use expand::{expand, ExpandError, ExpandErrorKind};
+pub use expand::{expand, expand_allowed, ExpandError, ExpandErrorKind};
 pub use output::{valid_tag, Container, LayerCompression, Output, OutputFormat, FORMATS_EXPECTED};
-pub use parse::{parse_guid, EnvLookup};
+pub use parse::{fs_label_problem, parse_guid, EnvLookup};
 pub use services::{ServiceUnit, Services};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
 pub use test::{
     HttpTest, Pattern, SshTest, SystemdTest, Test, TestKind, TestPlan, DEFAULT_TIMEOUT_SECS,
     DEFAULT_USER,
 };
+pub use trust::{Trust, ALWAYS_ALLOWED_PREFIX};
 
 use std::path::PathBuf;
 

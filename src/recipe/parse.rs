@@ -7,20 +7,26 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::error::{RecipeError, RecipeErrorKind as K};
-use super::expand::expand;
+use super::expand::{expand_allowed, ExpandErrorKind};
 use super::raw::{self, Scalar, S};
 use super::size::{parse_size, SIZE_EXPECTED};
 use super::{
     layout, Arch, Entry, EntryKind, FileSource, Filesystem, Image, PartSize, PartType, Partition,
-    Pos, Recipe, DEFAULT_SOURCE_DATE_EPOCH,
+    Pos, Recipe, Trust, DEFAULT_SOURCE_DATE_EPOCH,
 };
 
 /// Looks up an environment variable; injected so that tests never touch the process env.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Recipe {
-    /// Reads and validates the recipe at `path`, expanding `${NAME}` from the process env.
+    /// Reads and validates the recipe at `path`, expanding `${NAME}` from the process env, with
+    /// the default [`Trust`] (sources inside the recipe's directory, `KILN_*` variables only).
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+        Recipe::load_with(path, &Trust::default())
+    }
+
+    /// [`Recipe::load`] with what the user allowed this recipe.
+    pub fn load_with(path: &Path, trust: &Trust) -> Result<Recipe, RecipeError> {
         let bytes = std::fs::read(path).map_err(|e| {
             RecipeError::new(
                 Pos {
@@ -37,7 +43,7 @@ impl Recipe {
             Ok(t) => t,
             Err(e) => {
                 let ok = &bytes[..e.valid_up_to()];
-                let ctx = Ctx::new(std::str::from_utf8(ok).unwrap_or(""), path, &no_env);
+                let ctx = Ctx::new(std::str::from_utf8(ok).unwrap_or(""), path, &no_env, trust);
                 return Err(ctx.err_at(
                     ok.len(),
                     K::Io,
@@ -46,22 +52,33 @@ impl Recipe {
                 ));
             }
         };
-        Recipe::from_str(text, path)
+        Recipe::from_str_with(text, path, &|n| std::env::var(n).ok(), trust)
     }
 
     /// Parses `text` as if read from `path` (relative `source`s resolve against its directory),
-    /// expanding `${NAME}` from the process env.
+    /// expanding `${NAME}` from the process env, with the default [`Trust`].
     pub fn from_str(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
         Recipe::from_str_with_env(text, path, &|n| std::env::var(n).ok())
     }
 
-    /// [`Recipe::from_str`] with an injected environment (also used for `SOURCE_DATE_EPOCH`).
+    /// [`Recipe::from_str`] with an injected environment (also used for `SOURCE_DATE_EPOCH`),
+    /// with the default [`Trust`].
     pub fn from_str_with_env(
         text: &str,
         path: &Path,
         env: EnvLookup,
     ) -> Result<Recipe, RecipeError> {
-        let ctx = Ctx::new(text, path, env);
+        Recipe::from_str_with(text, path, env, &Trust::default())
+    }
+
+    /// [`Recipe::from_str_with_env`] with what the user allowed this recipe.
+    pub fn from_str_with(
+        text: &str,
+        path: &Path,
+        env: EnvLookup,
+        trust: &Trust,
+    ) -> Result<Recipe, RecipeError> {
+        let ctx = Ctx::new(text, path, env, trust);
         let raw: raw::RawRecipe = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
         let image = ctx.image(&raw.image)?;
         let partitions = raw
@@ -126,17 +143,24 @@ pub(super) struct Ctx<'a> {
     file: &'a Path,
     base: PathBuf,
     env: EnvLookup<'a>,
+    trust: &'a Trust,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(text: &'a str, file: &'a Path, env: EnvLookup<'a>) -> Self {
+    fn new(text: &'a str, file: &'a Path, env: EnvLookup<'a>, trust: &'a Trust) -> Self {
         let base = file.parent().map(Path::to_owned).unwrap_or_default();
         Ctx {
             text,
             file,
             base,
             env,
+            trust,
         }
+    }
+
+    /// The recipe's text.
+    pub(super) fn text(&self) -> &str {
+        self.text
     }
 
     /// 1-based line and column (in characters) of byte `offset`.
@@ -231,14 +255,18 @@ impl<'a> Ctx<'a> {
     }
 
     pub(super) fn expand_at(&self, s: &str, span: Range<usize>) -> Result<String, RecipeError> {
-        expand(s, self.env).map_err(|e| {
+        expand_allowed(s, &|n| self.trust.allows_env(n), self.env).map_err(|e| {
             // Point at the `${` in the source when it is written there verbatim (no escapes
             // before it), else at the start of the value.
             let raw = self.text.get(span.clone()).unwrap_or("");
             let needle = &s[e.offset..s.len().min(e.offset + 2)];
             let at = raw.find(needle).map_or(span.start, |i| span.start + i);
             let (what, exp) = e.describe();
-            self.err_at(at, K::Env, what, exp)
+            let kind = match e.kind {
+                ExpandErrorKind::NotAllowed(_) => K::NotAllowed,
+                _ => K::Env,
+            };
+            self.err_at(at, kind, what, exp)
         })
     }
 
@@ -416,6 +444,18 @@ impl<'a> Ctx<'a> {
                 ),
             ));
         }
+        if let Some((real, base)) = self.trust.outside(&p, &self.base) {
+            return Err(self.err(
+                v,
+                K::NotAllowed,
+                format!(
+                    "source {} is outside the recipe's directory {} (a recipe is code-like input: it may not copy the builder's files into an image unless allowed)",
+                    real.display(),
+                    base.display()
+                ),
+                "a source inside the recipe's directory, or `--allow-host-paths` if this recipe may read the whole host",
+            ));
+        }
         Ok(p)
     }
 
@@ -460,6 +500,10 @@ impl<'a> Ctx<'a> {
                 ))
             }
         };
+        // The partition label is also the filesystem's label: each filesystem has its own rules.
+        if let Some((problem, expected)) = fs_label_problem(&label, filesystem) {
+            return Err(self.err(&r.label, K::Value, problem, expected));
+        }
         let mount = match &r.mount {
             Some(m) => {
                 if filesystem == Filesystem::None {
@@ -619,6 +663,45 @@ impl<'a> Ctx<'a> {
             })
             .collect())
     }
+}
+
+/// Why `label` cannot be the label of a `filesystem` (what is wrong, what is expected).
+///
+/// FAT keeps 11 bytes in the boot sector and the root directory, with the characters of an 8.3
+/// short name (Microsoft's FAT specification, "Directory Structure"): kiln upper-cases ASCII
+/// letters, and refuses what fsck.fat refuses (`. + , ; = [ ]` and the rest of the list below)
+/// and anything outside ASCII, which depends on a code page. ext4 keeps 16 bytes of UTF-8
+/// (`s_volume_name`); a longer one would be cut, possibly inside a character.
+pub fn fs_label_problem(label: &str, filesystem: Filesystem) -> Option<(String, String)> {
+    match filesystem {
+        Filesystem::Vfat => {
+            let bad = label.chars().find(|&c| !fat_label_char(c));
+            if label.len() > 11 || bad.is_some() || label.starts_with(' ') {
+                let why = match bad {
+                    Some(c) => format!("has {c:?}, which a FAT label cannot hold"),
+                    None if label.starts_with(' ') => "starts with a space".to_owned(),
+                    None => format!("is {} bytes long", label.len()),
+                };
+                return Some((
+                    format!("partition label {label:?} is also the FAT volume label, and {why}"),
+                    "at most 11 ASCII letters, digits, spaces (not first) or ! # $ % & ' ( ) - @ ^ _ ` { } ~".to_owned(),
+                ));
+            }
+            None
+        }
+        Filesystem::Ext4 if label.len() > 16 => Some((
+            format!(
+                "partition label {label:?} is also the ext4 label, and is {} bytes long",
+                label.len()
+            ),
+            "an ext4 label of at most 16 bytes (UTF-8)".to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+fn fat_label_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " !#$%&'()-@^_`{}~".contains(c)
 }
 
 /// A GUID in its textual form (`8-4-4-4-12` hex digits), as bytes in the order written.

@@ -23,6 +23,11 @@ const BLOCK: usize = 4096;
 
 impl FileSink {
     /// Creates the temporary file for an image of `len` bytes that will become `target`.
+    ///
+    /// `target` must be a regular file or not exist. kiln never writes to a block device (or any
+    /// other special file): the rename would replace the device node, and writing in place would
+    /// skip the image's zero blocks, leaving the device's old data where the image promises
+    /// zeros (unused inode tables, the journal; see the README's reliability section).
     pub fn create(target: &Path, len: u64) -> io::Result<Self> {
         let out = TempOutput::create(target)?;
         out.file()?

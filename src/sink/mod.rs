@@ -2,6 +2,7 @@
 //! same code writes a sparse image file or streams blocks to an EBS snapshot.
 
 pub mod blocks;
+#[cfg(feature = "aws")]
 pub mod ebs;
 mod file;
 pub mod formats;

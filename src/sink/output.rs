@@ -15,6 +15,7 @@ pub struct TempOutput {
 impl TempOutput {
     /// Creates `.<name>.XXXXXX.tmp` in the target's directory (created if missing).
     pub fn create(target: &Path) -> io::Result<Self> {
+        refuse_special(target)?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -103,4 +104,33 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.bin"]);
     }
+}
+
+/// An error unless `target` is absent or a regular file (not following a symlink: renaming
+/// over one would replace the link, not what it points to).
+fn refuse_special(target: &Path) -> io::Result<()> {
+    let md = match std::fs::symlink_metadata(target) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    let what = if ft.is_file() {
+        return Ok(());
+    } else if ft.is_block_device() {
+        "a block device; kiln writes image files only (copy the image onto the device with a tool that writes every block, such as dd without conv=sparse)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink (give the path it points to)"
+    } else {
+        "a special file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("the output is {what}"),
+    ))
 }

@@ -165,7 +165,7 @@ pub fn build_hand(
         std::fs::write(&recipe, format!("{}{extra}", hand.recipe(partuuid))).unwrap();
         super::run_ok(
             std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .arg("build")
+                .args(["build", "--allow-host-paths"])
                 .arg(&recipe)
                 .arg("-o")
                 .arg(&img),

@@ -283,14 +283,32 @@ impl Repo {
     }
 }
 
+/// What [`serve_with`]'s hook may answer instead of the file.
+pub enum Reply {
+    /// `302 Found` to this Location.
+    Redirect(String),
+    /// `200 OK` with no length and a body of zeros that never ends.
+    Endless,
+}
+
 /// Serves `root` over HTTP/1.0 on 127.0.0.1 from a background thread; returns the base URL.
 pub fn serve(root: PathBuf) -> String {
+    serve_with(root, |_| None)
+}
+
+/// [`serve`], asking `hook` first about every request path.
+pub fn serve_with(
+    root: PathBuf,
+    hook: impl Fn(&str) -> Option<Reply> + Send + Sync + 'static,
+) -> String {
+    let hook = std::sync::Arc::new(hook);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             let root = root.clone();
+            let hook = hook.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let mut line = String::new();
@@ -304,6 +322,22 @@ pub fn serve(root: PathBuf) -> String {
                     }
                 }
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                match hook(&path) {
+                    Some(Reply::Redirect(to)) => {
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        return;
+                    }
+                    Some(Reply::Endless) => {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                        let zeros = [0u8; 65536];
+                        while s.write_all(&zeros).is_ok() {}
+                        return;
+                    }
+                    None => {}
+                }
                 let file = root.join(path.trim_start_matches('/'));
                 match std::fs::File::open(&file) {
                     Ok(mut f) if !path.contains("..") && file.is_file() => {

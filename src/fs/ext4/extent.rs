@@ -91,6 +91,8 @@ pub fn extents_from_runs(runs: &[(u64, std::ops::Range<u64>)]) -> Vec<Extent> {
         let mut p = phys.start;
         while p < phys.end {
             let n = (phys.end - p).min(MAX_EXTENT_LEN);
+            // Logical blocks are 32-bit: the writer refuses files past MAX_FILE_SIZE first.
+            debug_assert!(l + n <= 1 << 32, "logical block {l} does not fit ee_block");
             out.push(Extent {
                 ee_block: l as u32,
                 ee_len: n as u16,

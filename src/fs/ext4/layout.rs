@@ -28,8 +28,24 @@ pub const MAX_FLEXES: u64 = 16;
 /// that limit (CVE-2023-52622) allocated one array for a whole flex group, which fails above
 /// about 21,845 groups.
 pub const MAX_FLEX_GROUPS: u64 = 16384;
-/// mke2fs's default `inode_ratio`: one inode per 16 KiB.
+/// mke2fs's default `inode_ratio`: one inode per 16 KiB (mke2fs.conf's `[defaults]`).
 pub const INODE_RATIO: u64 = 16384;
+
+/// Bytes per inode as mke2fs chooses them for a filesystem of `blocks` 4 KiB blocks: its size
+/// type (misc/mke2fs.c: "floppy" below 3 MiB, "small" below 512 MiB, "default" below 4 TiB,
+/// "big" below 16 TiB, else "huge", judged on the size asked for) and mke2fs.conf's default
+/// `inode_ratio` for each (8192, 4096, 16384, 32768, 65536). A 94 MiB root thus gets 24,064
+/// inodes, as mke2fs gives it, not 6,016.
+pub fn inode_ratio(blocks: u64) -> u64 {
+    const MIB: u64 = (1 << 20) / BLOCK_SIZE;
+    match blocks {
+        b if b < 3 * MIB => 8192,
+        b if b < 512 * MIB => 4096,
+        b if b < 4 * MIB << 20 => INODE_RATIO,
+        b if b < 16 * MIB << 20 => 32768,
+        _ => 65536,
+    }
+}
 /// One inode bitmap block holds this many inodes.
 pub const MAX_INODES_PER_GROUP: u64 = BLOCK_SIZE * 8;
 /// Smallest fs mke2fs will put a journal in.
@@ -112,11 +128,12 @@ fn round_up(x: u64, m: u64) -> u64 {
 }
 
 /// The inodes per group: mke2fs's ratio, raised to hold `min_inodes`, in whole inode-table blocks.
+/// `blocks` is the size asked for: mke2fs counts inodes before it drops a short last group.
 fn inodes_per_group(blocks: u64, groups: u64, min_inodes: u64) -> Result<u64, LayoutError> {
     // Whole inode-table blocks, and never more than 2^32-1 inodes in total.
     let max = (MAX_INODES_PER_GROUP)
         .min((u32::MAX as u64 / groups) / INODES_PER_BLOCK * INODES_PER_BLOCK);
-    let by_ratio = (blocks * BLOCK_SIZE / INODE_RATIO).div_ceil(groups);
+    let by_ratio = (blocks * BLOCK_SIZE / inode_ratio(blocks)).div_ceil(groups);
     let by_need = min_inodes.div_ceil(groups);
     let ipg = round_up(
         by_ratio.max(by_need).max(INODES_PER_BLOCK),
@@ -140,11 +157,12 @@ pub fn geometry(blocks: u64, min_inodes: u64) -> Result<Geometry, LayoutError> {
     if blocks < MIN_BLOCKS {
         return Err(too_small);
     }
-    let mut blocks_count = blocks.min(1 << 48);
+    let asked = blocks.min(1 << 48);
+    let mut blocks_count = asked;
     loop {
         let groups = blocks_count.div_ceil(BLOCKS_PER_GROUP);
         let gdt_blocks = (groups * DESC_SIZE).div_ceil(BLOCK_SIZE);
-        let ipg = inodes_per_group(blocks_count, groups, min_inodes)?;
+        let ipg = inodes_per_group(asked, groups, min_inodes)?;
         let itable_blocks = ipg / INODES_PER_BLOCK;
         // mke2fs (ext2fs_initialize) drops a last group too small for its metadata plus 50 blocks.
         let rem = blocks_count % BLOCKS_PER_GROUP;

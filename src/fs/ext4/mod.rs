@@ -21,6 +21,8 @@ pub mod superblock;
 mod writer;
 pub mod xattr;
 
+pub use writer::{EXT4_LINK_MAX, MAX_FILE_SIZE};
+
 use crate::sink::BlockSink;
 use crate::tree::{Time, Tree};
 use std::path::PathBuf;
@@ -69,6 +71,10 @@ pub enum Ext4Error {
         "{path}: the symlink target is {len} bytes long; ext4 symlinks hold at most 4095 bytes"
     )]
     SymlinkTooLong { path: String, len: usize },
+    #[error("{path}: the file has {links} names (hard links); ext4 allows at most 65000 (EXT4_LINK_MAX)")]
+    TooManyLinks { path: String, links: u64 },
+    #[error("{path}: the file is {len} bytes long; ext4 files hold at most 17592186040320 bytes (2^32 - 1 blocks of 4 KiB)")]
+    FileTooBig { path: String, len: u64 },
     #[error("{path}: the directory has too many entries for a two-level htree index")]
     DirectoryTooBig { path: String },
     #[error("{path}: {source}")]

@@ -19,8 +19,16 @@ use std::ops::Range;
 const LPF_NAME: &[u8] = b"lost+found";
 /// mke2fs makes lost+found 16 KiB so e2fsck can reconnect files without allocating.
 const LPF_BLOCKS: u64 = 4;
-/// With dir_nlink, a directory with this many subdirectories or more has i_links_count 1.
-const DIR_NLINK_MAX: u64 = 65000;
+/// EXT4_LINK_MAX (fs/ext4/ext4.h): the most names a file may have (link(2) answers EMLINK at
+/// it), and the most links a directory's count may show. A directory's count is 2 + its
+/// subdirectories; past the limit, with dir_nlink, the kernel (ext4_inc_count: `i_nlink >
+/// EXT4_LINK_MAX`) and e2fsck (pass 4: `link_counted > EXT2_LINK_MAX`) both use 1, "too many
+/// to count". At exactly 65,000 the count is kept: e2fsck -fy would rewrite a 1 there.
+pub const EXT4_LINK_MAX: u64 = 65000;
+
+/// The largest file an extent-mapped inode can hold: logical blocks are 32-bit, so the last
+/// one is 2^32 - 1 (the kernel's ext4_max_size for extents and 4 KiB blocks).
+pub const MAX_FILE_SIZE: u64 = ((1 << 32) - 1) * BLOCK_SIZE;
 const IO_CHUNK: usize = 1 << 20;
 
 /// What goes into one range of blocks.
@@ -172,6 +180,16 @@ impl<'t> Plan<'t> {
             plan.plan_lost_found(&mut al);
         }
         let links = tree.link_counts();
+        // More names than link(2) allows: the count would be capped, and deleting the extra
+        // names on a mounted image would free the inode while names still point at it.
+        if let Some((path, id)) = walk.iter().find(|(_, id)| {
+            !tree.node(*id).is_dir() && u64::from(links[id.0 as usize]) > EXT4_LINK_MAX
+        }) {
+            return Err(Ext4Error::TooManyLinks {
+                path: path_str(path),
+                links: u64::from(links[id.0 as usize]),
+            });
+        }
         let mut parent_of = vec![0u32; tree.arena_len()];
         parent_of[0] = ROOT_INO;
         for (walk_idx, (path, id)) in walk.iter().enumerate() {
@@ -353,7 +371,8 @@ impl<'t> Plan<'t> {
             ctime: t,
             mtime: t,
             crtime: t,
-            i_links_count: links[id.0 as usize].min(u16::MAX as u32) as u16,
+            // Directories get theirs below; a file over the limit was refused in Plan::new.
+            i_links_count: links[id.0 as usize].min(EXT4_LINK_MAX as u32) as u16,
             ..Default::default()
         };
         // Extended attributes: in the inode while they fit, the rest in one block.
@@ -440,7 +459,7 @@ impl<'t> Plan<'t> {
                 inode.size = n * BLOCK_SIZE;
                 inode.blocks_512 += (n + tree) * 8;
                 let nlink = 2 + subdirs;
-                inode.i_links_count = if nlink >= DIR_NLINK_MAX {
+                inode.i_links_count = if nlink > EXT4_LINK_MAX {
                     1
                 } else {
                     nlink as u16
@@ -449,6 +468,12 @@ impl<'t> Plan<'t> {
             }
             Kind::File(content) => {
                 let len = content.len();
+                if len > MAX_FILE_SIZE {
+                    return Err(Ext4Error::FileTooBig {
+                        path: path_str(path),
+                        len,
+                    });
+                }
                 let ranges = content
                     .data_ranges()
                     .map_err(|e| content_err(path, content, e))?;

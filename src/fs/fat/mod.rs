@@ -24,12 +24,16 @@ pub struct FatOptions {
 pub enum FatError {
     #[error("a FAT32 filesystem of {size} bytes cannot be made ({source}); an ESP needs at least 33 MiB")]
     Format { size: u64, source: io::Error },
+    #[error("a FAT32 filesystem needs at least {min} bytes (33 MiB: 65,525 clusters), not {size}; make the partition larger")]
+    TooSmall { size: u64, min: u64 },
     #[error(
         "{path}: FAT cannot hold a {what}; only regular files and directories can go on the ESP"
     )]
     Unsupported { path: String, what: &'static str },
     #[error("{path}: the name is not valid UTF-8 or contains a character FAT forbids (\\ : * ? \" < > |)")]
     BadName { path: String },
+    #[error("{a} and {b} differ only in case; FAT is case-insensitive, so they would be one entry (and fatfs would write both into it): rename one")]
+    CaseCollision { a: String, b: String },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
     #[error("the files do not fit on the ESP: {source}")]
@@ -91,12 +95,77 @@ fn label_bytes(label: &str) -> [u8; 11] {
     out
 }
 
+/// Checks that every entry of `tree` can go on FAT as it is: regular files and directories
+/// only, valid names, and no two names in a directory that FAT would take for one (it compares
+/// names upper-cased, as fatfs does with `char::to_uppercase`). Paths are relative to the
+/// filesystem's root, prefixed with `prefix` (its mount point) in messages.
+pub fn check(tree: &Tree, prefix: &str) -> Result<(), FatError> {
+    let mut stack = vec![(Tree::ROOT, prefix.trim_end_matches('/').to_owned())];
+    while let Some((id, dir)) = stack.pop() {
+        let Some(entries) = tree.children(id) else {
+            continue;
+        };
+        let mut seen: std::collections::HashMap<String, String> = Default::default();
+        for (name, &child) in entries {
+            let path = format!("{dir}/{}", String::from_utf8_lossy(name));
+            let name = valid_name(name).ok_or_else(|| FatError::BadName { path: path.clone() })?;
+            if let Some(what) = unsupported(&tree.node(child).kind) {
+                return Err(FatError::Unsupported { path, what });
+            }
+            let folded: String = name.chars().flat_map(char::to_uppercase).collect();
+            if let Some(first) = seen.insert(folded, path.clone()) {
+                return Err(FatError::CaseCollision { a: first, b: path });
+            }
+            if tree.node(child).is_dir() {
+                stack.push((child, path));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The name as FAT stores it, if FAT can.
+fn valid_name(name: &[u8]) -> Option<&str> {
+    std::str::from_utf8(name)
+        .ok()
+        .filter(|n| !n.chars().any(|c| "\\:*?\"<>|".contains(c) || c < ' '))
+}
+
+fn unsupported(kind: &Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Dir(_) | Kind::File(_) => None,
+        Kind::Symlink(_) => Some("symlink"),
+        Kind::CharDev { .. } | Kind::BlockDev { .. } => Some("device node"),
+        Kind::Fifo => Some("fifo"),
+        Kind::Socket => Some("socket"),
+    }
+}
+
+/// The smallest FAT32 volume kiln makes: FAT32 needs at least 65,525 clusters (Microsoft's FAT
+/// specification), which fatfs reaches with 512-byte clusters at 32.5 MiB.
+pub const MIN_SIZE: u64 = 33 << 20;
+
+/// Refuses a volume too small for FAT32 with the size it needs, before anything is written
+/// (fatfs would refuse it too, once the image file exists; tiny sizes underflowed kiln's own
+/// space estimate).
+pub fn check_size(size: u64) -> Result<(), FatError> {
+    if size < MIN_SIZE {
+        return Err(FatError::TooSmall {
+            size,
+            min: MIN_SIZE,
+        });
+    }
+    Ok(())
+}
+
 /// Formats FAT32 and copies the tree into it; streams the result into `sink` (partition-relative).
 pub fn write(
     tree: &Tree,
     opts: &FatOptions,
     sink: &mut dyn BlockSink,
 ) -> Result<FatReport, FatError> {
+    check(tree, "")?;
+    check_size(opts.size)?;
     let mut dev = SparseImage::new(opts.size);
     fatfs::format_volume(
         &mut dev,
@@ -153,9 +222,8 @@ fn copy_dir<T: fatfs::ReadWriteSeek>(
     for (name, &child) in entries {
         let lossy = String::from_utf8_lossy(name);
         let path = format!("{prefix}/{lossy}");
-        let name = match std::str::from_utf8(name) {
-            Ok(n) if !n.chars().any(|c| "\\:*?\"<>|".contains(c) || c < ' ') => n,
-            _ => return Err(FatError::BadName { path }),
+        let Some(name) = valid_name(name) else {
+            return Err(FatError::BadName { path });
         };
         let node = tree.node(child);
         let io_err = |source| FatError::Io {
@@ -182,23 +250,10 @@ fn copy_dir<T: fatfs::ReadWriteSeek>(
                 report.files += 1;
                 report.bytes += n;
             }
-            Kind::Symlink(_) => {
+            other => {
                 return Err(FatError::Unsupported {
                     path,
-                    what: "symlink",
-                })
-            }
-            Kind::CharDev { .. } | Kind::BlockDev { .. } => {
-                return Err(FatError::Unsupported {
-                    path,
-                    what: "device node",
-                })
-            }
-            Kind::Fifo => return Err(FatError::Unsupported { path, what: "fifo" }),
-            Kind::Socket => {
-                return Err(FatError::Unsupported {
-                    path,
-                    what: "socket",
+                    what: unsupported(other).unwrap_or("special file"),
                 })
             }
         }
@@ -241,15 +296,48 @@ mod size_tests {
             };
             let mut s = VecSink::default();
             match write(&t, &opts, &mut s) {
-                Ok(_) => assert!(
-                    mib >= 33,
-                    "{mib} MiB formatted, but FAT32 needs 65525 clusters"
-                ),
+                Ok(_) => assert!(mib >= 33, "{mib} MiB formatted, below MIN_SIZE"),
                 Err(e) => {
-                    assert!(mib < 34, "{mib} MiB failed: {e}");
-                    assert!(matches!(e, FatError::Format { .. }), "{mib} MiB: {e}");
+                    assert!(mib < 33, "{mib} MiB failed: {e}");
+                    assert!(matches!(e, FatError::TooSmall { .. }), "{mib} MiB: {e}");
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod min_size_tests {
+    use super::*;
+
+    /// MIN_SIZE is the smallest size, rounded up to a MiB, at which fatfs formats a volume that
+    /// is FAT32 by its cluster count (`dots::check_fat32`, which `write` runs).
+    #[test]
+    fn min_size_is_where_fat32_starts() {
+        let fat32 = |size: u64| {
+            let mut dev = SparseImage::new(size);
+            fatfs::format_volume(
+                &mut dev,
+                fatfs::FormatVolumeOptions::new().fat_type(fatfs::FatType::Fat32),
+            )
+            .is_ok()
+                && dots::check_fat32(&mut dev).is_ok()
+        };
+        let (mut lo, mut hi) = (1u64, MIN_SIZE / 512);
+        assert!(fat32(hi * 512) && !fat32(lo * 512));
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if fat32(mid * 512) {
+                hi = mid
+            } else {
+                lo = mid
+            }
+        }
+        assert_eq!(
+            (hi * 512).div_ceil(1 << 20) << 20,
+            MIN_SIZE,
+            "threshold {}",
+            hi * 512
+        );
     }
 }
