@@ -84,28 +84,6 @@ impl Drop for TempOutput {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn persist_renames_and_drop_removes() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = TempOutput::create(&dir.path().join("sub/a.bin")).unwrap();
-        o.file().unwrap().write_all(b"x").unwrap();
-        let p = o.persist().unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"x");
-        let o = TempOutput::create(&dir.path().join("sub/b.bin")).unwrap();
-        drop(o);
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["a.bin"]);
-    }
-}
-
 /// An error unless `target` is absent or a regular file (not following a symlink: renaming
 /// over one would replace the link, not what it points to).
 fn refuse_special(target: &Path) -> io::Result<()> {
@@ -133,4 +111,26 @@ fn refuse_special(target: &Path) -> io::Result<()> {
         io::ErrorKind::InvalidInput,
         format!("the output is {what}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn persist_renames_and_drop_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = TempOutput::create(&dir.path().join("sub/a.bin")).unwrap();
+        o.file().unwrap().write_all(b"x").unwrap();
+        let p = o.persist().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"x");
+        let o = TempOutput::create(&dir.path().join("sub/b.bin")).unwrap();
+        drop(o);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.bin"]);
+    }
 }

@@ -41,8 +41,8 @@ pub fn inode_ratio(blocks: u64) -> u64 {
     match blocks {
         b if b < 3 * MIB => 8192,
         b if b < 512 * MIB => 4096,
-        b if b < 4 * MIB << 20 => INODE_RATIO,
-        b if b < 16 * MIB << 20 => 32768,
+        b if b < (4 * MIB) << 20 => INODE_RATIO,
+        b if b < (16 * MIB) << 20 => 32768,
         _ => 65536,
     }
 }
