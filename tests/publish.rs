@@ -430,7 +430,14 @@ fn the_boot_test_gates_the_upload() {
     let o = proxy
         .kiln()
         .current_dir(d)
-        .args(["publish", "web.toml", "-o", "web.raw", "--junit"])
+        .args([
+            "publish",
+            "web.toml",
+            "-o",
+            "web.raw",
+            "--allow-host-paths",
+            "--junit",
+        ])
         .arg(&junit)
         .output()
         .unwrap();

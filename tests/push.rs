@@ -369,7 +369,13 @@ fn podman_runs_the_cmd_when_it_can() {
         kiln()
             .arg("build")
             .arg(&recipe)
-            .args(["--format", "oci", "--oci-archive", "-o"])
+            .args([
+                "--allow-host-paths",
+                "--format",
+                "oci",
+                "--oci-archive",
+                "-o",
+            ])
             .arg(tmp.path().join("pod.raw")),
     );
     let o = run(Command::new("podman").args(["run", "--rm"]).arg(format!(

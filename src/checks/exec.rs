@@ -372,9 +372,12 @@ impl Session {
         };
         let asked = Instant::now();
         if let Some(ssh) = self.ssh.as_mut() {
-            // The connection may drop as the guest goes down: only a clear refusal counts.
+            // The connection may drop as the guest goes down: only a clear refusal counts. 255
+            // is ssh's own status for a connection that ended under it ("closed by remote
+            // host"), which is what a reboot that began before the command returned looks like;
+            // whether the guest really rebooted is what wait_reset decides next.
             match ssh.run(user, cmd, deadline.min(asked + Duration::from_secs(60))) {
-                Ok(r) if r.status != 0 => {
+                Ok(r) if r.status != 0 && r.status != 255 => {
                     return Err(format!(
                         "`{cmd}` exited {}: {}",
                         r.status,
