@@ -173,23 +173,9 @@ pub struct DirLayout {
 
 impl DirLayout {
     fn create(target: &Path) -> io::Result<Self> {
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir)?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{name}.");
-        let tmp = crate::cleanup::create_registered(
-            || {
-                tempfile::Builder::new()
-                    .prefix(&prefix)
-                    .suffix(".tmp")
-                    .tempdir_in(&dir)
-            },
+        let tmp = crate::sink::temp_beside(
+            target,
+            |b, dir| b.tempdir_in(dir),
             |t| t.path().to_path_buf(),
         )?;
         std::fs::create_dir_all(tmp.path().join("blobs/sha256"))?;

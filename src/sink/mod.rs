@@ -16,7 +16,7 @@ pub mod vmdk;
 pub use file::FileSink;
 pub use formats::{DiskFormat, DiskOutputs, FormatIdentity, Written};
 pub use hash::{DiskDigest, HashSink, PendingDigest, Want};
-pub use output::TempOutput;
+pub use output::{temp_beside, TempOutput};
 
 use std::io;
 

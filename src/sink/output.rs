@@ -16,23 +16,9 @@ impl TempOutput {
     /// Creates `.<name>.XXXXXX.tmp` in the target's directory (created if missing).
     pub fn create(target: &Path) -> io::Result<Self> {
         refuse_special(target)?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir)?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{name}.");
-        let tmp = crate::cleanup::create_registered(
-            || {
-                tempfile::Builder::new()
-                    .prefix(&prefix)
-                    .suffix(".tmp")
-                    .tempfile_in(&dir)
-            },
+        let tmp = temp_beside(
+            target,
+            |b, dir| b.tempfile_in(dir),
             |t| t.path().to_path_buf(),
         )?;
         Ok(TempOutput {
@@ -82,6 +68,35 @@ impl Drop for TempOutput {
             crate::cleanup::unregister(t.path());
         }
     }
+}
+
+/// A temporary file or directory (`make`) beside `target`, named `.<target name>.*.tmp`, and
+/// registered for removal on Ctrl-C until it is renamed into place: every output kiln writes
+/// starts as one.
+pub fn temp_beside<T>(
+    target: &Path,
+    make: impl FnOnce(&mut tempfile::Builder, &Path) -> io::Result<T>,
+    path: impl FnOnce(&T) -> PathBuf,
+) -> io::Result<T> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    crate::cleanup::create_registered(
+        || {
+            make(
+                tempfile::Builder::new().prefix(&prefix).suffix(".tmp"),
+                &dir,
+            )
+        },
+        path,
+    )
 }
 
 /// An error unless `target` is absent or a regular file (not following a symlink: renaming
