@@ -47,6 +47,7 @@ pub mod services;
 pub mod sysusers;
 pub mod sysv;
 pub mod textutil;
+pub mod treeutil;
 pub mod ucf;
 pub mod units;
 
