@@ -169,6 +169,16 @@ impl Proxy {
     pub fn kiln(&self) -> Command {
         endpoint_kiln(self.port)
     }
+
+    /// `kiln publish web.toml --skip-test -o web.raw ARGS` in `dir`, through this proxy.
+    pub fn publish(&self, dir: &Path, args: &[&str]) -> std::process::Output {
+        self.kiln()
+            .current_dir(dir)
+            .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
 }
 
 impl Drop for Proxy {
