@@ -110,3 +110,24 @@ pub fn start_proxy(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
         .unwrap_or_else(|| panic!("{script} said {line:?}"));
     (child, port)
 }
+
+/// The directory of a fixture that a test binary keeps in a `static` for its whole run. Rust
+/// never drops a `static`, so a plain temporary directory would stay behind in /tmp after every
+/// run; this one lives under the target's tmp directory, and a later run of the same binary
+/// removes the earlier run's `NAME-*` directories before making its own (cargo runs one test
+/// binary of a target directory at a time).
+pub fn fixture_dir(name: &str) -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = format!("{name}-");
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(base)
+        .unwrap()
+}
