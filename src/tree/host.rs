@@ -53,10 +53,11 @@ fn spawn_hasher(
 ) -> JoinHandle<Result<String, (PathBuf, io::Error)>> {
     std::thread::spawn(move || {
         let mut h = Sha256::new();
+        let mut buf = Vec::new();
         for (prefix, file) in rx {
             h.update(&prefix);
             if let Some(path) = file {
-                let (_, sha) = digest_sparse(&path).map_err(|e| (path.clone(), e))?;
+                let (_, sha) = digest_sparse(&path, &mut buf).map_err(|e| (path.clone(), e))?;
                 h.update(sha.as_bytes());
             }
             h.update(b"\n");
