@@ -72,7 +72,7 @@ fn parse(p: &str) -> Option<(Vec<Option<regex_lite::Regex>>, Vec<Vec<Item>>)> {
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix("END") {
             let (body, r) = block(r.trim_start())?;
-            for stmt in body.split(|c| c == ';' || c == '\n') {
+            for stmt in body.split([';', '\n']) {
                 let stmt = stmt.trim();
                 if stmt.is_empty() {
                     continue;
