@@ -273,6 +273,9 @@ two
 EOF
 echo x | { read a; read b || echo "eof:$a:$b" >> /etc/eof; }
 while read u; do touch /never; done
+printf '1\n' | while read l; do found=$l; done
+echo x | read a
+echo "${found-none} ${a-unset}" >> /etc/sub
 "#,
         &[],
     );
@@ -287,6 +290,8 @@ while read u; do touch /never; done
             ">>/etc/eof:eof:x:\n",
             // dpkg's own stdin: nothing here knows what it holds.
             "?touch /never",
+            // A pipeline's commands run in subshells: their assignments are gone after it.
+            ">>/etc/sub:none unset\n",
         ]
     );
 }

@@ -445,10 +445,40 @@ impl<'h> Shell<'h> {
         let n = cmds.len();
         for (i, c) in cmds.iter().enumerate() {
             let last = i + 1 == n;
-            let f = match c {
+            // Each command of a pipeline runs in a subshell (dash has no lastpipe): what it
+            // assigns (`… | while read x; do found=1; done`) is gone afterwards.
+            let saved = (n > 1).then(|| {
+                (
+                    self.vars.clone(),
+                    self.positional.clone(),
+                    self.funcs.clone(),
+                    self.errexit,
+                    self.cwd.clone(),
+                )
+            });
+            let f = self.pipeline_member(c, i, last, &mut stdin);
+            if let Some((vars, positional, funcs, errexit, cwd)) = saved {
+                self.vars = vars;
+                self.positional = positional;
+                self.funcs = funcs;
+                self.errexit = errexit;
+                self.cwd = cwd;
+            }
+            if f != Flow::Normal && last {
+                return f;
+            }
+        }
+        Flow::Normal
+    }
+
+    /// Runs the `i`th command of a pipeline with the previous one's output in `stdin`, leaving
+    /// its own output there unless it is the `last`.
+    fn pipeline_member(&mut self, c: &Cmd, i: usize, last: bool, stdin: &mut Option<Val>) -> Flow {
+        {
+            match c {
                 Cmd::Simple(s) => {
                     let (f, out) = self.simple_piped(s, stdin.take(), !last);
-                    stdin = out;
+                    *stdin = out;
                     f
                 }
                 other => {
@@ -465,19 +495,15 @@ impl<'h> Shell<'h> {
                     } else {
                         self.captures.push(Some(String::new()));
                         let f = run(self);
-                        stdin = Some(match self.captures.pop().flatten() {
+                        *stdin = Some(match self.captures.pop().flatten() {
                             Some(s) => Val::Known(s),
                             None => Val::Unknown,
                         });
                         f
                     }
                 }
-            };
-            if f != Flow::Normal && last {
-                return f;
             }
         }
-        Flow::Normal
     }
 
     fn simple(&mut self, s: &Simple, stdin: Option<Val>) -> (Flow, Option<Val>) {
