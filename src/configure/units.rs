@@ -343,6 +343,42 @@ pub fn enable(
     Ok(made)
 }
 
+/// Whether `name`, where the search path first has it, is a link to a unit file of another
+/// name (an alias, such as systemd's `autovt@.service` -> `getty@.service`).
+pub fn is_alias(tree: &Tree, scope: Scope, name: &str) -> bool {
+    for dir in scope.path() {
+        let p = format!("{dir}/{name}");
+        let Some(id) = fsops::lookup(tree, &p, false) else {
+            continue;
+        };
+        return match &tree.node(id).kind {
+            Kind::Symlink(t) if t != b"/dev/null" => fsops::find(tree, &p, true)
+                .is_some_and(|f| f.path().rsplit('/').next() != Some(name)),
+            _ => false,
+        };
+    }
+    false
+}
+
+/// `systemctl preset --preset-mode=enable-only NAME...` (systemd 252, install.c's
+/// preset_prepare_one): each unit the preset files enable is enabled as [`enable`] does; an
+/// alias is passed over ("Skipping … because it is an alias"), so that its target's
+/// `[Install]` links are not made a second time under the alias's name. Returns the links made.
+pub fn preset(
+    tree: &mut Tree,
+    scope: Scope,
+    names: &[&str],
+    sde: Time,
+) -> Result<Vec<String>, String> {
+    let mut made = Vec::new();
+    for &n in names {
+        if !is_alias(tree, scope, n) && preset_enables(tree, n) {
+            made.extend(enable(tree, scope, &[n], sde)?);
+        }
+    }
+    Ok(made)
+}
+
 /// `systemctl disable NAME`: removes the links its `[Install]` section (and `Also=`) names.
 pub fn disable(tree: &mut Tree, scope: Scope, names: &[&str]) -> Result<(), String> {
     let mut todo: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();

@@ -7,6 +7,7 @@ pub mod ext4_check;
 pub mod moto;
 pub mod pkgtree;
 pub mod registry;
+pub mod report;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
