@@ -1,6 +1,7 @@
 //! The root tree as one OCI layer: a tar of every entry, in a fixed order, with the tree's own
 //! owners, modes, extended attributes and hard links, mtimes clamped to `source_date_epoch`,
-//! compressed with gzip or zstd. Built from the tree, not from the disk.
+//! compressed with gzip (on every core, [`super::pgzip`]) or zstd. Built from the tree, not from
+//! the disk.
 
 use super::tar::{Entry, EntryKind, TarWriter};
 use crate::recipe::LayerCompression;
@@ -33,10 +34,11 @@ pub fn write_layer(
     out: &mut dyn Write,
 ) -> io::Result<LayerInfo> {
     let enc = match compression {
-        LayerCompression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+        // gzip's default level, as docker and umoci write layers; on every core (see pgzip).
+        LayerCompression::Gzip => Encoder::Gzip(super::pgzip::ParallelGzip::new(
             out,
             flate2::Compression::default(),
-        )),
+        )?),
         LayerCompression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(out, 3)?),
     };
     let mut tar = TarWriter::new(Hashing {
@@ -64,7 +66,7 @@ pub fn write_layer(
 }
 
 enum Encoder<'a> {
-    Gzip(flate2::write::GzEncoder<&'a mut dyn Write>),
+    Gzip(super::pgzip::ParallelGzip<&'a mut dyn Write>),
     Zstd(zstd::stream::write::Encoder<'static, &'a mut dyn Write>),
 }
 

@@ -123,18 +123,33 @@ impl VmdkWriter {
 }
 
 fn compress_jobs(rx: &Mutex<Receiver<Job>>) {
+    // One deflate state per thread, reset for each grain: a fresh one per grain would allocate
+    // and clear its window and hash tables (hundreds of KiB) for every 64 KiB.
+    let mut z = flate2::Compress::new(flate2::Compression::new(LEVEL), true);
     loop {
         let job = match rx.lock() {
             Ok(r) => r.recv(),
             Err(_) => return,
         };
         let Ok((data, tx)) = job else { return };
-        let mut z = flate2::write::ZlibEncoder::new(
-            Vec::with_capacity(GRAIN as usize / 2),
-            flate2::Compression::new(LEVEL),
-        );
-        let r = z.write_all(&data).and_then(|()| z.finish());
-        let _ = tx.send(r);
+        z.reset();
+        let _ = tx.send(deflate(&mut z, &data));
+    }
+}
+
+/// One grain in zlib format (RFC 1950), as a VMDK grain holds it.
+fn deflate(z: &mut flate2::Compress, data: &[u8]) -> io::Result<Vec<u8>> {
+    // zlib's compressBound for a grain is under GRAIN + 64: one call is enough.
+    let mut out = Vec::with_capacity(data.len() + 1024);
+    loop {
+        let done = z.total_in() as usize;
+        let status = z
+            .compress_vec(&data[done..], &mut out, flate2::FlushCompress::Finish)
+            .map_err(io::Error::other)?;
+        if status == flate2::Status::StreamEnd {
+            return Ok(out);
+        }
+        out.reserve(64 << 10);
     }
 }
 
