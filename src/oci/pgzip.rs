@@ -52,7 +52,7 @@ impl<W: Write> ParallelGzip<W> {
     pub fn with_threads(mut out: W, level: Compression, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
         // RFC 1952 §2.3: no name, no time stamp (reproducible), XFL 0, OS 255 ("unknown"): the
-        // header flate2's GzEncoder writes at the default level.
+        // header flate2's GzEncoder writes for levels 2 to 8.
         out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
         let (tx, rx) = sync_channel::<Job>(threads);
         let rx = Arc::new(Mutex::new(rx));
