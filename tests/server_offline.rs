@@ -119,8 +119,7 @@ fn kiln_build(recipe: &Path, image: &Path) -> std::process::Output {
         .env("KILN_CACHE", cache()))
 }
 
-fn build(recipe: &Path) -> Built {
-    let dir = tempfile::tempdir().unwrap();
+fn build(recipe: &Path, dir: tempfile::TempDir) -> Built {
     let image = dir.path().join("image.raw");
     common::ok(&kiln_build(recipe, &image));
     let manifest: Value = serde_json::from_str(
@@ -145,7 +144,10 @@ fn build(recipe: &Path) -> Built {
 
 fn web() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| build(&repo().join("recipes/web.toml")))
+    B.get_or_init(|| {
+        let dir = common::fixture_dir("server-offline-web");
+        build(&repo().join("recipes/web.toml"), dir)
+    })
 }
 
 #[test]

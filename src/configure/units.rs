@@ -158,20 +158,7 @@ impl UnitName {
     pub fn parse(name: &str) -> Option<UnitName> {
         let dot = name.rfind('.')?;
         let (stem, suffix) = (&name[..dot], &name[dot + 1..]);
-        const TYPES: &[&str] = &[
-            "service",
-            "socket",
-            "target",
-            "device",
-            "mount",
-            "automount",
-            "swap",
-            "timer",
-            "path",
-            "slice",
-            "scope",
-        ];
-        if !TYPES.contains(&suffix) || stem.is_empty() || name.contains('/') {
+        if !crate::recipe::UNIT_TYPES.contains(&suffix) || stem.is_empty() || name.contains('/') {
             return None;
         }
         let (prefix, instance) = match stem.split_once('@') {
