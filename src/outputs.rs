@@ -167,6 +167,15 @@ pub fn plan(recipe: &Recipe, opts: &BuildOptions) -> Result<Targets, BuildError>
     let formats = opts.formats.as_ref().unwrap_or(&recipe.output.formats);
     let archive = opts.oci_archive.unwrap_or(recipe.output.oci_archive);
     let t = targets(&image, formats, archive).map_err(out_err(&image))?;
+    if opts.sha256 && t.disks.is_empty() {
+        return Err(BuildError::Sha256WithoutDisk {
+            formats: formats
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     if let Some(oci) = &t.oci {
         crate::oci::layout::check_target(oci, archive).map_err(out_err(oci))?;
     }

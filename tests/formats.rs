@@ -312,6 +312,123 @@ fn bad_formats_are_errors_and_leave_nothing() {
     );
 }
 
+/// `--sha256` hashes the whole disk: a build that writes no disk (only an OCI image, from --format
+/// or from the recipe's [output]) refuses it before writing anything, instead of ignoring it.
+#[test]
+fn sha256_without_a_disk_format_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let r = recipe(tmp.path(), "sha", "");
+    let o = build(&r, &out.join("sha.raw"), &["oci"], &["--sha256"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--sha256") && err.contains("no disk image") && err.contains("--format raw"),
+        "{err}"
+    );
+    let r2 = recipe(tmp.path(), "sha2", "[output]\nformats = [\"oci\"]\n");
+    let o = build(&r2, &out.join("sha2.raw"), &[], &["--sha256"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--sha256") && err.contains("formats: oci"),
+        "{err}"
+    );
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing written"
+    );
+    // With a disk format beside the OCI image it applies to the disk.
+    let o = build(&r, &out.join("sha.raw"), &["raw", "oci"], &["--sha256"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = manifest(&out.join("sha.manifest.json"));
+    assert_eq!(
+        m["image"]["sha256"].as_str().unwrap(),
+        sha256_file(&out.join("sha.raw"))
+    );
+}
+
+/// `kiln test` on an image that no manifest describes reads the architecture from the disk
+/// itself: a qcow2 through its tables (kiln's, and qemu-img's own conversion of the raw disk), by
+/// the GPT root partition's type, else by the ESP's EFI/BOOT/BOOT*.EFI; else it asks for --arch.
+/// With a PATH that holds no QEMU, kiln stops right after choosing, naming the emulator of the
+/// architecture it chose (no boot needed).
+#[test]
+fn kiln_test_reads_the_architecture_from_a_disk_without_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let base = std::fs::read_to_string(recipe(dir, "x", "")).unwrap();
+    let variant = |name: &str, arch: &str, root: &str, loader: &str| {
+        let r = dir.join(format!("{name}.toml"));
+        let text = base
+            .replace("name = \"x\"", &format!("name = \"{name}\""))
+            .replace("arch = \"x86_64\"", &format!("arch = \"{arch}\""))
+            .replace("type = \"root\"", &format!("type = \"{root}\""))
+            .replace("EFI/BOOT/BOOTX64.EFI", loader);
+        std::fs::write(&r, text).unwrap();
+        let o = build(&r, &out.join(format!("{name}.raw")), &["raw", "qcow2"], &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::remove_file(out.join(format!("{name}.manifest.json"))).unwrap();
+        // QEMU's own qcow2 of the same disk.
+        run_ok(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "qcow2"])
+                .arg(out.join(format!("{name}.raw")))
+                .arg(out.join(format!("{name}-qemu.qcow2"))),
+        );
+        std::fs::remove_file(out.join(format!("{name}.raw"))).unwrap();
+    };
+    variant("x", "x86_64", "root", "EFI/BOOT/BOOTX64.EFI");
+    variant("a", "aarch64", "linux", "EFI/BOOT/BOOTAA64.EFI");
+    variant("n", "x86_64", "linux", "EFI/other/loader.efi");
+    let empty = tempfile::tempdir().unwrap();
+    let kiln_test = |image: &str| {
+        let o = run(kiln()
+            .arg("test")
+            .arg(out.join(image))
+            .env("PATH", empty.path())
+            .env("TMPDIR", empty.path()));
+        assert_eq!(o.status.code(), Some(2), "{o:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    for image in ["x.qcow2", "x-qemu.qcow2"] {
+        let err = kiln_test(image);
+        assert!(
+            err.contains("qemu-system-x86_64 is not installed"),
+            "{image}: {err}"
+        );
+    }
+    for image in ["a.qcow2", "a-qemu.qcow2"] {
+        let err = kiln_test(image);
+        assert!(
+            err.contains("qemu-system-aarch64 is not installed"),
+            "{image}: {err}"
+        );
+    }
+    for image in ["n.qcow2", "n-qemu.qcow2"] {
+        let err = kiln_test(image);
+        assert!(
+            err.contains("cannot tell the architecture")
+                && err.contains("BOOTAA64.EFI on an ESP")
+                && err.contains("--arch"),
+            "{image}: {err}"
+        );
+    }
+    // A compressed qcow2 (qemu-img convert -c) is not read: the error says so and names --arch.
+    run_ok(
+        Command::new("qemu-img")
+            .args(["convert", "-c", "-O", "qcow2"])
+            .arg(out.join("a-qemu.qcow2"))
+            .arg(out.join("c.qcow2")),
+    );
+    let err = kiln_test("c.qcow2");
+    assert!(
+        err.contains("compressed") && err.contains("--arch"),
+        "{err}"
+    );
+}
+
 /// `kiln test` boots a qcow2 (attached as qcow2; its architecture from the manifest beside it).
 #[test]
 fn kiln_test_boots_the_qcow2() {

@@ -81,6 +81,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
              build disk images one recipe at a time"
         );
     }
+    // Before anything is built (a recipe's own [output] formats are checked once it is read).
+    if args.sha256
+        && !args.formats.is_empty()
+        && args.formats.iter().all(|f| *f == OutputFormat::Oci)
+    {
+        return Err(pipeline::BuildError::Sha256WithoutDisk {
+            formats: "oci".into(),
+        }
+        .into());
+    }
     if args.upload {
         if !args.formats.is_empty() || args.oci_archive {
             anyhow::bail!("--upload streams the disk into EBS and writes no image file: it takes no --format or --oci-archive");

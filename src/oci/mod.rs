@@ -9,6 +9,7 @@
 
 pub mod layer;
 pub mod layout;
+pub mod pgzip;
 pub mod registry;
 pub mod spec;
 mod tar;

@@ -82,6 +82,8 @@ pub enum BuildError {
     Disk(#[from] DiskError),
     #[error("{path}: {source}")]
     Output { path: PathBuf, source: io::Error },
+    #[error("--sha256 hashes the whole disk, and this build writes no disk image (formats: {formats}); an OCI image's digests are always computed: drop --sha256, or add a disk format (--format raw)")]
+    Sha256WithoutDisk { formats: String },
     #[error(transparent)]
     Packages(#[from] PackageError),
     #[error(transparent)]

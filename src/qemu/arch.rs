@@ -1,7 +1,11 @@
 //! Which architecture an image is for: its manifest says so, else its GPT root partition's type
-//! GUID (the Discoverable Partitions Specification gives each architecture its own root type).
+//! GUID (the Discoverable Partitions Specification gives each architecture its own root type),
+//! else the name of the removable-media loader on its ESP. A qcow2 is read through its tables
+//! ([`super::disk_view`]), so `kiln test` needs no `--arch` for a qcow2 without its manifest.
 
+use super::disk_view::DiskView;
 use super::{Arch, QemuError};
+use crate::disk::layout::ESP_TYPE;
 use std::path::Path;
 
 /// DPS "Root Partition (x86-64)".
@@ -13,7 +17,7 @@ pub fn detect(image: &Path) -> Result<Arch, QemuError> {
     if let Some(arch) = from_manifest(image) {
         return Ok(arch);
     }
-    from_gpt(image)
+    from_disk(image)
 }
 
 /// The manifest beside the image, when it describes this very file (the raw image, or one of
@@ -41,22 +45,38 @@ pub fn parse_arch(s: &str) -> Option<Arch> {
     }
 }
 
-fn from_gpt(image: &Path) -> Result<Arch, QemuError> {
+/// The disk itself (a raw file, or a qcow2 through its tables): its GPT root partition's type,
+/// else the removable-media loader on its ESP (`EFI/BOOT/BOOTX64.EFI`, `BOOTAA64.EFI`: UEFI
+/// 2.10 §3.5.1.1 names it after the architecture).
+fn from_disk(image: &Path) -> Result<Arch, QemuError> {
     let unknown = |why: String| QemuError::UnknownArch {
         image: image.to_path_buf(),
         why,
     };
+    let view = DiskView::open(image).map_err(|e| {
+        unknown(format!(
+            "no manifest beside it, and its disk cannot be read ({e})"
+        ))
+    })?;
     let disk = gpt::GptConfig::new()
         .writable(false)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .open(image)
+        .open_from_device(
+            view.window(0, view.len())
+                .map_err(|e| unknown(e.to_string()))?,
+        )
         .map_err(|e| unknown(format!("no manifest beside it and no readable GPT ({e})")))?;
     let mut found = None;
+    let mut esps = Vec::new();
     for p in disk.partitions().values() {
         let t = p.part_type_guid.guid.to_string().to_uppercase();
         let arch = match t.as_str() {
             ROOT_X86_64 => Arch::X86_64,
             ROOT_AARCH64 => Arch::Aarch64,
+            ESP_TYPE => {
+                esps.push((p.first_lba, p.last_lba));
+                continue;
+            }
             _ => continue,
         };
         match found {
@@ -68,11 +88,61 @@ fn from_gpt(image: &Path) -> Result<Arch, QemuError> {
             _ => found = Some(arch),
         }
     }
-    found.ok_or_else(|| {
-        unknown(
-            "no manifest beside it and no x86-64 or aarch64 root partition type in its GPT".into(),
-        )
-    })
+    if let Some(arch) = found {
+        return Ok(arch);
+    }
+    let mut loaders = Vec::new();
+    for (first, last) in esps {
+        let part = last
+            .checked_sub(first)
+            .and_then(|n| (n + 1).checked_mul(512))
+            .and_then(|len| Some((first.checked_mul(512)?, len)))
+            .and_then(|(at, len)| view.window(at, len).ok());
+        let Some(part) = part else { continue };
+        // fatfs on a corrupt filesystem: an unreadable ESP, never a panic of kiln's.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || esp_loaders(part)));
+        match r {
+            Ok(Ok(l)) => loaders.extend(l),
+            Ok(Err(e)) => tracing::debug!("{}: an ESP kiln cannot read: {e}", image.display()),
+            Err(_) => tracing::debug!("{}: an ESP kiln cannot read", image.display()),
+        }
+    }
+    loaders.sort_by(|a, b| a.0.cmp(&b.0));
+    loaders.dedup_by(|a, b| a.0 == b.0);
+    match loaders.as_slice() {
+        [(_, arch)] => Ok(*arch),
+        [] => Err(unknown(
+            "no manifest beside it, no x86-64 or aarch64 root partition type in its GPT and no \
+             EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI on an ESP"
+                .into(),
+        )),
+        many => Err(unknown(format!(
+            "its ESP holds loaders for two architectures ({})",
+            many.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// The removable-media loaders in the FAT filesystem `part` holds, with their architecture.
+fn esp_loaders(part: DiskView) -> std::io::Result<Vec<(String, Arch)>> {
+    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new())?;
+    let Ok(dir) = fs.root_dir().open_dir("EFI/BOOT") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in dir.iter() {
+        let name = e?.file_name().to_ascii_uppercase();
+        let arch = match name.as_str() {
+            "BOOTX64.EFI" => Arch::X86_64,
+            "BOOTAA64.EFI" => Arch::Aarch64,
+            _ => continue,
+        };
+        out.push((format!("EFI/BOOT/{name}"), arch));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! [`boot_interactive`] gives the same machine the terminal. The checks themselves live in
 //! [`crate::checks`].
 //!
-//! - `arch`: the image's architecture (manifest, else GPT root type).
+//! - `arch`: the image's architecture (manifest, else GPT root type, else the ESP's loader);
+//!   `disk_view`: the virtual disk of a raw or qcow2 file, read-only.
 //! - `firmware`: locating the firmware, the per-run variable store.
 //! - `machine`: the command line (pure) and the KVM/TCG choice; `network`: the NIC (pure).
 //! - `overlay`: the qcow2 overlay; `rundir`: the run's private directory.
@@ -19,6 +20,7 @@
 
 pub mod arch;
 pub mod console;
+pub mod disk_view;
 pub mod firmware;
 pub mod machine;
 pub mod network;

@@ -210,4 +210,20 @@ mod tests {
         assert_eq!(h.l1_size, 2);
         assert_eq!(file.len() as u64 / CLUSTER, 1 + 3 + 1 + 3 + 1 + 1 + 1 + 1);
     }
+
+    /// Unallocated space costs nothing: a 16 TiB disk with a byte at each end is a handful of
+    /// clusters, and the chunker never hands the writer the 2^28 clusters between them. Only the
+    /// L1 table grows with the size (8 bytes per 512 MiB).
+    #[test]
+    fn a_huge_sparse_disk_stores_only_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 16u64 << 40;
+        let mut w = Box::new(Qcow2Writer::create(&dir.path().join("b.qcow2"), len).unwrap());
+        w.write_at(0, &[1]).unwrap();
+        w.write_at(len - 1, &[2]).unwrap();
+        let fin = w.finish(len).unwrap();
+        // The header; a data cluster and its L2 table at each end; the L1 table (32,768
+        // entries: 4 clusters); one refcount block; the refcount table.
+        assert_eq!(fin.size / CLUSTER, 1 + 2 + 2 + 4 + 1 + 1);
+    }
 }
