@@ -582,6 +582,7 @@ fn xz_package_data_is_kept_decompressed_and_reused() {
             pipeline::BuildOptions {
                 output: Some(out.clone()),
                 packages: Some(opts(&s)),
+                trust: host_paths(),
                 ..Default::default()
             },
         )
