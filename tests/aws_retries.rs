@@ -230,19 +230,7 @@ fn deletions_whose_answers_were_lost_are_done() {
     )
     .unwrap();
     let ok_proxy = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
-    let out = ok(&ok_proxy
-        .kiln()
-        .current_dir(d)
-        .args([
-            "publish",
-            "web.toml",
-            "--skip-test",
-            "--json",
-            "-o",
-            "web.raw",
-        ])
-        .output()
-        .unwrap());
+    let out = ok(&ok_proxy.publish(d, &["--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let image = j["images"][0]["image_id"].as_str().unwrap();
     let o = proxy

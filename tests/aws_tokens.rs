@@ -12,24 +12,6 @@ mod common;
 use common::moto::{assert_run_token, snapshot_state, Ec2, Moto, Proxy};
 use common::ok;
 use serde_json::Value;
-use std::path::Path;
-use std::process::Output;
-
-fn publish(proxy: &Proxy, dir: &Path) -> Output {
-    proxy
-        .kiln()
-        .current_dir(dir)
-        .args([
-            "publish",
-            "web.toml",
-            "--skip-test",
-            "--json",
-            "-o",
-            "web.raw",
-        ])
-        .output()
-        .unwrap()
-}
 
 fn tokens(proxy: &Proxy) -> Vec<String> {
     proxy
@@ -76,7 +58,7 @@ fn upload_twice_then_publish_the_same_image() {
         .unwrap());
     let (first, second) = (first.trim().to_string(), second.trim().to_string());
     assert_ne!(first, second);
-    let out = ok(&publish(&proxy, d));
+    let out = ok(&proxy.publish(d, &["--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let published = j["images"][0]["snapshot_id"].as_str().unwrap();
     assert!(published != first && published != second, "{j}");
@@ -120,14 +102,14 @@ fn a_publish_retried_after_a_failed_registration() {
         &d.join("cap1.jsonl"),
         &["--fail-op", "RegisterImage"],
     );
-    let o = publish(&failing, d);
+    let o = failing.publish(d, &["--json"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let gone = common::moto::one_deleted_snapshot(&failing, &moto, &err);
     drop(failing);
 
     let proxy = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
-    let out = ok(&publish(&proxy, d));
+    let out = ok(&proxy.publish(d, &["--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let snap = j["images"][0]["snapshot_id"].as_str().unwrap();
     assert_ne!(snap, gone);
@@ -396,7 +378,7 @@ fn a_region_refilled_after_its_copy_was_cleaned_up() {
         &d.join("cap1.jsonl"),
         &["--fail-region", "eu-west-1:ModifyImageAttribute"],
     );
-    let o = publish(&failing, d);
+    let o = failing.publish(d, &["--json"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let made: Vec<Value> = failing
@@ -414,7 +396,7 @@ fn a_region_refilled_after_its_copy_was_cleaned_up() {
     drop(failing);
 
     let proxy = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
-    let out = ok(&publish(&proxy, d));
+    let out = ok(&proxy.publish(d, &["--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let refilled = j["images"]
         .as_array()

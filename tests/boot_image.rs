@@ -114,7 +114,11 @@ impl Built {
 
 /// Builds `recipe` with the kiln binary into a fresh directory.
 fn build(recipe: &Path) -> Built {
-    let dir = tempfile::tempdir().unwrap();
+    build_in(recipe, tempfile::tempdir().unwrap())
+}
+
+/// [`build`] into `dir` (a [`common::fixture_dir`] for the images kept in a `static`).
+fn build_in(recipe: &Path, dir: tempfile::TempDir) -> Built {
     let image = dir.path().join("image.raw");
     run_ok(
         Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -154,12 +158,18 @@ fn variant(name: &str, edit: impl Fn(String) -> String) -> (tempfile::TempDir, P
 
 fn minimal() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| build(&repo().join("recipes/debian-minimal.toml")))
+    B.get_or_init(|| {
+        let dir = common::fixture_dir("boot-image-minimal");
+        build_in(&repo().join("recipes/debian-minimal.toml"), dir)
+    })
 }
 
 fn virtio() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| build(&repo().join("recipes/debian-minimal-virtio.toml")))
+    B.get_or_init(|| {
+        let dir = common::fixture_dir("boot-image-virtio");
+        build_in(&repo().join("recipes/debian-minimal-virtio.toml"), dir)
+    })
 }
 
 /// `kiln test IMAGE ARGS --log LOG`: (passed, console log). Exit 0 passes, 1 fails; anything

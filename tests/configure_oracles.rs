@@ -281,3 +281,143 @@ fn enabled_units_match_systemctl_enable() {
     let wants = host_dir(&etc.join("getty.target.wants"));
     assert!(wants.contains_key("getty@tty1.service"), "{wants:?}");
 }
+
+/// Every entry below a host directory, recursively: relative path -> symlink target (`<dir>`
+/// for directories).
+fn host_links(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, v) in host_dir(dir) {
+        if v == "<dir>" {
+            for (n, t) in host_links(&dir.join(&name)) {
+                out.insert(format!("{name}/{n}"), t);
+            }
+        }
+        out.insert(name, v);
+    }
+    out
+}
+
+/// The same for a directory of the tree.
+fn tree_links(tree: &mut Tree, dir: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, v) in tree_dir(tree, dir) {
+        if v == "<dir>" {
+            for (n, t) in tree_links(tree, &format!("{dir}/{name}")) {
+                out.insert(format!("{name}/{n}"), t);
+            }
+        }
+        out.insert(name, v);
+    }
+    out
+}
+
+/// `systemctl preset-all --preset-mode=enable-only` (what a first install's deb-systemd-helper
+/// asks of systemctl, unit by unit) against kiln's presets and `[Install]` sections on the same
+/// tree: every unit file the packages ship, judged by bookworm's 90-systemd.preset plus a site
+/// preset that disables some of them, enabled through its WantedBy/RequiredBy/Alias/Also/
+/// DefaultInstance. The symlinks under /etc/systemd/system must be the same, to the target.
+#[test]
+fn presets_match_systemctl_preset_all() {
+    need_root!();
+    let pkgs = [
+        "systemd",
+        "systemd-resolved",
+        "systemd-timesyncd",
+        "openssh-server",
+        "udev",
+        "dbus",
+    ];
+    let (mut tree, _store) = packages_tree("x86_64", &pkgs);
+    let sde = Time::from_secs(SDE);
+    // Rules before the vendor's (files are read in name order; the first match wins): a unit
+    // the vendor enables, a glob, and one the vendor does not name (no rule: enable).
+    let site = "# site policy\ndisable systemd-timesyncd.service\ndisable systemd-network*\n\
+                ; an ini comment\nenable ssh.service\n";
+    kiln::configure::fsops::write_file(
+        &mut tree,
+        "/etc/systemd/system-preset/10-site.preset",
+        site.as_bytes().to_vec(),
+        0o644,
+        0,
+        0,
+        sde,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    export(&mut tree, "/", &root);
+    run_ok(
+        Command::new("systemctl")
+            .env("SYSTEMCTL_SKIP_SYSV", "1")
+            .arg("--root")
+            .arg(&root)
+            .arg("preset-all")
+            .arg("--preset-mode=enable-only"),
+    );
+    use kiln::configure::units::{self, Scope};
+    let mut names = std::collections::BTreeSet::new();
+    for dir in units::SYSTEM_PATH {
+        for (n, v) in tree_dir(&mut tree, dir) {
+            let unit = [
+                ".service",
+                ".socket",
+                ".target",
+                ".timer",
+                ".path",
+                ".mount",
+                ".automount",
+                ".swap",
+                ".slice",
+            ]
+            .iter()
+            .any(|s| n.ends_with(s));
+            if unit && v != "<dir>" {
+                names.insert(n);
+            }
+        }
+    }
+    assert!(names.len() > 100, "{names:?}");
+    // preset-all passes over what it cannot enable (a unit linked to /dev/null by its
+    // package, such as cryptsetup's cryptdisks-early.service): kiln's refusals are listed
+    // with any difference.
+    let mut refused = Vec::new();
+    for n in &names {
+        if let Err(e) = units::preset(&mut tree, Scope::System, &[n.as_str()], sde) {
+            refused.push(e);
+        }
+    }
+    let want = host_links(&root.join("etc/systemd/system"));
+    let got = tree_links(&mut tree, "/etc/systemd/system");
+    let only = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| -> Vec<String> {
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect()
+    };
+    assert_eq!(
+        got,
+        want,
+        "only kiln: {:#?}\nonly systemctl: {:#?}\nkiln refused: {refused:#?}",
+        only(&got, &want),
+        only(&want, &got)
+    );
+    // The site preset was obeyed, and so were the vendor's rules.
+    assert!(
+        want.contains_key("multi-user.target.wants/ssh.service"),
+        "{want:#?}"
+    );
+    assert!(want.contains_key("sshd.service"), "ssh's Alias");
+    assert!(want.contains_key("getty.target.wants/getty@tty1.service"));
+    assert!(
+        !want.keys().any(|k| k.contains("systemd-timesyncd")),
+        "{want:#?}"
+    );
+    assert!(
+        !want.keys().any(|k| k.contains("systemd-networkd")),
+        "{want:#?}"
+    );
+    assert!(
+        want.contains_key("dbus-org.freedesktop.resolve1.service"),
+        "{want:#?}"
+    );
+}

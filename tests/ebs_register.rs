@@ -295,12 +295,7 @@ fn a_taken_name_is_reported_before_anything_is_made() {
     ec2.block_on(ec2.client.register_image().name("web-1.0.0-x86_64").send())
         .unwrap();
     let starts = proxy.ops("StartSnapshot").len();
-    let o = proxy
-        .kiln()
-        .current_dir(d)
-        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
-        .output()
-        .unwrap();
+    let o = proxy.publish(d, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(

@@ -24,19 +24,7 @@ fn publish(
         common::moto::web_recipe(version, regions, ""),
     )
     .unwrap();
-    let out = ok(&proxy
-        .kiln()
-        .current_dir(dir)
-        .args([
-            "publish",
-            "web.toml",
-            "--skip-test",
-            "--json",
-            "-o",
-            "web.raw",
-        ])
-        .output()
-        .unwrap());
+    let out = ok(&proxy.publish(dir, &["--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     j["images"]
         .as_array()

@@ -13,7 +13,6 @@ use common::moto::{is_mutating, pairs, Ec2, Moto, Proxy};
 use common::ok;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 const ACCOUNT: &str = "111122223333";
 const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abcdefghij";
@@ -43,16 +42,6 @@ fn write_recipe(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("web.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn publish(proxy: &Proxy, dir: &Path, args: &[&str]) -> Output {
-    proxy
-        .kiln()
-        .current_dir(dir)
-        .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// region → (image id, snapshot id) from `--json`.
@@ -111,7 +100,7 @@ fn publishes_to_two_regions_then_again_without_uploading() {
     let moto = Moto::start();
     let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
 
-    let out = ok(&publish(&proxy, d, &["--json"]));
+    let out = ok(&proxy.publish(d, &["--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let sha = common::sha256_file(&d.join("web.raw"));
     let blocks = blocks_digest(&d.join("web.raw"));
@@ -210,7 +199,7 @@ fn publishes_to_two_regions_then_again_without_uploading() {
     // Again: everything is found by its tags; nothing is uploaded, registered, copied, shared,
     // tagged or deprecated a second time.
     let before = proxy.requests().len();
-    let again = ok(&publish(&proxy, d, &["--json"]));
+    let again = ok(&proxy.publish(d, &["--json"]));
     assert_eq!(serde_json::from_str::<Value>(again.trim()).unwrap(), j);
     let second: Vec<String> = proxy.requests()[before..]
         .iter()
@@ -222,7 +211,7 @@ fn publishes_to_two_regions_then_again_without_uploading() {
     assert_eq!(proxy.ops("StartSnapshot").len(), 1);
 
     // The table names both regions as existing.
-    let table = ok(&publish(&proxy, d, &[]));
+    let table = ok(&proxy.publish(d, &[]));
     for (region, image, snap) in [east, west] {
         let line = table
             .lines()
@@ -245,7 +234,7 @@ fn public_needs_allow_public_and_nothing_is_uploaded_without_it() {
     let moto = Moto::start();
     let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
 
-    let o = publish(&proxy, d, &[]);
+    let o = proxy.publish(d, &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     let line = text.lines().position(|l| l == "public = true").unwrap() + 1;
@@ -257,7 +246,7 @@ fn public_needs_allow_public_and_nothing_is_uploaded_without_it() {
     assert!(!d.join("web.raw").exists(), "nothing is even built");
 
     // Confirmed: the image is public; its snapshot is not.
-    let out = ok(&publish(&proxy, d, &["--allow-public", "--json"]));
+    let out = ok(&proxy.publish(d, &["--allow-public", "--json"]));
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     let (_, image, snap) = images(&j).remove(0);
     let ec2 = Ec2::new(&moto, "us-east-1");
@@ -291,7 +280,7 @@ fn one_region_failing_leaves_nothing_there_and_the_others_carry_on() {
             "ap-southeast-2",
         ],
     );
-    let o = publish(&proxy, d, &["--json"]);
+    let o = proxy.publish(d, &["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     let j: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
@@ -345,7 +334,7 @@ fn one_region_failing_leaves_nothing_there_and_the_others_carry_on() {
 
     // Without the faults, a re-publish fills in the two missing regions and uploads nothing.
     let proxy2 = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
-    let out = ok(&publish(&proxy2, d, &["--json"]));
+    let out = ok(&proxy2.publish(d, &["--json"]));
     let j2: Value = serde_json::from_str(out.trim()).unwrap();
     let got2 = images(&j2);
     assert_eq!(
@@ -639,7 +628,7 @@ fn an_earlier_kilns_images_are_found_by_their_sha256() {
     write_recipe(d, &recipe("1.0.0", &regions, ""));
     let moto = Moto::start();
     let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
-    let o = publish(&proxy, d, &["--json"]);
+    let o = proxy.publish(d, &["--json"]);
     let first: Value = serde_json::from_str(ok(&o).trim()).unwrap();
     assert!(!String::from_utf8_lossy(&o.stderr).contains(EARLIER));
     let got = images(&first);
@@ -667,7 +656,7 @@ fn an_earlier_kilns_images_are_found_by_their_sha256() {
         .all(|(k, _)| k != "kiln:image-blocks-sha256"));
 
     let proxy = Proxy::start(&moto, &d.join("cap2.jsonl"), &[]);
-    let o = publish(&proxy, d, &["--json"]);
+    let o = proxy.publish(d, &["--json"]);
     let again: Value = serde_json::from_str(ok(&o).trim()).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(images(&again), got, "{err}");
@@ -696,7 +685,7 @@ fn an_earlier_kilns_images_are_found_by_their_sha256() {
 
     // Now found by the blocks tag: no hashing, nothing changed.
     let proxy = Proxy::start(&moto, &d.join("cap3.jsonl"), &[]);
-    let o = publish(&proxy, d, &["--json"]);
+    let o = proxy.publish(d, &["--json"]);
     let third: Value = serde_json::from_str(ok(&o).trim()).unwrap();
     assert!(!String::from_utf8_lossy(&o.stderr).contains(EARLIER));
     assert_eq!(images(&third), got);
@@ -720,7 +709,7 @@ fn an_earlier_kilns_images_are_found_by_their_sha256() {
         &["kiln:image-blocks-sha256"],
     );
     let proxy = Proxy::start(&moto, &d.join("cap4.jsonl"), &[]);
-    let o = publish(&proxy, d, &[]);
+    let o = proxy.publish(d, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(EARLIER), "{err}");

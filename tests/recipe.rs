@@ -340,7 +340,7 @@ fn missing_sources_are_named_at_their_entry() {
 #[test]
 fn env_expansion() {
     let text = "[image]\nname = \"${NAME}\"\nversion = \"${VER:-0.1}\"\narch = \"x86_64\"\n\
-                size = \"${SIZE}MiB\"\n[[file]]\npath = \"/p\"\ncontent = \"$$ $HOME ${X:-}\"\n";
+                size = \"${SIZE}MiB\"\n[[file]]\npath = \"/p\"\ncontent = \"$$ $HOME ${X:-} $${PATH:-/bin}\"\n";
     let env = env_of(&[
         ("NAME", "envname"),
         ("SIZE", "16"),
@@ -363,7 +363,7 @@ fn env_expansion() {
         EntryKind::File {
             source: FileSource::Inline(s),
             ..
-        } => assert_eq!(s, "$$ $HOME "),
+        } => assert_eq!(s, "$$ $HOME  ${PATH:-/bin}"),
         other => panic!("{other:?}"),
     }
     let e = parse(&env_of(&[("NAME", "n")])).unwrap_err();

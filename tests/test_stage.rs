@@ -9,6 +9,7 @@
 mod common;
 
 use common::boot::{assert_nothing_left, build_hand, net_module_files, processes_with};
+use common::report::{kiln_test, reason, result, text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -124,45 +125,10 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// `kiln test` with a private TMPDIR; returns the output and the JSON report (with `--json`).
+/// `kiln test IMG ARGS --json` (tests/common/report.rs).
 fn run_test(img: &Path, args: &[&str]) -> (Output, Value) {
-    let tmp = tempfile::tempdir().unwrap();
-    let o = kiln()
-        .arg("test")
-        .arg(img)
-        .args(args)
-        .arg("--json")
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
-    assert_nothing_left(tmp.path());
-    let j: Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", text(&o)));
-    (o, j)
-}
-
-fn result<'a>(j: &'a Value, name: &str) -> &'a Value {
-    j["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("no result {name:?} in {j:#}"))
-}
-
-fn reason(j: &Value, name: &str) -> String {
-    let r = result(j, name);
-    assert_eq!(r["passed"], false, "{name}: {r:#}");
-    r["reason"].as_str().unwrap().to_string()
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    kiln_test(img, &args)
 }
 
 /// The forwarded host ports of a finished run no longer accept connections.

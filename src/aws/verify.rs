@@ -1,4 +1,10 @@
 //! Reads a snapshot back and compares it with an image file, block by block.
+//!
+//! Only the blocks that can differ are compared: those the snapshot holds (ListSnapshotBlocks)
+//! and those the image has data in (`SEEK_DATA`). Every other block is zeros on both sides: an
+//! unwritten snapshot block reads as zeros, and so does a hole. The cost follows the data, not
+//! the disk's size (issue 16): visiting every index read 64 GiB of holes for a 64 GiB image
+//! holding 1 MiB (238 s, 70 s of CPU).
 
 use super::retry::Retrier;
 use super::snapshot::{self, SnapshotError, BLOCK_SIZE};
@@ -7,6 +13,7 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -41,7 +48,6 @@ pub async fn verify(
     };
     let file = File::open(image).map_err(img_err)?;
     let size = file.metadata().map_err(img_err)?.len();
-    let image_blocks = size.div_ceil(BLOCK_SIZE);
     if let Some(gib) = snapshot::volume_size(clients, retrier, id).await? {
         let want = snapshot::volume_size_gib(size)?;
         if i64::from(gib) < want {
@@ -55,10 +61,8 @@ pub async fn verify(
         .await?
         .into_iter()
         .collect();
-    // Every block of the image, plus any written block past its end, in ascending order.
-    let indices: Vec<u64> = (0..image_blocks)
-        .chain(listed.range(image_blocks..).map(|(i, _)| *i))
-        .collect();
+    let data = crate::tree::seek_data_ranges(&file, size).map_err(img_err)?;
+    let indices = blocks_to_compare(listed.keys().copied(), &data);
     let mut reads = futures::stream::iter(indices.into_iter().map(|index| {
         let token = listed.get(&index).cloned();
         async move {
@@ -99,4 +103,42 @@ pub async fn verify(
         }
     }
     Ok(None)
+}
+
+/// The blocks that can differ, ascending: those the snapshot holds (`listed`, which may lie
+/// past the image's end) and those overlapping the image's data ranges. Every other block is
+/// zeros in both.
+pub fn blocks_to_compare(listed: impl Iterator<Item = u64>, data: &[Range<u64>]) -> Vec<u64> {
+    let mut v: Vec<u64> = data
+        .iter()
+        .flat_map(|r| r.start / BLOCK_SIZE..r.end.div_ceil(BLOCK_SIZE))
+        .chain(listed)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: u64 = BLOCK_SIZE;
+
+    #[test]
+    fn only_the_listed_blocks_and_the_images_data_are_compared() {
+        // A 16 TiB image holding two data ranges (one across a block boundary) and a snapshot
+        // holding one of those blocks, one other block and one past the image's end: seven
+        // blocks to read, not 33 million.
+        let size = 16u64 << 40;
+        let data = [0..100, 7 * B - 10..8 * B + 1, size - 4096..size];
+        let listed = [7, 1000, size / B + 3];
+        let got = blocks_to_compare(listed.into_iter(), &data);
+        assert_eq!(
+            got,
+            vec![0, 6, 7, 8, 1000, size / B - 1, size / B + 3],
+            "{got:?}"
+        );
+        assert!(blocks_to_compare(std::iter::empty(), &[]).is_empty());
+    }
 }

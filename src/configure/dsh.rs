@@ -194,8 +194,8 @@ pub fn run(tree: &mut Tree, args: &[&str], sde: Time) -> Result<i32, String> {
                     create_links = false;
                     if tree_has(tree, &state_path(&c, name)) {
                         create_links = !no_link_installed(tree, &c, &service_path)?;
-                    } else if units::preset_enables(tree, name) {
-                        units::enable(tree, c.scope, &[name], sde)?;
+                    } else {
+                        units::preset(tree, c.scope, &[name], sde)?;
                     }
                 }
                 make_links(tree, &c, name, &service_path, create_links, sde)?;

@@ -25,6 +25,7 @@
 
 pub mod accounts;
 pub mod alternatives;
+pub mod awk;
 pub mod certs;
 pub mod commands;
 pub mod debconf;
@@ -43,6 +44,7 @@ pub mod order;
 pub mod pam;
 pub mod report;
 pub mod script;
+pub mod sed;
 pub mod services;
 pub mod sysusers;
 pub mod sysv;

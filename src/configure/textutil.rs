@@ -1,11 +1,9 @@
 //! Read-only tools scripts use in pipelines and conditions, answered from their input: seq, tr,
-//! sort, uniq, cut, head, tail, wc, sed (and `sed -i` on a tree file), expr. `None` means the form
+//! sort, uniq, cut, head, tail, wc, expr (and sed, in [`super::sed`]). `None` means the form
 //! is not handled (the answer is then unknown). The tools that read the tree (find, ls, stat,
 //! getcap, dpkg -L / dpkg-query -S, dpkg-realpath) are in [`super::treeutil`], re-exported here.
 
-use super::fsops;
-use crate::tree::Tree;
-
+pub use super::sed::{sed, sed_in_place};
 pub use super::treeutil::{dpkg_lists, find, getcap, ls, realpath, stat};
 
 /// (status, stdout).
@@ -266,202 +264,6 @@ pub fn wc(args: &[&str], input: &str) -> Answer {
     }
 }
 
-/// sed without -i: `s/RE/REPL/[g]`, `/RE/d`, `/RE/p` with -n, several -e; basic regular
-/// expressions.
-pub fn sed(args: &[&str], input: &str) -> Answer {
-    // No input lines: no output, whatever the script (without -i, which reads files).
-    if input.is_empty() && !args.iter().any(|a| a.starts_with("-i")) {
-        return Some((0, String::new()));
-    }
-    let mut quiet = false;
-    let mut scripts = Vec::new();
-    let mut ext = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match *a {
-            "-n" => quiet = true,
-            "-e" => scripts.push((*it.next()?).to_owned()),
-            "-E" | "-r" => ext = true,
-            a if a.starts_with('-') => return None,
-            a if scripts.is_empty() => scripts.push(a.to_owned()),
-            _ => return None,
-        }
-    }
-    enum Cmd {
-        Subst(
-            Option<regex_lite::Regex>,
-            regex_lite::Regex,
-            String,
-            bool,
-            bool,
-        ),
-        Delete(regex_lite::Regex),
-        Print(regex_lite::Regex),
-    }
-    let re = |p: &str| {
-        let src = if ext {
-            super::script::ere_for_regex_lite(p)
-        } else {
-            super::script::ere_for_regex_lite(&super::script::bre_to_ere(p))
-        };
-        regex_lite::Regex::new(&src).ok()
-    };
-    let mut cmds = Vec::new();
-    for s in &scripts {
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            // An optional `/RE/` address before the command.
-            let (addr, cmd) = match part.strip_prefix('/') {
-                Some(rest) => {
-                    let end = find_unescaped(rest, '/')?;
-                    (Some(&rest[..end]), rest[end + 1..].trim_start())
-                }
-                None => (None, part),
-            };
-            if let Some(rest) = cmd.strip_prefix('s') {
-                let d = rest.chars().next()?;
-                let body = &rest[d.len_utf8()..];
-                let a = find_unescaped(body, d)?;
-                let b = a + d.len_utf8() + find_unescaped(&body[a + d.len_utf8()..], d)?;
-                let (pat, repl, flags) = (
-                    &body[..a],
-                    &body[a + d.len_utf8()..b],
-                    &body[b + d.len_utf8()..],
-                );
-                let addr = match addr {
-                    Some(p) => Some(re(p)?),
-                    None => None,
-                };
-                cmds.push(Cmd::Subst(
-                    addr,
-                    re(pat)?,
-                    sed_replacement(repl),
-                    flags.contains('g'),
-                    flags.contains('p'),
-                ));
-            } else if let Some(p) = addr {
-                match cmd {
-                    "d" => cmds.push(Cmd::Delete(re(p)?)),
-                    "p" => cmds.push(Cmd::Print(re(p)?)),
-                    _ => return None,
-                }
-            } else {
-                return None;
-            }
-        }
-    }
-    let mut out = String::new();
-    'line: for l in lines(input) {
-        let mut line = l.to_owned();
-        for c in &cmds {
-            match c {
-                Cmd::Subst(addr, r, repl, global, print) => {
-                    if addr.as_ref().is_some_and(|a| !a.is_match(&line)) {
-                        continue;
-                    }
-                    let new = if *global {
-                        r.replace_all(&line, repl.as_str()).into_owned()
-                    } else {
-                        r.replace(&line, repl.as_str()).into_owned()
-                    };
-                    if *print && new != line {
-                        out.push_str(&new);
-                        out.push('\n');
-                    }
-                    line = new;
-                }
-                Cmd::Delete(r) if r.is_match(&line) => continue 'line,
-                Cmd::Print(r) if r.is_match(&line) => {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-                _ => {}
-            }
-        }
-        if !quiet {
-            out.push_str(&line);
-            out.push('\n');
-        }
-    }
-    Some((0, out))
-}
-
-/// The index of the first `d` not escaped by a backslash.
-fn find_unescaped(s: &str, d: char) -> Option<usize> {
-    let mut esc = false;
-    let mut in_class = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if esc => esc = false,
-            '\\' => esc = true,
-            '[' => in_class = true,
-            ']' if in_class => in_class = false,
-            c if c == d && !in_class => return Some(i),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// A sed replacement for regex-lite: `&` is the match, `\N` a group, `$` literal.
-fn sed_replacement(r: &str) -> String {
-    let mut out = String::new();
-    let mut cs = r.chars();
-    while let Some(c) = cs.next() {
-        match c {
-            '&' => out.push_str("${0}"),
-            '$' => out.push_str("$$"),
-            '\\' => match cs.next() {
-                Some(d) if d.is_ascii_digit() => out.push_str(&format!("${{{d}}}")),
-                Some('n') => out.push('\n'),
-                Some(o) => out.push(o),
-                None => out.push('\\'),
-            },
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `sed -i SCRIPT... FILE`: the same edits, written back in place (mode and owner kept).
-pub fn sed_in_place(tree: &mut Tree, args: &[&str], sde: crate::tree::Time) -> Result<i32, String> {
-    let mut script_args = Vec::new();
-    let mut files = Vec::new();
-    let mut it = args.iter();
-    let mut have_script = false;
-    while let Some(a) = it.next() {
-        match *a {
-            a if a.starts_with("-i") || a == "--in-place" => {}
-            "-e" => {
-                script_args.push("-e");
-                script_args.push(*it.next().ok_or("-e needs a script")?);
-                have_script = true;
-            }
-            "-E" | "-r" | "-n" => script_args.push(*a),
-            a if a.starts_with('-') => return Err(format!("sed option {a} is not handled")),
-            a if !have_script => {
-                script_args.push("-e");
-                script_args.push(a);
-                have_script = true;
-            }
-            a => files.push(a),
-        }
-    }
-    for f in files {
-        let Some(text) = fsops::read_text(tree, f) else {
-            return Ok(2);
-        };
-        let (_, out) = sed(&script_args, &text).ok_or("this sed script is not handled")?;
-        let target = fsops::find(tree, f, true)
-            .map(|x| x.path())
-            .unwrap_or_else(|| f.to_owned());
-        let id = fsops::lookup(tree, &target, false).ok_or("the file vanished")?;
-        let m = tree.node(id).meta.clone();
-        fsops::write_file(tree, &target, out.into_bytes(), m.mode, m.uid, m.gid, sde)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(0)
-}
-
 /// expr(1): `STRING : REGEX` (anchored basic regular expression: the first group's text, or
 /// the length of the match) and two-operand arithmetic and comparisons.
 pub fn expr(args: &[&str]) -> Answer {
@@ -536,6 +338,20 @@ pub fn split_files<'a>(name: &str, args: &[&'a str]) -> Option<(Vec<&'a str>, Ve
                     script = true;
                 } else {
                     files.push(*a);
+                }
+            }
+        }
+        "awk" | "mawk" => {
+            let mut program = false;
+            while let Some(a) = it.next() {
+                if program {
+                    files.push(*a);
+                } else if *a == "-F" || *a == "-v" {
+                    opts.push(*a);
+                    opts.push(*it.next()?);
+                } else {
+                    program = !a.starts_with('-');
+                    opts.push(*a);
                 }
             }
         }

@@ -158,20 +158,7 @@ impl UnitName {
     pub fn parse(name: &str) -> Option<UnitName> {
         let dot = name.rfind('.')?;
         let (stem, suffix) = (&name[..dot], &name[dot + 1..]);
-        const TYPES: &[&str] = &[
-            "service",
-            "socket",
-            "target",
-            "device",
-            "mount",
-            "automount",
-            "swap",
-            "timer",
-            "path",
-            "slice",
-            "scope",
-        ];
-        if !TYPES.contains(&suffix) || stem.is_empty() || name.contains('/') {
+        if !crate::recipe::UNIT_TYPES.contains(&suffix) || stem.is_empty() || name.contains('/') {
             return None;
         }
         let (prefix, instance) = match stem.split_once('@') {
@@ -352,6 +339,42 @@ pub fn enable(
             }
         }
         todo.extend(also.into_iter().rev());
+    }
+    Ok(made)
+}
+
+/// Whether `name`, where the search path first has it, is a link to a unit file of another
+/// name (an alias, such as systemd's `autovt@.service` -> `getty@.service`).
+pub fn is_alias(tree: &Tree, scope: Scope, name: &str) -> bool {
+    for dir in scope.path() {
+        let p = format!("{dir}/{name}");
+        let Some(id) = fsops::lookup(tree, &p, false) else {
+            continue;
+        };
+        return match &tree.node(id).kind {
+            Kind::Symlink(t) if t != b"/dev/null" => fsops::find(tree, &p, true)
+                .is_some_and(|f| f.path().rsplit('/').next() != Some(name)),
+            _ => false,
+        };
+    }
+    false
+}
+
+/// `systemctl preset --preset-mode=enable-only NAME...` (systemd 252, install.c's
+/// preset_prepare_one): each unit the preset files enable is enabled as [`enable`] does; an
+/// alias is passed over ("Skipping … because it is an alias"), so that its target's
+/// `[Install]` links are not made a second time under the alias's name. Returns the links made.
+pub fn preset(
+    tree: &mut Tree,
+    scope: Scope,
+    names: &[&str],
+    sde: Time,
+) -> Result<Vec<String>, String> {
+    let mut made = Vec::new();
+    for &n in names {
+        if !is_alias(tree, scope, n) && preset_enables(tree, n) {
+            made.extend(enable(tree, scope, &[n], sde)?);
+        }
     }
     Ok(made)
 }

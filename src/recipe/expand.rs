@@ -5,8 +5,9 @@
 //! - `${NAME:-fallback}` gives `fallback` when `NAME` is unset or empty. The fallback is literal
 //!   text up to the first `}` (no nesting).
 //! - `NAME` is `[A-Za-z_][A-Za-z0-9_]*`.
-//! - `$$` is copied as is (both characters), and a `$` not followed by `{` is copied as is, so
-//!   `$HOME` and `$${HOME}` stay literal.
+//! - `$${` is the escape for a literal `${` (a shell script or unit file in `content` keeps its
+//!   own `${VAR}` by writing `$${VAR}`). Every other `$` is copied as is: `$HOME`, `$$` and a
+//!   trailing `$` stay literal.
 
 /// Why a string could not be expanded; `offset` is the byte offset of the `$` in the string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,10 @@ pub fn expand_allowed(
         let d = i + rel;
         out.push_str(&s[i..d]);
         let rest = &s[d..];
-        if rest.starts_with("$$") {
+        if rest.starts_with("$${") {
+            out.push_str("${");
+            i = d + 3;
+        } else if rest.starts_with("$$") {
             out.push_str("$$");
             i = d + 2;
         } else if let Some(body) = rest.strip_prefix("${") {
@@ -142,7 +146,13 @@ mod tests {
         assert_eq!(expand("${A:-beta}", &env).unwrap(), "alpha");
         assert_eq!(expand("${EMPTY:-e}", &env).unwrap(), "e");
         assert_eq!(expand("${EMPTY}", &env).unwrap(), "");
-        assert_eq!(expand("$$ $A $${A} $", &env).unwrap(), "$$ $A $${A} $");
+        assert_eq!(expand("$$ $A $${A} $", &env).unwrap(), "$$ $A ${A} $");
+        assert_eq!(expand("$${A:-x}${A}", &env).unwrap(), "${A:-x}alpha");
+        assert_eq!(expand("$$${A}", &env).unwrap(), "$$alpha");
+        assert_eq!(
+            expand("$$${A", &env).unwrap_err().kind,
+            ExpandErrorKind::Unterminated
+        );
         assert_eq!(expand("é${A}é", &env).unwrap(), "éalphaé");
         let e = expand("ab${NOPE}", &env).unwrap_err();
         assert_eq!(

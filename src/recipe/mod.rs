@@ -39,7 +39,7 @@ pub use error::{RecipeError, RecipeErrorKind};
 pub use expand::{expand, expand_allowed, ExpandError, ExpandErrorKind};
 pub use output::{valid_tag, Container, LayerCompression, Output, OutputFormat, FORMATS_EXPECTED};
 pub use parse::{fs_label_problem, parse_guid, EnvLookup};
-pub use services::{ServiceUnit, Services};
+pub use services::{ServiceUnit, Services, UNIT_TYPES};
 pub use size::{parse_size, GIB, KIB, MIB, TIB};
 pub use test::{
     HttpTest, Pattern, SshTest, SystemdTest, Test, TestKind, TestPlan, DEFAULT_TIMEOUT_SECS,

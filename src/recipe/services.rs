@@ -45,27 +45,29 @@ pub struct Services {
     pub default_target: Option<ServiceUnit>,
 }
 
+/// The unit types of systemd.unit(5), as a unit name's suffix.
+pub const UNIT_TYPES: &[&str] = &[
+    "service",
+    "socket",
+    "target",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "timer",
+    "path",
+    "slice",
+    "scope",
+];
+
 /// systemd.unit(5): `name[@instance].type`, at most 255 characters of letters, digits and
 /// `:-_.\@`.
 fn unit_name_ok(n: &str) -> bool {
-    const TYPES: &[&str] = &[
-        "service",
-        "socket",
-        "target",
-        "device",
-        "mount",
-        "automount",
-        "swap",
-        "timer",
-        "path",
-        "slice",
-        "scope",
-    ];
     let Some((stem, ty)) = n.rsplit_once('.') else {
         return false;
     };
     n.len() <= 255
-        && TYPES.contains(&ty)
+        && UNIT_TYPES.contains(&ty)
         && !stem.is_empty()
         && !stem.starts_with('@')
         && stem.matches('@').count() <= 1

@@ -70,7 +70,8 @@ type Emit<'e> = dyn FnMut(u64, Block) -> io::Result<()> + 'e;
 
 impl Chunker {
     /// A chunker that hands out only the blocks something was written into: skipping a gap costs
-    /// nothing, however long it is (the EBS sink needs every block; a block map does not).
+    /// nothing, however long it is (the EBS sink and the block map take a gap as the distance
+    /// between two blocks handed out).
     pub fn without_gaps() -> Self {
         Chunker {
             gaps: false,

@@ -8,6 +8,10 @@
 //! Zero blocks: an unencrypted snapshot reads unwritten blocks as zeros, so all-zero blocks (and
 //! the gaps writers skip, which are zeros by the [`BlockSink`] contract) are not sent. An encrypted
 //! snapshot reads unwritten blocks as garbage, so there every block of the volume is written.
+//! A gap costs nothing per block: the chunker hands out only the blocks something was written
+//! into, and the uploader takes the gap between two of them at once, visiting only the parent's
+//! blocks inside it (issue 16: an 8 TiB disk's 16 million gap blocks cost 0.1 s of CPU one by
+//! one).
 //!
 //! A child snapshot (an incremental upload, [`EbsSink::set_parent`]) reads unwritten blocks as its
 //! parent's: a block whose digest is the parent's is not sent, and a block that is zero now but
@@ -106,6 +110,8 @@ struct Uploader {
     parent: Vec<(u64, [u8; 32])>,
     parent_at: usize,
     parent_id: Option<String>,
+    /// The first block not handed to [`Uploader::block`] or [`Uploader::gap`] yet.
+    next: u64,
 }
 
 impl EbsSink {
@@ -128,7 +134,7 @@ impl EbsSink {
             .store(considered.div_ceil(B), Ordering::Relaxed);
         let floor = snapshot.retrier.policy.attempt_timeout;
         EbsSink {
-            chunker: Chunker::default(),
+            chunker: Chunker::without_gaps(),
             up: Uploader {
                 handle,
                 snapshot: Arc::new(snapshot),
@@ -143,6 +149,7 @@ impl EbsSink {
                 parent: Vec::new(),
                 parent_at: 0,
                 parent_id: None,
+                next: 0,
             },
             size,
             volume_bytes,
@@ -200,7 +207,8 @@ impl EbsSink {
             self.size
         };
         let up = &mut self.up;
-        if let Err(e) = self.chunker.finish(end, &mut |i, b| up.block(i, b)) {
+        let r = self.chunker.finish(end, &mut |i, b| up.block(i, b));
+        if let Err(e) = r.and_then(|()| up.gap(end.div_ceil(B))) {
             self.up.abort();
             return Err(SnapshotError::Upload(e));
         }
@@ -288,9 +296,42 @@ impl Uploader {
         self.stats.blocks_done.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Blocks `next..end`, which nothing was written into: zeros. Only an encrypted snapshot's
+    /// (every block written) and the parent's data blocks among them (zeros sent over them) are
+    /// visited one by one; the rest are counted at once.
+    fn gap(&mut self, end: u64) -> io::Result<()> {
+        let start = self.next;
+        if end <= start {
+            return Ok(());
+        }
+        self.next = end;
+        if self.encrypted {
+            for index in start..end {
+                self.send(index, Bytes::from_static(&ZERO_BLOCK), zero_digest())?;
+            }
+            return Ok(());
+        }
+        let mut sent = 0;
+        while let Some(&(index, _)) = self.parent.get(self.parent_at).filter(|p| p.0 < end) {
+            self.parent_at += 1;
+            if index >= start {
+                self.send(index, Bytes::from_static(&ZERO_BLOCK), zero_digest())?;
+                sent += 1;
+            }
+        }
+        let skipped = end - start - sent;
+        self.stats
+            .zero_blocks_skipped
+            .fetch_add(skipped, Ordering::Relaxed);
+        self.stats.blocks_done.fetch_add(skipped, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// One whole block: sent, or skipped when it is zeros and the snapshot is not encrypted, or
     /// when the parent holds the same bytes; zeros where the parent held data are sent.
     fn block(&mut self, index: u64, block: Block) -> io::Result<()> {
+        self.gap(index)?;
+        self.next = index + 1;
         let parent = self.parent_digest(index);
         match block {
             Block::Data(d) if !is_zero(d) => {

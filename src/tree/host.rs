@@ -24,7 +24,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use super::build::{digest_sparse, io_err, path_err, Builder, InputDigest};
@@ -39,8 +39,11 @@ struct Walk<'a> {
     group: Option<u32>,
     links: HashMap<(u64, u64), (NodeId, Vec<u8>)>,
     /// Listing records for the hasher thread: the record's bytes up to its content digest, and
-    /// the host file whose content digest completes it.
-    records: SyncSender<(Vec<u8>, Option<PathBuf>)>,
+    /// the host file whose content digest completes it. Unbounded: the walk never waits for the
+    /// hasher, which reads every file's bytes and so finishes long after the walk, while the
+    /// disk is written (`build --upload` starts sending blocks only once the walk is done). The
+    /// queue holds at most one short record per entry, as the tree itself does.
+    records: Sender<(Vec<u8>, Option<PathBuf>)>,
 }
 
 /// Hashes the listing on its own thread, so reading file contents overlaps with the walk's
@@ -50,10 +53,11 @@ fn spawn_hasher(
 ) -> JoinHandle<Result<String, (PathBuf, io::Error)>> {
     std::thread::spawn(move || {
         let mut h = Sha256::new();
+        let mut buf = Vec::new();
         for (prefix, file) in rx {
             h.update(&prefix);
             if let Some(path) = file {
-                let (_, sha) = digest_sparse(&path).map_err(|e| (path.clone(), e))?;
+                let (_, sha) = digest_sparse(&path, &mut buf).map_err(|e| (path.clone(), e))?;
                 h.update(sha.as_bytes());
             }
             h.update(b"\n");
@@ -71,7 +75,7 @@ pub(super) fn import(
     group: Option<u32>,
 ) -> Result<(InputDigest, PendingDigest), TreeError> {
     let base = b.dest_dir(pos, dest)?;
-    let (tx, rx) = sync_channel(4096);
+    let (tx, rx) = channel();
     let hasher = spawn_hasher(rx);
     let mut w = Walk {
         pos,

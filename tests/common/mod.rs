@@ -7,9 +7,11 @@ pub mod ext4_check;
 pub mod moto;
 pub mod pkgtree;
 pub mod registry;
+pub mod report;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Runs a command and returns its output; panics with the command line if it cannot start
 /// (the tools are installed by `scripts/test`).
@@ -69,4 +71,64 @@ pub fn sha256_file(path: &Path) -> String {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).unwrap();
     kiln::util::hex(&h.finalize())
+}
+
+/// The Python that runs the test proxies: moto's virtualenv (it has the proxies' modules), or
+/// the system's.
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("KILN_MOTO_SERVER")
+        .map(PathBuf::from)
+        .and_then(|s| s.parent().map(|d| d.join("python3")))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"));
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Starts `scripts/lib/SCRIPT` (a recording proxy) with `args` and returns it with the port it
+/// announced on its first stdout line, `PORT <n>`.
+pub fn start_proxy(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts/lib")
+        .join(script);
+    let mut child = Command::new(python())
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{script} does not start: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{script} said {line:?}"));
+    (child, port)
+}
+
+/// The directory of a fixture that a test binary keeps in a `static` for its whole run. Rust
+/// never drops a `static`, so a plain temporary directory would stay behind in /tmp after every
+/// run; this one lives under the target's tmp directory, and a later run of the same binary
+/// removes the earlier run's `NAME-*` directories before making its own (cargo runs one test
+/// binary of a target directory at a time).
+pub fn fixture_dir(name: &str) -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = format!("{name}-");
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(base)
+        .unwrap()
 }

@@ -5,7 +5,7 @@
 //! 127.0.0.1 only and are killed on drop.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -129,34 +129,18 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to `moto` logging into `log`, with extra flags (faults, rewrites).
     pub fn start(moto: &Moto, log: &Path, flags: &[&str]) -> Proxy {
-        let server = moto_server();
-        let python = server
-            .parent()
-            .map(|d| d.join("python3"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from("python3"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/moto-proxy.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args(["--upstream", &format!("127.0.0.1:{}", moto.port)])
-            .arg("--log")
-            .arg(log)
-            .arg("--state")
-            .arg(moto.state.path().join("proxy-state.json"))
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the proxy starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the proxy said {line:?}"));
+        let upstream = format!("127.0.0.1:{}", moto.port);
+        let state = moto.state.path().join("proxy-state.json");
+        let mut args: Vec<&OsStr> = vec![
+            "--upstream".as_ref(),
+            upstream.as_ref(),
+            "--log".as_ref(),
+            log.as_os_str(),
+            "--state".as_ref(),
+            state.as_os_str(),
+        ];
+        args.extend(flags.iter().map(OsStr::new));
+        let (child, port) = super::start_proxy("moto-proxy.py", &args);
         Proxy {
             child,
             port,
@@ -184,6 +168,16 @@ impl Proxy {
     /// `kiln` with credentials, region and endpoint pointing at this proxy.
     pub fn kiln(&self) -> Command {
         endpoint_kiln(self.port)
+    }
+
+    /// `kiln publish web.toml --skip-test -o web.raw ARGS` in `dir`, through this proxy.
+    pub fn publish(&self, dir: &Path, args: &[&str]) -> std::process::Output {
+        self.kiln()
+            .current_dir(dir)
+            .args(["publish", "web.toml", "--skip-test", "-o", "web.raw"])
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 

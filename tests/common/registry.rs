@@ -3,10 +3,11 @@
 //! fault-injecting proxy `scripts/lib/registry-proxy.py` in front of it.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub struct Registry {
@@ -16,22 +17,10 @@ pub struct Registry {
 }
 
 /// The python of the test venv (it has bcrypt), else the system's.
-fn python() -> PathBuf {
-    let venv = std::env::var_os("KILN_MOTO_SERVER")
-        .map(PathBuf::from)
-        .and_then(|s| s.parent().map(|d| d.join("python3")))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3"));
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
 /// An htpasswd line with a bcrypt hash (the only kind docker-registry accepts), made with
 /// python's bcrypt from the test venv (scripts/test installs it).
 fn htpasswd(user: &str, password: &str) -> String {
-    let out = Command::new(python())
+    let out = Command::new(super::python())
         .args([
             "-c",
             "import bcrypt,sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(5)).decode())",
@@ -131,26 +120,15 @@ impl RegistryProxy {
     pub fn start(registry: &Registry, flags: &[&str]) -> RegistryProxy {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("requests.jsonl");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/registry-proxy.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args(["--upstream", &registry.host()])
-            .arg("--log")
-            .arg(&log)
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the registry proxy starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the proxy said {line:?}"));
+        let upstream = registry.host();
+        let mut args: Vec<&OsStr> = vec![
+            "--upstream".as_ref(),
+            upstream.as_ref(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ];
+        args.extend(flags.iter().map(OsStr::new));
+        let (child, port) = super::start_proxy("registry-proxy.py", &args);
         RegistryProxy {
             child,
             port,

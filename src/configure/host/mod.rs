@@ -425,14 +425,17 @@ impl<'t> World<'t> {
                 }
             }
             ("cat", files) if !files.is_empty() && files.iter().all(|f| !f.starts_with('-')) => {
+                // A missing file is skipped (its complaint goes to stderr): the status is 1,
+                // the others' contents are still the output.
                 let mut out = String::new();
+                let mut rc = 0;
                 for f in files {
                     match fsops::read_text(self.tree, f) {
                         Some(t) => out.push_str(&t),
-                        None => return Output::code(1),
+                        None => rc = 1,
                     }
                 }
-                Output::text(0, out)
+                Output::text(rc, out)
             }
             ("cat", []) => Output {
                 status: Status::OK,
@@ -548,6 +551,7 @@ impl<'t> World<'t> {
             ("tail", Some(i)) => textutil::head_tail(false, args, i),
             ("wc", Some(i)) => textutil::wc(args, i),
             ("sed", Some(i)) => textutil::sed(args, i),
+            ("awk" | "mawk", Some(i)) => super::awk::awk(args, i),
             ("ls", _) => textutil::ls(self.tree, args),
             ("stat", _) => textutil::stat(self.tree, &self.accounts, args),
             ("getcap", _) => textutil::getcap(self.tree, args),

@@ -273,12 +273,44 @@ pub(super) fn run(
             ok(sh, st, Val::Known(out))
         }
         "read" => {
-            for a in known.unwrap_or_default() {
-                if super::is_name(a) {
-                    sh.set_var(a, Val::Unknown);
+            let args = known.unwrap_or_default();
+            let raw = args
+                .iter()
+                .take_while(|a| a.starts_with('-'))
+                .any(|a| a.contains('r'));
+            let names: Vec<&str> = args
+                .iter()
+                .skip_while(|a| a.starts_with('-'))
+                .copied()
+                .filter(|a| super::is_name(a))
+                .collect();
+            let ifs = match sh.get_var("IFS") {
+                Some(Val::Known(i)) => Some(i),
+                Some(Val::Unknown) => None,
+                None => Some(" \t\n".to_owned()),
+            };
+            // Its own redirection or pipe, else what the enclosing compound command inherits
+            // (consumed line by line), else dpkg's stdin, which nothing here knows.
+            let line = match (stdin, sh.inherited.last_mut()) {
+                (Some(Val::Known(s)), _) => Some(read_line(&mut s.clone(), raw)),
+                (None, Some(Val::Known(s))) => Some(read_line(s, raw)),
+                _ => None,
+            };
+            match (line, ifs) {
+                (Some((text, status)), Some(ifs)) => {
+                    let fields = split_read(&text, &ifs, names.len());
+                    for (n, v) in names.iter().zip(fields) {
+                        sh.set_var(n, Val::Known(v));
+                    }
+                    ok(sh, status, empty())
+                }
+                _ => {
+                    for n in names {
+                        sh.set_var(n, Val::Unknown);
+                    }
+                    ok(sh, Status::Unknown, empty())
                 }
             }
-            ok(sh, Status::Unknown, empty())
         }
         "exec" => {
             if args.is_empty() {
@@ -343,6 +375,55 @@ pub(super) fn run(
         }
         _ => None,
     }
+}
+
+/// One line taken from the front of `input` as `read` takes it (XCU `read`): without `-r`, a
+/// backslash escapes the next character and a backslash-newline joins lines. The status is 1
+/// at the end of input (what was read is still assigned).
+fn read_line(input: &mut String, raw: bool) -> (String, Status) {
+    let mut out = String::new();
+    let mut chars = input.char_indices();
+    let mut end = input.len();
+    let mut status = Status::Code(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\n' => {
+                end = i + 1;
+                status = Status::OK;
+                break;
+            }
+            '\\' if !raw => match chars.next() {
+                Some((_, '\n')) => {}
+                Some((_, e)) => out.push(e),
+                None => {}
+            },
+            c => out.push(c),
+        }
+    }
+    input.drain(..end);
+    (out, status)
+}
+
+/// `read`'s field splitting of `line` into `n` values (XCU §2.6.5): IFS white space around
+/// the fields is dropped; the last name takes the rest of the line.
+fn split_read(line: &str, ifs: &str, n: usize) -> Vec<String> {
+    let is_ws = |c: char| ifs.contains(c) && c.is_whitespace();
+    let is_sep = |c: char| ifs.contains(c);
+    let mut rest = line.trim_start_matches(is_ws);
+    let mut out = Vec::new();
+    for k in 0..n {
+        if k + 1 == n {
+            out.push(rest.trim_end_matches(is_ws).to_owned());
+            break;
+        }
+        let end = rest.find(is_sep).unwrap_or(rest.len());
+        out.push(rest[..end].to_owned());
+        rest = rest[end..].trim_start_matches(is_ws);
+        if let Some(r) = rest.strip_prefix(|c: char| is_sep(c) && !c.is_whitespace()) {
+            rest = r.trim_start_matches(is_ws);
+        }
+    }
+    out
 }
 
 /// `/a/./b/../c` → `/a/c` (lexically; `cd` has checked the directory exists).

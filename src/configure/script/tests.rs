@@ -261,3 +261,37 @@ fn set_e_stops_at_a_failing_command() {
     let h = run("set -e\nif ! getent passwd x; then touch /yes; fi\n", &[]);
     assert_eq!(h.log, ["getent passwd x", "touch /yes"]);
 }
+
+#[test]
+fn read_takes_lines_from_a_pipe_a_redirection_or_a_here_document() {
+    let h = run(
+        r#"printf 'a b  c\nd\\\ne\n' | while read x y; do echo "$x|$y" >> /etc/out; done
+printf 'r\\s\n' | while read -r z; do echo "$z" >> /etc/raw; done
+while read l; do echo "$l" >> /etc/h; done <<EOF
+one
+two
+EOF
+echo x | { read a; read b || echo "eof:$a:$b" >> /etc/eof; }
+while read u; do touch /never; done
+printf '1\n' | while read l; do found=$l; done
+echo x | read a
+echo "${found-none} ${a-unset}" >> /etc/sub
+"#,
+        &[],
+    );
+    assert_eq!(
+        h.log,
+        [
+            ">>/etc/out:a|b  c\n",
+            ">>/etc/out:de|\n",
+            ">>/etc/raw:r\\s\n",
+            ">>/etc/h:one\n",
+            ">>/etc/h:two\n",
+            ">>/etc/eof:eof:x:\n",
+            // dpkg's own stdin: nothing here knows what it holds.
+            "?touch /never",
+            // A pipeline's commands run in subshells: their assignments are gone after it.
+            ">>/etc/sub:none unset\n",
+        ]
+    );
+}

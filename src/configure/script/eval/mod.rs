@@ -71,6 +71,10 @@ pub struct Shell<'h> {
     locals: Vec<Vec<(String, Option<Val>)>>,
     /// The working directory (`cd`).
     pub(super) cwd: String,
+    /// The standard input a compound command inherits (`… | while read`, `done < file`),
+    /// innermost last: `read` takes its lines from the top. Outside any, stdin is dpkg's
+    /// (unknown).
+    pub(super) inherited: Vec<Val>,
 }
 
 impl<'h> Shell<'h> {
@@ -98,6 +102,7 @@ impl<'h> Shell<'h> {
             heredocs: Vec::new(),
             locals: Vec::new(),
             cwd: "/".into(),
+            inherited: Vec::new(),
         }
     }
 
@@ -227,15 +232,25 @@ impl<'h> Shell<'h> {
                 }
             }
             Cmd::If {
-                arms, otherwise, ..
-            } => self.if_cmd(arms, otherwise.as_deref()),
-            Cmd::Case { word, arms, .. } => self.case_cmd(word, arms),
+                arms,
+                otherwise,
+                redirs,
+            } => self.with_redirs(redirs, |sh| sh.if_cmd(arms, otherwise.as_deref())),
+            Cmd::Case { word, arms, redirs } => {
+                self.with_redirs(redirs, |sh| sh.case_cmd(word, arms))
+            }
             Cmd::For {
-                var, words, body, ..
-            } => self.for_cmd(var, words.as_deref(), body),
+                var,
+                words,
+                body,
+                redirs,
+            } => self.with_redirs(redirs, |sh| sh.for_cmd(var, words.as_deref(), body)),
             Cmd::Loop {
-                until, cond, body, ..
-            } => self.loop_cmd(*until, cond, body),
+                until,
+                cond,
+                body,
+                redirs,
+            } => self.with_redirs(redirs, |sh| sh.loop_cmd(*until, cond, body)),
             Cmd::Group { body, redirs } => self.with_redirs(redirs, |sh| sh.list(body)),
             Cmd::Subshell { body, redirs } => {
                 let (vars, pos, errexit) =
@@ -265,10 +280,41 @@ impl<'h> Shell<'h> {
         }
     }
 
-    /// Runs a compound command's body; output redirections of compound commands are rare in
-    /// maintainer scripts and only ever discard output, so they are not followed.
-    fn with_redirs(&mut self, _redirs: &[Redir], f: impl FnOnce(&mut Self) -> Flow) -> Flow {
-        f(self)
+    /// Runs a compound command's body. Output redirections of compound commands are rare in
+    /// maintainer scripts and only ever discard output, so they are not followed; an input
+    /// redirection (`while read …; done < file`) is what the body's `read` reads.
+    fn with_redirs(&mut self, redirs: &[Redir], f: impl FnOnce(&mut Self) -> Flow) -> Flow {
+        let mut input = None;
+        for r in redirs {
+            match r.op {
+                RedirOp::In if r.fd.unwrap_or(0) == 0 => {
+                    input = Some(match self.expand_string(&r.target) {
+                        Val::Known(p) => {
+                            let p = self.abs(&p);
+                            self.host.read(&p)
+                        }
+                        Val::Unknown => Val::Unknown,
+                    });
+                }
+                RedirOp::HereDoc(i) if r.fd.unwrap_or(0) == 0 => {
+                    let body = self.heredocs.get(i).cloned().unwrap_or_default();
+                    input = Some(self.expand_string(&body));
+                }
+                _ => {}
+            }
+        }
+        match input {
+            Some(v) => self.reading(v, f),
+            None => f(self),
+        }
+    }
+
+    /// Runs `f` with `input` as the standard input its commands inherit.
+    fn reading<T>(&mut self, input: Val, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.inherited.push(input);
+        let r = f(self);
+        self.inherited.pop();
+        r
     }
 
     fn condition(&mut self, cond: &[Cmd]) -> (Flow, Tri) {
@@ -399,32 +445,65 @@ impl<'h> Shell<'h> {
         let n = cmds.len();
         for (i, c) in cmds.iter().enumerate() {
             let last = i + 1 == n;
-            let f = match c {
+            // Each command of a pipeline runs in a subshell (dash has no lastpipe): what it
+            // assigns (`… | while read x; do found=1; done`) is gone afterwards.
+            let saved = (n > 1).then(|| {
+                (
+                    self.vars.clone(),
+                    self.positional.clone(),
+                    self.funcs.clone(),
+                    self.errexit,
+                    self.cwd.clone(),
+                )
+            });
+            let f = self.pipeline_member(c, i, last, &mut stdin);
+            if let Some((vars, positional, funcs, errexit, cwd)) = saved {
+                self.vars = vars;
+                self.positional = positional;
+                self.funcs = funcs;
+                self.errexit = errexit;
+                self.cwd = cwd;
+            }
+            if f != Flow::Normal && last {
+                return f;
+            }
+        }
+        Flow::Normal
+    }
+
+    /// Runs the `i`th command of a pipeline with the previous one's output in `stdin`, leaving
+    /// its own output there unless it is the `last`.
+    fn pipeline_member(&mut self, c: &Cmd, i: usize, last: bool, stdin: &mut Option<Val>) -> Flow {
+        {
+            match c {
                 Cmd::Simple(s) => {
                     let (f, out) = self.simple_piped(s, stdin.take(), !last);
-                    stdin = out;
+                    *stdin = out;
                     f
                 }
                 other => {
-                    // A compound command in a pipeline: its output is captured.
+                    // A compound command in a pipeline: its `read`s read the previous
+                    // command's output, and its own output is captured.
+                    let input = stdin.take().unwrap_or_else(|| Val::known(""));
+                    let input = if i == 0 { None } else { Some(input) };
+                    let run = |sh: &mut Self| match input {
+                        Some(v) => sh.reading(v, |sh| sh.cmd(other)),
+                        None => sh.cmd(other),
+                    };
                     if last {
-                        self.cmd(other)
+                        run(self)
                     } else {
                         self.captures.push(Some(String::new()));
-                        let f = self.cmd(other);
-                        stdin = Some(match self.captures.pop().flatten() {
+                        let f = run(self);
+                        *stdin = Some(match self.captures.pop().flatten() {
                             Some(s) => Val::Known(s),
                             None => Val::Unknown,
                         });
                         f
                     }
                 }
-            };
-            if f != Flow::Normal && last {
-                return f;
             }
         }
-        Flow::Normal
     }
 
     fn simple(&mut self, s: &Simple, stdin: Option<Val>) -> (Flow, Option<Val>) {
