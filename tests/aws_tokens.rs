@@ -462,7 +462,7 @@ fn a_copy_answer_naming_an_older_image_is_left_alone() {
             "eu-west-1:ModifyImageAttribute",
         ],
     );
-    let o = publish(&proxy, d);
+    let o = proxy.publish(d, &["--json"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
