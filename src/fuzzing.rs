@@ -7,6 +7,10 @@
 //! an allocation the input's claims drive is a bug. Nothing here touches the network, the
 //! process environment or any file outside a temp directory.
 
+use crate::configure::accounts::Accounts;
+use crate::configure::host::World;
+use crate::configure::units::Scope;
+use crate::configure::{fsops, script, sysusers, units};
 use crate::packages::{deb, dpkg, index, release, resolve, sources};
 use crate::recipe::{Recipe, Trust};
 use crate::tree::{ContentStore, Meta, Time, Tree};
@@ -14,7 +18,17 @@ use pgp::composed::SignedPublicKey;
 use std::path::Path;
 
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: [&str; 6] = ["recipe", "ar", "deb", "tar", "control", "inrelease"];
+pub const TARGETS: [&str; 9] = [
+    "recipe",
+    "ar",
+    "deb",
+    "tar",
+    "control",
+    "inrelease",
+    "sysusers",
+    "units",
+    "postinst",
+];
 
 const SDE: i64 = 1_700_000_000;
 
@@ -58,17 +72,20 @@ pub fn recipe(data: &[u8]) {
     let _ = Recipe::from_str_with(text, path, &env, &Trust::all());
 }
 
-/// The `ar` container alone, as `.deb` files use it: every member's header and length.
+/// The `ar` container alone, as `.deb` files use it (`packages::ar`): every member's header and
+/// length, each member read whole or left for the reader to skip.
 pub fn ar(data: &[u8]) {
-    let mut a = ar::Archive::new(data);
+    let mut a = crate::packages::ar::Archive::new(data);
+    let mut read = data.len() % 2 == 0;
     while let Some(entry) = a.next_entry() {
         let Ok(mut e) = entry else {
             return;
         };
-        let _ = e.header().identifier().len();
-        if std::io::copy(&mut e, &mut std::io::sink()).is_err() {
+        let _ = (e.name().len(), e.size());
+        if read && std::io::copy(&mut e, &mut std::io::sink()).is_err() {
             return;
         }
+        read = !read;
     }
 }
 
@@ -139,6 +156,79 @@ pub fn inrelease_keys(fuzz_dir: &Path) -> Vec<SignedPublicKey> {
     release::load_keyring(&fuzz_dir.join("keyring.asc")).expect("fuzz/keyring.asc")
 }
 
+/// base-passwd's accounts, as a fresh image has them before any package's scripts run.
+fn base_accounts() -> Accounts {
+    Accounts::from_masters(
+        "root:x:0:0:root:/root:/bin/bash\ndaemon:*:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+         nobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "root:*:0:\ndaemon:*:1:\nadm:*:4:\nnogroup:*:65534:\n",
+        SDE / 86_400,
+    )
+}
+
+/// A sysusers.d file: each line read, then the whole file applied as systemd-sysusers would
+/// (ids allocated, members added, ranges honoured) to base-passwd's accounts, then written.
+pub fn sysusers(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = sysusers::parse(text);
+    let mut tree = empty_tree();
+    let mut a = base_accounts();
+    let _ = sysusers::apply(&mut a, &tree, &[("fuzz.conf".into(), text.to_owned())]);
+    let _ = a.write(&mut tree, Time::from_secs(SDE));
+}
+
+/// A systemd unit file: its `[Install]` section read, then enabled, checked and disabled as
+/// `systemctl --root enable|is-enabled|disable` would, as a plain unit and as a template (with
+/// and without an instance); the same text read as a `.preset` file.
+pub fn units(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let sde = Time::from_secs(SDE);
+    let _ = units::parse(text);
+    let _ = units::parse_preset(text);
+    let mut tree = empty_tree();
+    for path in [
+        "/lib/systemd/system/f.service",
+        "/lib/systemd/system/t@.service",
+    ] {
+        if fsops::write_file(&mut tree, path, data.to_vec(), 0o644, 0, 0, sde).is_err() {
+            return;
+        }
+    }
+    let names = ["f.service", "t@.service", "t@i.service"];
+    let _ = units::enable(&mut tree, Scope::System, &names, sde);
+    for n in names {
+        let _ = units::is_enabled(&tree, Scope::System, n);
+    }
+    let _ = units::disable(&mut tree, Scope::System, &names);
+}
+
+/// A maintainer script: read by kiln's shell reader, then evaluated as `postinst configure`
+/// on a fresh install against a world of base-passwd's accounts and an empty tree, where every
+/// command it runs reaches kiln's own handlers (adduser, deb-systemd-helper, ucf, ...).
+pub fn postinst(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(parsed) = script::parse(text) else {
+        return;
+    };
+    let mut tree = empty_tree();
+    let mut world = World::new(&mut tree, Time::from_secs(SDE), "amd64", base_accounts());
+    world.package = "fuzz".into();
+    world.pkg_key = "fuzz".into();
+    world.script = "postinst".into();
+    let path = "/var/lib/dpkg/info/fuzz.postinst";
+    let mut sh = script::Shell::new(&mut world, path, &["configure", ""], &[("DPKG_ROOT", "")]);
+    sh.set_errexit(true);
+    sh.run(&parsed);
+    drop(sh);
+    world.end_script();
+}
+
 /// Runs target `name` on `data`; `fuzz_dir` is where `keyring.asc` is.
 pub fn run(name: &str, data: &[u8], fuzz_dir: &Path) {
     match name {
@@ -147,6 +237,9 @@ pub fn run(name: &str, data: &[u8], fuzz_dir: &Path) {
         "deb" => deb(data),
         "tar" => tar(data),
         "control" => control(data),
+        "sysusers" => sysusers(data),
+        "units" => units(data),
+        "postinst" => postinst(data),
         "inrelease" => {
             static KEYS: std::sync::OnceLock<Vec<SignedPublicKey>> = std::sync::OnceLock::new();
             inrelease(data, KEYS.get_or_init(|| inrelease_keys(fuzz_dir)))

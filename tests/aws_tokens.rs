@@ -425,3 +425,64 @@ fn a_region_refilled_after_its_copy_was_cleaned_up() {
         "the source is reused"
     );
 }
+
+/// CopyImage's answer is checked before the image counts as this run's copy, as
+/// StartSnapshot's is: a proxy answering CopyImage with an image that existed before the run
+/// (as a reused ClientToken is answered) makes the publish fail naming it, and that image is
+/// neither tagged, shared nor deregistered. Without the check kiln tagged it as its copy and,
+/// when sharing then failed, deregistered it. Real copies through the proxy are `pending` in
+/// their first DescribeImages, as AWS's are, and pass (the other publish tests).
+#[test]
+fn a_copy_answer_naming_an_older_image_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("web.toml"),
+        common::moto::web_recipe(
+            "1.0.0",
+            &["us-east-1", "eu-west-1"],
+            "share_accounts = [\"111122223333\"]",
+        ),
+    )
+    .unwrap();
+    let moto = Moto::start();
+    let west = Ec2::new(&moto, "eu-west-1");
+    let foreign = west
+        .block_on(west.client.register_image().name("someone-elses").send())
+        .unwrap()
+        .image_id
+        .unwrap();
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &[
+            "--copy-answer",
+            &foreign,
+            "--fail-region",
+            "eu-west-1:ModifyImageAttribute",
+        ],
+    );
+    let o = proxy.publish(d, &["--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the answer names {foreign}, which is available, not a new pending copy"
+        )) && err.contains("not a copy this run made"),
+        "{err}"
+    );
+    assert_eq!(proxy.ops("CopyImage")[0]["fault"], "replayed");
+    let touched: Vec<Value> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| common::moto::is_mutating(r["op"].as_str().unwrap_or("")))
+        .filter(|r| r["params"].to_string().contains(&foreign))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
+    let still = west
+        .block_on(west.client.describe_images().image_ids(&foreign).send())
+        .unwrap();
+    let image = &still.images()[0];
+    assert_eq!(image.state().map(|s| s.as_str()), Some("available"));
+    assert!(image.tags().is_empty(), "{:?}", image.tags());
+}

@@ -60,6 +60,21 @@ fn inrelease() {
     replay("inrelease");
 }
 
+#[test]
+fn sysusers() {
+    replay("sysusers");
+}
+
+#[test]
+fn units() {
+    replay("units");
+}
+
+#[test]
+fn postinst() {
+    replay("postinst");
+}
+
 /// The seeds of `inrelease` verify against `fuzz/keyring.asc`: the target starts from
 /// signatures that pass, so it mutates past the signature check.
 #[test]

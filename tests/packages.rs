@@ -132,7 +132,8 @@ fn opts(s: &Setup) -> Options {
 }
 
 fn prepare(s: &Setup, recipe: &Path, locked: bool) -> Result<Prepared, BuildError> {
-    pipeline::prepare_with(recipe, locked, &opts(s))
+    // The test's repository is a file:// directory beside the recipe's: a host path.
+    pipeline::prepare_trusted(recipe, locked, &opts(s), &host_paths())
 }
 
 fn root_tree(p: &Prepared) -> &Tree {
@@ -308,7 +309,7 @@ fn over_http_with_lock_and_offline_warm_cache() {
     let r = write_recipe(&s, &url, &["app"], &[]);
     let fresh = prepare(&s, &r, false).unwrap();
     // Lock twice: identical bytes.
-    let recipe = kiln::recipe::Recipe::load(&r).unwrap();
+    let recipe = kiln::recipe::Recipe::load_with(&r, &host_paths()).unwrap();
     let (lp, _) = packages::lock_recipe(&recipe, &opts(&s)).unwrap();
     let first = std::fs::read(&lp).unwrap();
     packages::lock_recipe(&recipe, &opts(&s)).unwrap();
@@ -581,6 +582,7 @@ fn xz_package_data_is_kept_decompressed_and_reused() {
             pipeline::BuildOptions {
                 output: Some(out.clone()),
                 packages: Some(opts(&s)),
+                trust: host_paths(),
                 ..Default::default()
             },
         )
@@ -616,4 +618,12 @@ fn xz_package_data_is_kept_decompressed_and_reused() {
     assert!(!s.dir.path().join("c.raw").exists());
     assert_eq!(build("d.raw").unwrap(), first);
     assert!(kept.is_file());
+}
+
+/// `--allow-host-paths`: the test's `file://` repository lies outside the recipe's directory.
+fn host_paths() -> kiln::recipe::Trust {
+    kiln::recipe::Trust {
+        host_paths: true,
+        ..Default::default()
+    }
 }

@@ -55,7 +55,8 @@ fn opts(s: &Setup) -> Options {
 }
 
 fn prepare(s: &Setup, recipe: &Path, locked: bool) -> Result<Prepared, BuildError> {
-    pipeline::prepare_with(recipe, locked, &opts(s))
+    // The test's repository is a file:// directory beside the recipe's: a host path.
+    pipeline::prepare_trusted(recipe, locked, &opts(s), &host_paths())
 }
 
 /// A lock file whose sha256 is a path: kiln used it to name a cache entry, found that entry's
@@ -64,7 +65,7 @@ fn prepare(s: &Setup, recipe: &Path, locked: bool) -> Result<Prepared, BuildErro
 fn a_lock_digest_that_is_a_path_deletes_nothing() {
     let s = setup(&[DebSpec::new("app", "1")]);
     let r = write_recipe(&s, &s.repo.file_uri(), &["app"]);
-    let recipe = kiln::recipe::Recipe::load(&r).unwrap();
+    let recipe = kiln::recipe::Recipe::load_with(&r, &host_paths()).unwrap();
     let (lock, l) = kiln::packages::lock_recipe(&recipe, &opts(&s)).unwrap();
     let victim = s.dir.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
@@ -228,4 +229,12 @@ fn redirects_stay_on_the_repository_server() {
     let r = write_recipe(&s, &url, &["app"]);
     let p = prepare(&s, &r, false).unwrap();
     assert_eq!(p.packages.len(), 1);
+}
+
+/// `--allow-host-paths`: the test's `file://` repository lies outside the recipe's directory.
+fn host_paths() -> kiln::recipe::Trust {
+    kiln::recipe::Trust {
+        host_paths: true,
+        ..Default::default()
+    }
 }

@@ -452,6 +452,56 @@ path = \"/k\"\ncontent = \"${AWS_SECRET_ACCESS_KEY:-none}\"\n";
     assert_eq!(e.kind, RecipeErrorKind::NotAllowed, "{e}");
 }
 
+/// `[[repository]]` reads host files too: a `keyring` and a `file://` archive outside the
+/// recipe's directory are refused at their `file:line:col`, naming `--allow-host-paths`, and
+/// accepted with it; inside the directory, and the system's keyrings, need no flag.
+#[test]
+fn repository_keyrings_and_file_uris_are_host_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("recipes");
+    std::fs::create_dir_all(dir.join("repo")).unwrap();
+    std::fs::create_dir_all(d.path().join("repo")).unwrap();
+    std::fs::write(dir.join("key.gpg"), "k").unwrap();
+    std::fs::write(d.path().join("outside.gpg"), "k").unwrap();
+    let recipe = dir.join("k.toml");
+    let repo = |uri: &str, keyring: &str| {
+        format!("{HEAD}[[repository]]\nuri = \"{uri}\"\nsuite = \"s\"\nkeyring = \"{keyring}\"\n")
+    };
+    let load =
+        |text: &str, trust: &Trust| Recipe::from_str_with(text, &recipe, &env_of(&[]), trust);
+    let all = Trust {
+        host_paths: true,
+        ..Default::default()
+    };
+    let inside = format!("file://{}", dir.join("repo").display());
+    let outside = format!("file://{}", d.path().join("repo").display());
+    for ok in [
+        repo(&inside, "key.gpg"),
+        repo("host", "key.gpg"),
+        repo("http://127.0.0.1:1/d", "key.gpg"),
+        repo("host", "/usr/share/keyrings/debian-archive-keyring.gpg"),
+    ] {
+        load(&ok, &Trust::default()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for (text, col, what) in [
+        (repo(&outside, "key.gpg"), 7, "repository file://"),
+        (repo("host", "../outside.gpg"), 11, "keyring "),
+    ] {
+        let e = load(&text, &Trust::default()).unwrap_err();
+        assert_eq!(e.kind, RecipeErrorKind::NotAllowed, "{e}");
+        let line = if what == "keyring " { 9 } else { 7 };
+        assert_eq!((e.pos.line, e.pos.col), (line, col), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:{line}:{col}: {what}", recipe.display()))
+                && e.problem.contains("outside the recipe's directory")
+                && e.expected.contains("--allow-host-paths"),
+            "{e}"
+        );
+        load(&text, &all).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+}
+
 /// The flags on the command line: `kiln build` refuses, then builds with --allow-env and
 /// --allow-host-paths; `kiln lock` takes the same flags.
 #[test]

@@ -33,6 +33,9 @@ What AWS enforces and moto does not (always on):
     child's own, and GetSnapshotBlock of a block the child was not written reads the parent's.
   AMI names are unique per account and region: RegisterImage and CopyImage with a name an
     existing image has get InvalidAMIName.Duplicate.
+  A copy is `pending` at first: the first DescribeImages that lists an image CopyImage made
+    through a proxy says `pending` (moto's copies are `available` at once; AWS's stay `pending`
+    while the snapshots copy).
 
 Faults (deterministic for a --seed, bounded by --max-faults), on --fault-ops only:
   --fault-rate P         share of those requests that get a fault, cycling through
@@ -61,6 +64,8 @@ Faults (deterministic for a --seed, bounded by --max-faults), on --fault-ops onl
                          connection (a slow uplink).
   --replay-first-start   every StartSnapshot after the first gets the first one's answer, as a
                          reused ClientToken would.
+  --copy-answer ID       every CopyImage is answered with image ID, unforwarded, as a reused
+                         ClientToken is answered with the image it made before.
   --failed-image NAME    DescribeImages says the images named NAME are `failed` (moto's images
                          are all available at once).
 
@@ -175,6 +180,7 @@ def main():
     ap.add_argument("--conflicts", type=int, default=0)
     ap.add_argument("--uplink-bps", type=int, default=0)
     ap.add_argument("--replay-first-start", action="store_true")
+    ap.add_argument("--copy-answer")
     ap.add_argument("--failed-image", action="append", default=[])
     ap.add_argument("--state", help="JSON file holding what the proxy fills in for moto")
     args = ap.parse_args()
@@ -199,8 +205,9 @@ def main():
     # What is remembered across proxies in front of one moto (see --state):
     # image id -> deprecation time; image id -> [root device name, [mapping dicts]];
     # snapshot id -> pending | completed | deleted; "op region token" -> the first success.
-    # child snapshot id -> parent snapshot id.
-    st = {"deprecations": {}, "registered": {}, "snapshots": {}, "tokens": {}, "parents": {}}
+    # child snapshot id -> parent snapshot id; copied image id -> "new" until first described.
+    st = {"deprecations": {}, "registered": {}, "snapshots": {}, "tokens": {}, "parents": {},
+          "copies": {}}
     if args.state:
         try:
             with open(args.state) as f:
@@ -289,6 +296,11 @@ def main():
                         rt.text = "ebs"
                 if image_id in st["deprecations"]:
                     ET.SubElement(item, q("deprecationTime")).text = st["deprecations"][image_id]
+                if st["copies"].get(image_id) == "new":
+                    st["copies"][image_id] = "described"
+                    state = item.find(q("imageState"))
+                    if state is not None:
+                        state.text = "pending"
                 if item.findtext(q("name")) in args.failed_image:
                     state = item.find(q("imageState"))
                     if state is not None:
@@ -398,6 +410,12 @@ def main():
                 if first is not None:
                     entry["fault"] = "replayed"
                     return self.answer_stored(first, entry)
+            if op == "CopyImage" and args.copy_answer:
+                entry["fault"] = "replayed"
+                data = (f'<?xml version="1.0" encoding="UTF-8"?><CopyImageResponse xmlns="{EC2_NS}">'
+                        f'<requestId>r-{nth}</requestId><imageId>{args.copy_answer}</imageId>'
+                        '</CopyImageResponse>').encode()
+                return self.answer(entry, 200, [("content-type", "text/xml")], data)
             with lock:
                 queue = injections.get(op)
                 injected = queue.pop(0) if queue else None
@@ -605,6 +623,13 @@ def main():
                         sid = None
                     if sid:
                         st["snapshots"][sid] = "pending"
+                elif op == "CopyImage":
+                    try:
+                        image_id = ET.fromstring(data).findtext(q("imageId"))
+                    except ET.ParseError:
+                        image_id = None
+                    if image_id:
+                        st["copies"][image_id] = "new"
                 elif op == "CompleteSnapshot" and snap:
                     st["snapshots"][snap] = "completed"
                 elif op == "DeleteSnapshot" and params.get("SnapshotId") in st["snapshots"]:

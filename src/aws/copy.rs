@@ -4,6 +4,12 @@
 //! through a ClientToken: CopyImage's token is random and this run's own, kept for the retries
 //! of that one call, because AWS answers a repeated token with the original result, and a copy
 //! an earlier run made and then cleaned up would come back as this run's.
+//!
+//! And CopyImage's answer is checked, as StartSnapshot's is, before this run counts the image as
+//! its own (to tag, to wait for, to remove on failure): the image must have been created no
+//! earlier than the request (less SigV4's clock window) and, right after the call, be
+//! `pending`. A replayed token, or any answer naming an image that existed before, gets an
+//! error and the image is left alone.
 
 use super::created::{self, NewImage, Origin};
 use super::distribute::{self, DistributeError};
@@ -11,8 +17,9 @@ use super::earlier::{self, WholeDiskSha256};
 use super::guard::Guard;
 use super::images::{self, AmiInfo};
 use super::retry::{CallError, Retrier};
+use super::snapshot::CLOCK_SKEW;
 use super::{image_and_snapshot_tags, register, Clients, ImageIdentity};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// One CopyImage request, as sent (and, to learn what it made after its answer was lost, sent
 /// again: the same ClientToken and parameters are answered with the same copy).
@@ -24,6 +31,8 @@ pub struct CopyRequest {
     pub description: Option<String>,
     pub tags: Vec<(String, String)>,
     pub client_token: String,
+    /// When this request was made (before its first sending): what it copies is created later.
+    pub made_at: SystemTime,
 }
 
 impl CopyRequest {
@@ -36,17 +45,87 @@ impl CopyRequest {
             description: description.map(str::to_string),
             tags: tags.to_vec(),
             client_token: created::client_token(),
+            made_at: SystemTime::now(),
         }
     }
 }
 
-/// CopyImage into the client's region, tagged on creation (image and snapshots). Returns the
-/// copy, which this run made.
+/// CopyImage into the client's region, tagged on creation (image and snapshots), then the
+/// answer checked ([`check_new`]: created by this request, and `pending` when `fresh`, i.e.
+/// right after the call). Returns the copy, which this run made.
 pub async fn send(
     clients: &Clients,
     retrier: &Retrier,
     req: &CopyRequest,
+    fresh: bool,
 ) -> Result<NewImage, CallError> {
+    let id = send_request(clients, retrier, req).await?;
+    let not_ours = |why: String, may: bool| CallError {
+        op: "CopyImage".into(),
+        message: format!(
+            "the answer names {id}, which {why}: not a copy this run made (a reused \
+             ClientToken's answer?), so kiln leaves it alone"
+        ),
+        cause: super::retry::Cause::Fatal,
+        attempts: 1,
+        earlier_may_have_happened: may,
+    };
+    // Not found: the copy may still be ours (eventual consistency), so its recovery stays open.
+    let info = images::describe_fresh(clients, retrier, &id)
+        .await
+        .map_err(|e| not_ours(format!("cannot be described ({e})"), true))?;
+    check_new(
+        &info.state,
+        info.creation_date.as_deref(),
+        req.made_at,
+        fresh,
+    )
+    .map_err(|why| not_ours(why, false))?;
+    Ok(NewImage::new(&id, &clients.region, Origin::Copied))
+}
+
+/// Whether the image CopyImage answered with is the one this request made: created no earlier
+/// than the request (less the clock skew SigV4 allows), not gone, and `pending` if `fresh`
+/// (a copy is `pending` until its snapshots are copied; one answered at once `available` was
+/// made before). Like StartSnapshot's check, an answer without a creation time is judged by its
+/// state alone.
+pub fn check_new(
+    state: &str,
+    created: Option<&str>,
+    made_at: SystemTime,
+    fresh: bool,
+) -> Result<(), String> {
+    if fresh && state != "pending" {
+        return Err(format!("is {state}, not a new pending copy"));
+    }
+    if matches!(state, "deregistered" | "failed" | "error" | "invalid") {
+        return Err(format!("is {state}"));
+    }
+    let Some(c) = created else {
+        return Ok(());
+    };
+    let t = aws_sdk_ec2::primitives::DateTime::from_str(
+        c,
+        aws_sdk_ec2::primitives::DateTimeFormat::DateTime,
+    )
+    .ok()
+    .and_then(|t| SystemTime::try_from(t).ok())
+    .ok_or_else(|| format!("has the creation date {c:?}, not an RFC 3339 time"))?;
+    if t + CLOCK_SKEW < made_at {
+        let secs = made_at.duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+        return Err(format!(
+            "was created {secs}s before this run asked for a copy"
+        ));
+    }
+    Ok(())
+}
+
+/// CopyImage as `req` says, retried; the image id of the answer.
+async fn send_request(
+    clients: &Clients,
+    retrier: &Retrier,
+    req: &CopyRequest,
+) -> Result<String, CallError> {
     let tags = image_and_snapshot_tags(&req.tags);
     let out = retrier
         .call("CopyImage", || {
@@ -64,7 +143,7 @@ pub async fn send(
         })
         .await?;
     match out.image_id {
-        Some(id) => Ok(NewImage::new(&id, &clients.region, Origin::Copied)),
+        Some(id) => Ok(id),
         None => Err(CallError {
             op: "CopyImage".into(),
             message: format!("no image id in the answer from {}", clients.region),
@@ -124,7 +203,7 @@ pub async fn ensure_copy(
     let guard = Guard::new(&tokio::runtime::Handle::current(), clients, retrier);
     let req = CopyRequest::of(source, description, tags);
     guard.copying(&req);
-    let made = match send(clients, retrier, &req).await {
+    let made = match send(clients, retrier, &req, true).await {
         Ok(m) => m,
         Err(e) => {
             guard.image_failed(&e);

@@ -285,6 +285,7 @@ async fn recover_image(
         ImageRecovery::Register { name, snapshot } => {
             register::find_made(clients, retrier, name, snapshot).await
         }
-        ImageRecovery::Copy(req) => copy::send(clients, retrier, req).await.map(Some),
+        // Later than the call: the copy may have left `pending` since; it must still be new.
+        ImageRecovery::Copy(req) => copy::send(clients, retrier, req, false).await.map(Some),
     }
 }

@@ -166,7 +166,7 @@ pub struct Snapshot {
 /// How far before this call a snapshot StartSnapshot answers with may have started and still
 /// count as new: SigV4 refuses requests whose clock is more than 5 minutes off AWS's, so a
 /// snapshot started earlier than that was not started by this call.
-const CLOCK_SKEW: Duration = Duration::from_secs(300);
+pub(super) const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// StartSnapshot, recorded in `guard` from before the call: the answer must be a new, pending
 /// snapshot (one this call made), which is then this run's to write, complete or delete.

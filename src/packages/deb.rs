@@ -74,13 +74,12 @@ pub fn unpack_from(
         package: package.to_owned(),
         problem,
     };
-    let mut ar = ar::Archive::new(reader);
+    let mut ar = super::ar::Archive::new(reader);
     let mut out = Unpacked::default();
     let (mut seen_control, mut seen_data, mut seen_version) = (false, false, false);
     while let Some(entry) = ar.next_entry() {
         let entry = entry.map_err(|e| fail(format!("is not a valid ar archive: {e}")))?;
-        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        let name = name.trim_end_matches('/').to_owned();
+        let name = entry.name().to_owned();
         if name == "debian-binary" {
             let mut v = String::new();
             entry
@@ -386,6 +385,54 @@ mod tests {
             r.read_exact(&mut b).map(|()| b[0])
         });
         assert_eq!(first.unwrap(), 7);
+    }
+
+    /// A `.deb` whose `debian-binary` is valid, followed by a member named `name` of `size`
+    /// bytes (of which `body` is present).
+    fn deb_with(name: &str, size: u64, body: &[u8]) -> Vec<u8> {
+        let h =
+            |n: &str, s: u64| format!("{n:<16}{:<12}{:<6}{:<6}{:<8}{s:<10}`\n", 0, 0, 0, 100644);
+        let mut a = b"!<arch>\n".to_vec();
+        a.extend(h("debian-binary", 4).into_bytes());
+        a.extend_from_slice(b"2.0\n");
+        a.extend(h(name, size).into_bytes());
+        a.extend_from_slice(body);
+        a
+    }
+
+    fn unpack(data: &[u8]) -> String {
+        let store = crate::tree::ContentStore::new().unwrap();
+        let sde = crate::tree::Time::from_secs(0);
+        let mut tree = crate::tree::Tree::new(crate::tree::Meta::new(0o755, 0, 0, sde));
+        super::unpack_from(data, "p", None, &mut tree, sde, &store)
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// The `ar` crate (kiln's reader before `packages::ar`) panicked on a GNU `/N` name without
+    /// a name table, and allocated a `//` table or a BSD `#1/N` name of the size its header
+    /// claimed: each is now a clear error naming the member (fuzz/corpus/ar/ar-gnu-name-index).
+    #[test]
+    fn long_name_members_are_errors_not_panics_or_allocations() {
+        for (name, size) in [
+            ("/123", 2),
+            ("/0", 2),
+            ("//", 9_999_999_998),
+            ("#1/99999999", 2),
+        ] {
+            let e = unpack(&deb_with(name, size, b"ab"));
+            assert!(e.contains("is not a valid ar archive"), "{name}: {e}");
+            assert!(e.contains(&format!("member \"{name}\"")), "{name}: {e}");
+        }
+        let saved = include_bytes!("../../fuzz/corpus/ar/ar-gnu-name-index");
+        let e = unpack(saved);
+        assert!(e.contains("is not a valid ar archive"), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_member_is_an_error() {
+        let e = unpack(&deb_with("control.tar", 1000, b"ab"));
+        assert!(e.contains("ends inside member \"control.tar\""), "{e}");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! sources (host) → release (InRelease, signature) → index (Packages) → resolve
 //!   → fetch (.deb, cache) → deb (unpack into the tree) → dpkg (database) → etc (accounts, fstab)
 //! ```
+//! `ar` reads the `.deb` container for `deb`,
 //! plus `lock` (`kiln lock`, `--locked`) and `sbom` (SPDX). Nothing here runs a maintainer
 //! script or touches the host outside the cache.
 
+pub mod ar;
 pub mod deb;
 pub mod dpkg;
 mod error;

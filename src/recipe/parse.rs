@@ -141,9 +141,9 @@ fn no_env(_: &str) -> Option<String> {
 pub(super) struct Ctx<'a> {
     text: &'a str,
     file: &'a Path,
-    base: PathBuf,
+    pub(super) base: PathBuf,
     env: EnvLookup<'a>,
-    trust: &'a Trust,
+    pub(super) trust: &'a Trust,
 }
 
 impl<'a> Ctx<'a> {

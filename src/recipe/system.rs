@@ -5,6 +5,7 @@ use super::error::{RecipeError, RecipeErrorKind as K};
 use super::parse::Ctx;
 use super::raw::{self, S};
 use super::{Group, PackageSet, RepoUri, Repository, User, DEFAULT_KEYRING};
+use std::path::Path;
 
 /// Debian Policy §5.6.1: lower-case letters, digits, `+`, `-`, `.`; at least two characters,
 /// starting with an alphanumeric.
@@ -44,6 +45,26 @@ impl Ctx<'_> {
                 .iter()
                 .any(|p| u.starts_with(p))
             {
+                // A file:// archive is a host directory the build reads: the same rule as a
+                // `source` (trust.rs).
+                if let Some(dir) = u.strip_prefix("file://") {
+                    if let Some((real, base)) = self.trust.outside(Path::new(dir), &self.base) {
+                        return Err(self.err(
+                            &r.uri,
+                            K::NotAllowed,
+                            format!(
+                                "repository {u} is outside the recipe's directory {} ({} is a \
+                                 host directory; a recipe is code-like input: it may not read the \
+                                 builder's files unless allowed)",
+                                base.display(),
+                                real.display()
+                            ),
+                            "a file:// repository inside the recipe's directory, an http(s):// \
+                             one, \"host\", or `--allow-host-paths` if this recipe may read the \
+                             whole host",
+                        ));
+                    }
+                }
                 RepoUri::Url(u.trim_end_matches('/').to_owned())
             } else {
                 return Err(self.err(
@@ -96,6 +117,32 @@ impl Ctx<'_> {
                     format!("keyring {} does not exist", keyring.display()),
                     "an OpenPGP keyring file (absolute, or relative to the recipe's directory)",
                 ));
+            }
+            if let Some(k) = &r.keyring {
+                // The system's keyrings (public keys APT itself trusts) are always readable;
+                // any other host file is a `source` like any other (trust.rs).
+                let real = std::fs::canonicalize(&keyring).unwrap_or_else(|_| keyring.clone());
+                let system = Path::new(DEFAULT_KEYRING)
+                    .parent()
+                    .unwrap_or(Path::new("/"));
+                let outside = self.trust.outside(&keyring, &self.base);
+                if let (Some((real, base)), false) = (outside, real.starts_with(system)) {
+                    return Err(self.err(
+                        k,
+                        K::NotAllowed,
+                        format!(
+                            "keyring {} is outside the recipe's directory {} (a recipe is \
+                             code-like input: it may not read the builder's files unless allowed)",
+                            real.display(),
+                            base.display()
+                        ),
+                        format!(
+                            "a keyring inside the recipe's directory or under {}, or \
+                             `--allow-host-paths` if this recipe may read the whole host",
+                            system.display()
+                        ),
+                    ));
+                }
             }
             out.push(Repository {
                 uri,

@@ -160,16 +160,27 @@ pub fn build_deb(spec: &DebSpec) -> Vec<u8> {
         true => ("data.tar.xz", tarxz(&data)),
         false => ("data.tar.gz", targz(&data)),
     };
-    let mut out = Vec::new();
-    {
-        let mut a = ar::Builder::new(&mut out);
-        for (name, body) in [
-            ("debian-binary", b"2.0\n".to_vec()),
-            ("control.tar.gz", ctl),
-            (data_name, data),
-        ] {
-            let h = ar::Header::new(name.as_bytes().to_vec(), body.len() as u64);
-            a.append(&h, &body[..]).unwrap();
+    // ar(5) as dpkg-deb writes it: the magic, then per member a 60-byte header (name, mtime,
+    // uid, gid, octal mode, decimal size, "`\n") and the data, padded to an even length.
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, body) in [
+        ("debian-binary", b"2.0\n".to_vec()),
+        ("control.tar.gz", ctl),
+        (data_name, data),
+    ] {
+        let h = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            100644,
+            body.len()
+        );
+        assert_eq!(h.len(), 60);
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&body);
+        if body.len() % 2 == 1 {
+            out.push(b'\n');
         }
     }
     out
