@@ -51,28 +51,17 @@ impl Placement {
     }
 }
 
-/// Chunk sizes: `KILN_EXT4_CHUNK=MIN,MAX,MARK` overrides [`CHUNK_MIN`], [`CHUNK_MAX`] and
-/// [`CHUNK_MARK`] (measuring only).
-pub fn chunk_params() -> (u64, u64, u64) {
-    let v: Vec<u64> = std::env::var("KILN_EXT4_CHUNK")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    match v[..] {
-        [a, b, c] if a > 0 && b > 0 && c > 0 => (a, b, c),
-        _ => (CHUNK_MIN, CHUNK_MAX, CHUNK_MARK),
-    }
-}
-
 /// EBS's block: 512 KiB, 128 filesystem blocks. Chunks start on one.
 pub const EBS_BLOCKS: u64 = 128;
-/// A chunk is cut at a marked path only once it holds this many blocks (2 MiB).
-pub const CHUNK_MIN: u64 = 512;
-/// ... and always before it would pass this many (8 MiB); a bigger file is a chunk of its own.
-pub const CHUNK_MAX: u64 = 2048;
+/// A chunk is cut at a marked path only once it holds this many blocks (512 KiB). Measured on
+/// recipes/web.toml (scripts/bench-incremental, five packages updated): chunks of 512 KiB-2 MiB
+/// changed 100 blocks of 1232 (8.1%), 1-4 MiB 120 of 1077, 2-8 MiB 133 of 1000, 4-16 MiB 110
+/// of 978; smaller chunks leave more partly filled 512 KiB blocks (the full image grows).
+pub const CHUNK_MIN: u64 = 128;
+/// ... and always before it would pass this many (2 MiB); a bigger file is a chunk of its own.
+pub const CHUNK_MAX: u64 = 512;
 /// One path in this many is marked as a cut point.
-pub const CHUNK_MARK: u64 = 8;
+pub const CHUNK_MARK: u64 = 4;
 
 /// FNV-1a over the path, then splitmix64's finalizer (FNV's low bits alone are poorly mixed);
 /// `salt` separates the uses. Fixed forever: a change moves every file of every next version.
@@ -131,6 +120,9 @@ impl InodeSlots {
 
     /// The span for `needed` inodes out of `available` numbers: twice the need, rounded up to a
     /// power of two (so that small changes in the count leave it alone), at most what exists.
+    /// Every 2048 inodes of span are 512 KiB of inode table an update may touch; a fuller span
+    /// (1.25 times) halved those but renumbered more files (longer probe runs), whose directory
+    /// blocks then changed: no better in scripts/bench-incremental.
     pub fn span_for(needed: u64, available: u64) -> u32 {
         (needed.max(1) * 2).next_power_of_two().min(available) as u32
     }
@@ -166,18 +158,12 @@ impl InodeSlots {
 
 /// Whether the walk starts a new data chunk at `path`, given the blocks the current chunk holds
 /// and the blocks the next node needs (`need`, its data at most).
-pub fn cuts_before(
-    (min, max, mark): (u64, u64, u64),
-    path: &[u8],
-    chunk: u64,
-    need: u64,
-    prev_big: bool,
-) -> bool {
+pub fn cuts_before(path: &[u8], chunk: u64, need: u64, prev_big: bool) -> bool {
     chunk > 0
         && (prev_big
-            || need >= max
-            || chunk + need > max
-            || (chunk >= min && path_hash(path, SALT_MARK) % mark == 0))
+            || need >= CHUNK_MAX
+            || chunk + need > CHUNK_MAX
+            || (chunk >= CHUNK_MIN && path_hash(path, SALT_MARK) % CHUNK_MARK == 0))
 }
 
 /// The block a chunk starting with `path` would like to start at, 512 KiB-aligned.
@@ -352,7 +338,8 @@ mod tests {
         assert_eq!(got, (12..20).collect::<Vec<_>>());
         assert_eq!(c.take(b"/one-more"), None);
         assert_eq!(InodeSlots::span_for(20_000, 131_072), 65_536);
-        assert_eq!(InodeSlots::span_for(100_000, 131_072), 131_072);
+        assert_eq!(InodeSlots::span_for(30_000, 131_072), 65_536);
+        assert_eq!(InodeSlots::span_for(70_000, 131_072), 131_072);
     }
 
     #[test]

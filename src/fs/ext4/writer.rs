@@ -232,7 +232,6 @@ impl<'t> Plan<'t> {
         let mut parent_of = vec![0u32; tree.arena_len()];
         parent_of[0] = ROOT_INO;
         let (mut chunk_start, mut prev_big) = (al.a.allocated(), false);
-        let params = place::chunk_params();
         for (walk_idx, (path, id)) in walk.iter().enumerate() {
             let ino = ino_of[id.0 as usize];
             if placement.stable() {
@@ -242,11 +241,11 @@ impl<'t> Plan<'t> {
                     _ => 0,
                 };
                 let chunk = al.a.allocated() - chunk_start;
-                if walk_idx == 0 || place::cuts_before(params, path, chunk, need, prev_big) {
+                if walk_idx == 0 || place::cuts_before(path, chunk, need, prev_big) {
                     al.a.seek(place::chunk_home(path, plan.geo.blocks_count));
                     chunk_start = al.a.allocated();
                 }
-                prev_big = need >= params.1;
+                prev_big = need >= place::CHUNK_MAX;
             }
             plan.plan_node(
                 &mut al,
