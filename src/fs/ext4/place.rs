@@ -4,18 +4,20 @@
 //!
 //! [`Placement::Packed`] is mke2fs's way: inode numbers and data blocks handed out in walk order,
 //! gapless. One file growing by a block moves every file after it, and one file added renumbers
-//! every inode after it (and so rewrites every directory naming one): an update of a few
-//! packages changes about half of a disk's blocks.
+//! every inode after it (and so rewrites every directory naming one): an update of five
+//! packages of recipes/web.toml changes 93% of the disk's non-zero 512 KiB blocks.
 //!
 //! [`Placement::Stable`] decides each place from the path alone, as far as it can:
-//! - inode numbers: the path's hash picks a slot in a range of twice as many inodes as the tree
-//!   needs (rounded up to a power of two), taken slots are probed past ([`InodeSlots`]);
+//! - inode numbers: the directory's hash picks 2048 inodes (512 KiB of inode table), the path's
+//!   hash a slot among them, in a range of twice as many inodes as the tree needs (rounded up to
+//!   a power of two); taken slots are probed past ([`InodeSlots`]);
 //! - data: the walk is cut into chunks at paths whose hash is marked (content-defined
 //!   chunking, the cut depending on the path and not on what came before), once a chunk holds
 //!   [`CHUNK_MIN`] blocks, and at [`CHUNK_MAX`]; each chunk starts at a 512 KiB-aligned block
 //!   chosen by its first path's hash and fills the free blocks from there ([`BlockSpace`]). A
 //!   file that changes size moves only the rest of its chunk; where a chunk's spot is taken it
 //!   starts at the next free aligned block, so a neighbour's small change does not move it.
+//!
 //! A tree that does not fit this way (fragments cost extent blocks) is planned packed instead.
 
 use std::collections::BTreeMap;

@@ -45,7 +45,10 @@ impl Plan<'_> {
     /// One past group `g`'s last inode in use: the kernel and e2fsck read the table up to
     /// here (`bg_itable_unused` counts the rest).
     fn group_inode_high(&self, g: u64) -> u64 {
-        self.group_in_use(g).iter().rposition(|&u| u).map_or(0, |i| i as u64 + 1)
+        self.group_in_use(g)
+            .iter()
+            .rposition(|&u| u)
+            .map_or(0, |i| i as u64 + 1)
     }
 
     /// Runs of group `g`'s inode-table blocks that hold an inode in use, table-relative.
@@ -75,7 +78,7 @@ impl Plan<'_> {
                 }
             }
         }
-        bitmap::encode(self.geo.inodes_per_group, runs.into_iter())
+        bitmap::encode(self.geo.inodes_per_group, runs)
     }
 
     pub(super) fn descriptors(&self) -> (Vec<u8>, u64, u64) {

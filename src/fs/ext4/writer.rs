@@ -140,7 +140,11 @@ impl<'t> Plan<'t> {
         }
     }
 
-    fn with(tree: &'t Tree, opts: &Ext4Options, placement: Placement) -> Result<Plan<'t>, Ext4Error> {
+    fn with(
+        tree: &'t Tree,
+        opts: &Ext4Options,
+        placement: Placement,
+    ) -> Result<Plan<'t>, Ext4Error> {
         if opts.label.len() > 16 {
             return Err(Ext4Error::LabelTooLong {
                 label: opts.label.clone(),
