@@ -28,9 +28,6 @@ use std::ops::Range;
 pub enum Placement {
     /// Walk order, gapless (mke2fs -d's layout).
     Packed,
-    /// Inode numbers from the path's hash alone, and hashed data chunks: measured by
-    /// scripts/bench-incremental against [`Placement::Stable`], not a choice for users.
-    HashedPaths,
     /// Inode numbers from the directory's hash (which 512 KiB of inode table) and the path's
     /// (where in it), and hashed data chunks.
     #[default]
@@ -38,16 +35,6 @@ pub enum Placement {
 }
 
 impl Placement {
-    /// The placement named by `KILN_EXT4_PLACEMENT` (`packed`, `hashed-paths`, `stable`): a
-    /// measuring knob for scripts/bench-incremental; unset means [`Placement::Stable`].
-    pub fn from_env() -> Placement {
-        match std::env::var("KILN_EXT4_PLACEMENT").as_deref() {
-            Ok("packed") => Placement::Packed,
-            Ok("hashed-paths") => Placement::HashedPaths,
-            _ => Placement::Stable,
-        }
-    }
-
     pub fn stable(self) -> bool {
         self != Placement::Packed
     }
