@@ -24,6 +24,7 @@ fn main() {
         hash_seed: [2; 16],
         label: "smoke".into(),
         time: t,
+        placement: Default::default(),
     };
     let mut sink = FileSink::create(path.as_ref(), opts.size).unwrap();
     let r = write(&tree, &opts, &mut sink).unwrap();

@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hash_seed: kiln::util::derive_uuid("bench", "hash"),
         label: "root".into(),
         time: Time::from_secs(1_700_000_000),
+        placement: ext4::Placement::default(),
     };
     let mut sink = FileSink::create(&PathBuf::from(&args[3]), size)?;
     ext4::write(&built.tree, &opts, &mut sink)?;

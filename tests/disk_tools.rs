@@ -19,6 +19,7 @@ fn part(label: &str, ptype: PartType, size: PartSize, fs: Filesystem) -> Partiti
         filesystem: fs,
         mount: None,
         options: None,
+        placement: Default::default(),
         pos: Pos::default(),
     }
 }

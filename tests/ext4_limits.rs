@@ -29,10 +29,12 @@ fn clean_and_unchanged(img: &Path) {
             .arg(img)
             .arg(&before),
     );
-    // At the image's own time (EPOCH), so that s_wtime and s_lastcheck are rewritten as they were.
+    // At the image's own time (EPOCH), so that s_wtime and s_lastcheck are rewritten as they were;
+    // the clock stopped there (-f without `@`), or a run slowed past a second by a loaded machine
+    // writes the next second and fails the comparison.
     let out = common::run(
         Command::new("faketime")
-            .args(["2023-11-14 22:13:20", "e2fsck", "-fy"])
+            .args(["-f", "2023-11-14 22:13:20", "e2fsck", "-fy"])
             .arg(img)
             .env("TZ", "UTC"),
     );

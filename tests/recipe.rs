@@ -57,6 +57,7 @@ fn full_recipe_parses() {
             filesystem: Filesystem::Vfat,
             mount: Some("/boot/efi".into()),
             options: None,
+            placement: Default::default(),
             pos: Pos {
                 file: path.clone(),
                 line: 9,
@@ -234,6 +235,27 @@ fn part(label: &str, ty: &str, size: &str, mount: &str) -> String {
         .replace("{T}", ty)
         .replace("{S}", size)
         .replace("{M}", mount)
+}
+
+#[test]
+fn ext4_placement_is_chosen_per_partition() {
+    use kiln::recipe::Placement;
+    let r = parse(&part("a", "linux", "8MiB", "/")).unwrap();
+    assert_eq!(r.partitions[0].placement, Placement::Stable);
+    let r = parse(&(part("a", "linux", "8MiB", "/") + "placement = \"packed\"\n")).unwrap();
+    assert_eq!(r.partitions[0].placement, Placement::Packed);
+    let e = err(&(part("a", "linux", "8MiB", "/") + "placement = \"walk\"\n"));
+    assert_eq!(
+        e,
+        "/r/k.toml:12:13: placement \"walk\" is not usable here; expected \"stable\" or \
+         \"packed\", on an ext4 partition"
+    );
+    let fat = part("a", "esp", "40MiB", "/boot/efi").replace("ext4", "vfat");
+    let e = err(&(fat + "placement = \"packed\"\n"));
+    assert!(
+        e.starts_with("/r/k.toml:12:13: placement \"packed\" is not usable"),
+        "{e}"
+    );
 }
 
 #[test]

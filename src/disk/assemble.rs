@@ -47,6 +47,10 @@ pub fn ext4_options(plan: &DiskPlan, index: usize, seed: &str, time: Time) -> ex
         // The recipe refuses longer labels; never cut one inside a character regardless.
         label: crate::util::truncate_utf8(&p.label, 16).to_owned(),
         time,
+        placement: match p.placement {
+            crate::recipe::Placement::Stable => ext4::Placement::Stable,
+            crate::recipe::Placement::Packed => ext4::Placement::Packed,
+        },
     }
 }
 

@@ -3,7 +3,7 @@
 //! GPT layout (UEFI 2.10, section 5.3): LBA 0 holds the protective MBR, LBA 1 the primary header,
 //! LBA 2..34 the 128-entry partition array; the backup array and header mirror them at the end.
 
-use crate::recipe::{Arch, Filesystem, PartSize, PartType, Partition, Pos, Recipe};
+use crate::recipe::{Arch, Filesystem, PartSize, PartType, Partition, Placement, Pos, Recipe};
 use crate::util::derive_uuid;
 
 pub const SECTOR: u64 = 512;
@@ -41,6 +41,8 @@ pub struct PartitionPlan {
     pub options: Option<String>,
     /// UUID of the filesystem inside, derived from the seed (unused for `none`).
     pub fs_uuid: [u8; 16],
+    /// How an ext4 filesystem here places files and inodes.
+    pub placement: Placement,
     pub pos: Pos,
 }
 
@@ -204,6 +206,7 @@ pub fn plan_parts(
             mount: p.mount.clone(),
             options: p.options.clone(),
             fs_uuid: derive_uuid(seed, &format!("filesystem:{}", p.label)),
+            placement: p.placement,
             pos: p.pos.clone(),
         });
         next = end;
@@ -223,6 +226,7 @@ mod tests {
             filesystem: Filesystem::None,
             mount: None,
             options: None,
+            placement: Default::default(),
             pos: Pos::default(),
         }
     }

@@ -130,7 +130,21 @@ pub struct Partition {
     pub mount: Option<String>,
     /// Mount options for `/etc/fstab` (`None`: kiln's defaults for the filesystem).
     pub options: Option<String>,
+    /// Where an ext4 filesystem puts files and inodes (`placement = "stable" | "packed"`).
+    pub placement: Placement,
     pub pos: Pos,
+}
+
+/// How an ext4 partition's writer places files and inodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Each file where its path's hash says, with slack, so that the next version of the image
+    /// keeps unchanged files on the same blocks (a child snapshot sends only what changed).
+    #[default]
+    Stable,
+    /// Walk order without gaps, as mke2fs -d does: the smallest image, but one changed file
+    /// moves every file after it.
+    Packed,
 }
 
 /// One tree entry, in the order it appears in the recipe file (later entries override earlier

@@ -12,7 +12,7 @@ use super::raw::{self, Scalar, S};
 use super::size::{parse_size, SIZE_EXPECTED};
 use super::{
     layout, Arch, Entry, EntryKind, FileSource, Filesystem, Image, PartSize, PartType, Partition,
-    Pos, Recipe, Trust, DEFAULT_SOURCE_DATE_EPOCH,
+    Placement, Pos, Recipe, Trust, DEFAULT_SOURCE_DATE_EPOCH,
 };
 
 /// Looks up an environment variable; injected so that tests never touch the process env.
@@ -536,6 +536,21 @@ impl<'a> Ctx<'a> {
             }
             None => None,
         };
+        let placement = match &r.placement {
+            None => Placement::Stable,
+            Some(v) => match (self.s(v)?.as_str(), filesystem) {
+                ("stable", Filesystem::Ext4) => Placement::Stable,
+                ("packed", Filesystem::Ext4) => Placement::Packed,
+                (other, _) => {
+                    return Err(self.err(
+                        v,
+                        K::Value,
+                        format!("placement {other:?} is not usable here"),
+                        "\"stable\" or \"packed\", on an ext4 partition",
+                    ))
+                }
+            },
+        };
         Ok(Partition {
             label,
             ptype,
@@ -543,6 +558,7 @@ impl<'a> Ctx<'a> {
             filesystem,
             mount,
             options,
+            placement,
             pos: self.pos(raw.span().start),
         })
     }

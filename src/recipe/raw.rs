@@ -90,6 +90,7 @@ pub struct RawPartition {
     pub filesystem: S,
     pub mount: Option<S>,
     pub options: Option<S>,
+    pub placement: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ pub fn opts(size: u64) -> Ext4Options {
         hash_seed: *b"kiln-hash-seed-1",
         label: "kiln-root".into(),
         time: EPOCH,
+        placement: ext4::Placement::Stable,
     }
 }
 

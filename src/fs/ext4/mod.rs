@@ -16,11 +16,13 @@ pub mod htree;
 pub mod inode;
 pub mod journal;
 pub mod layout;
+pub mod place;
 mod summary;
 pub mod superblock;
 mod writer;
 pub mod xattr;
 
+pub use place::Placement;
 pub use writer::{EXT4_LINK_MAX, MAX_FILE_SIZE};
 
 use crate::sink::BlockSink;
@@ -41,6 +43,9 @@ pub struct Ext4Options {
     pub label: String,
     /// `source_date_epoch`: every superblock time, and the clamp for every inode time.
     pub time: Time,
+    /// Where inodes and data go: [`Placement::Stable`] keeps unchanged files in place across
+    /// versions (see [`place`]).
+    pub placement: Placement,
 }
 
 /// Sizes of the filesystem built (or planned).

@@ -4,7 +4,7 @@
 use super::bitmap;
 use super::group_desc::{GroupDesc, BG_INODE_UNINIT, BG_INODE_ZEROED, DESC_SIZE};
 use super::inode::{self, FIRST_INO, JOURNAL_INO};
-use super::layout::{BLOCKS_PER_GROUP, BLOCK_SIZE};
+use super::layout::{self, BLOCKS_PER_GROUP, BLOCK_SIZE};
 use super::superblock::{self as sb, Superblock};
 use super::writer::Plan;
 use std::ops::Range;
@@ -29,17 +29,56 @@ impl Plan<'_> {
         bitmap::encode(self.group_len(g), self.group_used(g))
     }
 
-    /// Inodes in use in group `g` (they are numbered densely from 1).
+    /// Group `g`'s slice of the in-use flags (shorter or empty past the last inode planned).
+    fn group_in_use(&self, g: u64) -> &[bool] {
+        let ipg = self.geo.inodes_per_group as usize;
+        let n = self.in_use.len();
+        let first = (g as usize * ipg).min(n);
+        &self.in_use[first..(first + ipg).min(n)]
+    }
+
+    /// Inodes in use in group `g`.
     pub(super) fn group_inodes(&self, g: u64) -> u64 {
-        let ipg = self.geo.inodes_per_group;
-        (self.inodes.len() as u64).saturating_sub(g * ipg).min(ipg)
+        self.group_in_use(g).iter().filter(|&&u| u).count() as u64
+    }
+
+    /// One past group `g`'s last inode in use: the kernel and e2fsck read the table up to
+    /// here (`bg_itable_unused` counts the rest).
+    fn group_inode_high(&self, g: u64) -> u64 {
+        self.group_in_use(g)
+            .iter()
+            .rposition(|&u| u)
+            .map_or(0, |i| i as u64 + 1)
+    }
+
+    /// Runs of group `g`'s inode-table blocks that hold an inode in use, table-relative.
+    pub(super) fn group_itable_runs(&self, g: u64) -> Vec<Range<u64>> {
+        let ipb = layout::INODES_PER_BLOCK as usize;
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for (b, inodes) in self.group_in_use(g).chunks(ipb).enumerate() {
+            if inodes.iter().any(|&u| u) {
+                let b = b as u64;
+                match out.last_mut() {
+                    Some(l) if l.end == b => l.end = b + 1,
+                    _ => out.push(b..b + 1),
+                }
+            }
+        }
+        out
     }
 
     pub(super) fn inode_bitmap(&self, g: u64) -> Vec<u8> {
-        bitmap::encode(
-            self.geo.inodes_per_group,
-            std::iter::once(0..self.group_inodes(g)),
-        )
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        for (i, &u) in self.group_in_use(g).iter().enumerate() {
+            let i = i as u64;
+            if u {
+                match runs.last_mut() {
+                    Some(l) if l.end == i => l.end = i + 1,
+                    _ => runs.push(i..i + 1),
+                }
+            }
+        }
+        bitmap::encode(self.geo.inodes_per_group, runs)
     }
 
     pub(super) fn descriptors(&self) -> (Vec<u8>, u64, u64) {
@@ -57,10 +96,11 @@ impl Plan<'_> {
                 bitmap::checksum(self.seed, &self.block_bitmap(g), BLOCKS_PER_GROUP)
             };
             let in_use = self.group_inodes(g);
+            let high = self.group_inode_high(g);
             let ipg = geo.inodes_per_group;
             let first = (g * ipg) as usize;
             let dirs = self.is_dir
-                [first.min(self.is_dir.len())..(first + in_use as usize).min(self.is_dir.len())]
+                [first.min(self.is_dir.len())..(first + high as usize).min(self.is_dir.len())]
                 .iter()
                 .filter(|&&d| d)
                 .count();
@@ -79,7 +119,7 @@ impl Plan<'_> {
                 } else {
                     bitmap::checksum(self.seed, &self.inode_bitmap(g), ipg)
                 },
-                bg_itable_unused: (ipg - in_use) as u32,
+                bg_itable_unused: (ipg - high) as u32,
             };
             free_blocks += len - used;
             free_inodes += ipg - in_use;

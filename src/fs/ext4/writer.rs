@@ -7,7 +7,8 @@ use super::extent::{self, Extent};
 use super::htree;
 use super::inode::{self, Inode, EXT4_EXTENTS_FL, EXT4_INDEX_FL, FIRST_INO, JOURNAL_INO, ROOT_INO};
 use super::journal::JournalSuperblock;
-use super::layout::{self, Allocator, Geometry, LayoutError, BLOCKS_PER_GROUP, BLOCK_SIZE};
+use super::layout::{self, Geometry, LayoutError, BLOCKS_PER_GROUP, BLOCK_SIZE};
+use super::place::{self, BlockSpace, InodeSlots, Placement};
 use super::superblock::{self as sb, Superblock};
 use super::xattr::{self, Xattr};
 use super::{Ext4Error, Ext4Options, Ext4Report};
@@ -64,9 +65,12 @@ pub struct Plan<'t> {
     pub(super) opts: Ext4Options,
     pub(super) geo: Geometry,
     pub(super) seed: u32,
-    /// Encoded inodes 1..=inodes.len().
+    /// Encoded inodes 1..=inodes.len() (all zeros where unused).
     pub(super) inodes: Vec<[u8; inode::INODE_SIZE]>,
     pub(super) is_dir: Vec<bool>,
+    /// Whether inode `i + 1` is in use.
+    pub(super) in_use: Vec<bool>,
+    pub(super) inodes_used: u64,
     items: Vec<Item>,
     /// Every used block, sorted and merged.
     pub(super) used: Vec<Range<u64>>,
@@ -108,12 +112,12 @@ fn data_blocks(ranges: &[Range<u64>], len: u64) -> Vec<Range<u64>> {
 }
 
 /// Allocation that records what it hands out.
-struct Alloc<'a> {
-    a: Allocator<'a>,
+struct Alloc {
+    a: BlockSpace,
     runs: Vec<Range<u64>>,
 }
 
-impl Alloc<'_> {
+impl Alloc {
     fn alloc(&mut self, n: u64) -> Vec<Range<u64>> {
         let r = self.a.alloc(n);
         self.runs.extend(r.iter().cloned());
@@ -125,7 +129,22 @@ impl Alloc<'_> {
 }
 
 impl<'t> Plan<'t> {
+    /// Plans with `opts.placement`; a stable placement that does not fit (its fragments cost
+    /// extent blocks) falls back to the packed one, which fits whatever fits at all.
     pub fn new(tree: &'t Tree, opts: &Ext4Options) -> Result<Plan<'t>, Ext4Error> {
+        match Self::with(tree, opts, opts.placement) {
+            Err(Ext4Error::DoesNotFit { .. }) if opts.placement != Placement::Packed => {
+                Self::with(tree, opts, Placement::Packed)
+            }
+            r => r,
+        }
+    }
+
+    fn with(
+        tree: &'t Tree,
+        opts: &Ext4Options,
+        placement: Placement,
+    ) -> Result<Plan<'t>, Ext4Error> {
         if opts.label.len() > 16 {
             return Err(Ext4Error::LabelTooLong {
                 label: opts.label.clone(),
@@ -144,6 +163,38 @@ impl<'t> Plan<'t> {
             Err(LayoutError::TooSmall { .. }) => return Err(too_small(opts.size)),
         };
         let inodes_total = geo.inodes_per_group * geo.groups;
+        // Inode numbers: lost+found takes 11 when kiln makes it; the others in walk order
+        // (packed) or from their paths' hashes (stable: FIRST_INO + 1 onwards, whether kiln
+        // makes lost+found or not, so that numbers do not depend on it).
+        let mut ino_of = vec![0u32; tree.arena_len()];
+        let mut max_ino = FIRST_INO;
+        if placement.stable() && inodes_needed <= inodes_total {
+            let first = FIRST_INO + 1;
+            let span = InodeSlots::span_for(inodes_needed, inodes_total - u64::from(first) + 1);
+            let mut slots = InodeSlots::new(first, span, placement == Placement::Stable);
+            for (i, (path, id)) in walk.iter().enumerate() {
+                let ino = if i == 0 {
+                    ROOT_INO
+                } else {
+                    // inodes_needed <= inodes_total and the span holds twice the need, or
+                    // every number there is.
+                    slots.take(path).expect("the span holds every inode")
+                };
+                ino_of[id.0 as usize] = ino;
+                max_ino = max_ino.max(ino);
+            }
+        } else {
+            let mut next = FIRST_INO + synth_lpf as u32;
+            for (i, (_, id)) in walk.iter().enumerate() {
+                ino_of[id.0 as usize] = if i == 0 {
+                    ROOT_INO
+                } else {
+                    next += 1;
+                    next - 1
+                };
+            }
+            max_ino = max_ino.max(next - 1);
+        }
         let seed = fs_seed(&opts.uuid);
         let mut plan = Plan {
             tree,
@@ -151,30 +202,22 @@ impl<'t> Plan<'t> {
             opts: opts.clone(),
             geo,
             seed,
-            inodes: vec![[0u8; inode::INODE_SIZE]; inodes_needed as usize],
-            is_dir: vec![false; inodes_needed as usize],
+            inodes: vec![[0u8; inode::INODE_SIZE]; max_ino as usize],
+            is_dir: vec![false; max_ino as usize],
+            in_use: vec![false; max_ino as usize],
+            inodes_used: inodes_needed,
             items: Vec::new(),
             used: Vec::new(),
             used_blocks: 0,
             jnl_blocks: [0; 17],
         };
+        // Inodes 1..FIRST_INO are reserved: in use whether written or not.
+        plan.in_use[..FIRST_INO as usize - 1].fill(true);
         let reserved = plan.geo.reserved.clone();
         let mut al = Alloc {
-            a: Allocator::new(&reserved, 0),
+            a: BlockSpace::new(plan.geo.blocks_count, &reserved),
             runs: Vec::new(),
         };
-
-        // Inode numbers in walk order; lost+found takes 11 when kiln makes it.
-        let mut ino_of = vec![0u32; tree.arena_len()];
-        let mut next = FIRST_INO + synth_lpf as u32;
-        for (i, (_, id)) in walk.iter().enumerate() {
-            ino_of[id.0 as usize] = if i == 0 {
-                ROOT_INO
-            } else {
-                next += 1;
-                next - 1
-            };
-        }
         plan.plan_journal(&mut al);
         if synth_lpf {
             plan.plan_lost_found(&mut al);
@@ -192,8 +235,22 @@ impl<'t> Plan<'t> {
         }
         let mut parent_of = vec![0u32; tree.arena_len()];
         parent_of[0] = ROOT_INO;
+        let (mut chunk_start, mut prev_big) = (al.a.allocated(), false);
         for (walk_idx, (path, id)) in walk.iter().enumerate() {
             let ino = ino_of[id.0 as usize];
+            if placement.stable() {
+                let need = match &tree.node(*id).kind {
+                    Kind::File(c) => c.len().div_ceil(BLOCK_SIZE),
+                    Kind::Dir(_) => 1,
+                    _ => 0,
+                };
+                let chunk = al.a.allocated() - chunk_start;
+                if walk_idx == 0 || place::cuts_before(path, chunk, need, prev_big) {
+                    al.a.seek(place::chunk_home(path, plan.geo.blocks_count));
+                    chunk_start = al.a.allocated();
+                }
+                prev_big = need >= place::CHUNK_MAX;
+            }
             plan.plan_node(
                 &mut al,
                 walk_idx,
@@ -211,12 +268,12 @@ impl<'t> Plan<'t> {
         let reserved_total: u64 = reserved.iter().map(|r| r.end - r.start).sum();
         plan.used_blocks = reserved_total + al.a.allocated();
         if plan.used_blocks > plan.geo.blocks_count || inodes_needed > inodes_total {
-            return Err(Ext4Error::DoesNotFit {
-                blocks_needed: plan.used_blocks,
-                blocks_available: plan.geo.blocks_count,
+            return Err(does_not_fit(
+                plan.used_blocks,
+                plan.geo.blocks_count,
                 inodes_needed,
-                inodes_available: inodes_total,
-            });
+                inodes_total,
+            ));
         }
         let mut used = reserved.clone();
         used.extend(al.runs);
@@ -229,7 +286,7 @@ impl<'t> Plan<'t> {
             blocks_total: self.geo.blocks_count,
             blocks_used: self.used_blocks,
             inodes_total: self.geo.inodes_per_group * self.geo.groups,
-            inodes_used: self.inodes.len() as u64,
+            inodes_used: self.inodes_used,
         }
     }
 
@@ -239,6 +296,7 @@ impl<'t> Plan<'t> {
 
     fn set_inode(&mut self, ino: u32, inode: &Inode) {
         self.inodes[ino as usize - 1] = inode.encode(self.seed, ino);
+        self.in_use[ino as usize - 1] = true;
     }
 
     /// Maps logical runs to freshly allocated blocks; returns the extents.
@@ -539,7 +597,6 @@ impl<'t> Plan<'t> {
         }
         for g in 0..geo.groups {
             let p = geo.places[g as usize];
-            let in_use = self.group_inodes(g);
             let unfilled = self.group_len(g) < BLOCKS_PER_GROUP;
             if unfilled || self.group_used(g).next().is_some() {
                 items.push(Item {
@@ -547,16 +604,22 @@ impl<'t> Plan<'t> {
                     payload: Payload::BlockBitmap(g),
                 });
             }
-            if in_use > 0 {
+            if self.group_inodes(g) > 0 {
                 items.push(Item {
                     block: p.inode_bitmap,
                     payload: Payload::InodeBitmap(g),
                 });
-                let count = in_use.div_ceil(layout::INODES_PER_BLOCK);
-                items.push(Item {
-                    block: p.inode_table,
-                    payload: Payload::InodeTable { g, first: 0, count },
-                });
+                // The table blocks holding an inode in use; the others stay zeros.
+                for r in self.group_itable_runs(g) {
+                    items.push(Item {
+                        block: p.inode_table + r.start,
+                        payload: Payload::InodeTable {
+                            g,
+                            first: r.start,
+                            count: r.end - r.start,
+                        },
+                    });
+                }
             }
         }
         // The planned items are borrowed, not moved: emit merges both sorted lists.
@@ -705,6 +768,15 @@ fn dot_entries(ino: u32, parent: u32) -> Vec<DirEntry> {
             name: b"..".to_vec(),
         },
     ]
+}
+
+fn does_not_fit(blocks_needed: u64, blocks: u64, inodes_needed: u64, inodes: u64) -> Ext4Error {
+    Ext4Error::DoesNotFit {
+        blocks_needed,
+        blocks_available: blocks,
+        inodes_needed,
+        inodes_available: inodes,
+    }
 }
 
 fn too_small(size: u64) -> Ext4Error {
