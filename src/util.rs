@@ -209,3 +209,18 @@ mod tests {
         assert_eq!(uuid_string(&a).len(), 36);
     }
 }
+
+/// Reads until `buf` is full or the input ends; returns how many bytes came (fewer only at the
+/// end). Unlike `read_exact`, a short input is not an error: the caller says what it means.
+pub fn read_full(r: &mut (impl std::io::Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}

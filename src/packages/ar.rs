@@ -131,7 +131,7 @@ impl<R: Read> Archive<R> {
             (self.left, self.pad) = (0, false);
         }
         let mut h = [0u8; HEADER];
-        let got = read_full(&mut self.inner, &mut h)?;
+        let got = crate::util::read_full(&mut self.inner, &mut h)?;
         if got == 0 {
             return Ok(None);
         }
@@ -150,20 +150,6 @@ impl<R: Read> Archive<R> {
         (self.left, self.pad) = (size, size % 2 == 1);
         Ok(Some((name, size)))
     }
-}
-
-/// Reads until `buf` is full or the stream ends; returns how many bytes came.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn parse_name(field: &[u8]) -> io::Result<String> {

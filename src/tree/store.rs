@@ -76,7 +76,7 @@ impl ContentStore {
         let mut ranges: Vec<Range<u64>> = Vec::new();
         let mut len: u64 = 0;
         loop {
-            let got = read_full(r, &mut buf)?;
+            let got = crate::util::read_full(r, &mut buf)?;
             if got == 0 {
                 break;
             }
@@ -124,20 +124,6 @@ impl Drop for ContentStore {
     fn drop(&mut self) {
         crate::cleanup::unregister(self.dir.path());
     }
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]
