@@ -10,6 +10,7 @@ pub mod bitmap;
 pub mod bytes;
 pub mod csum;
 pub mod dirent;
+mod errors;
 pub mod extent;
 pub mod group_desc;
 pub mod htree;

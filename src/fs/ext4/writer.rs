@@ -3,6 +3,7 @@
 
 use super::csum::{fs_seed, inode_seed};
 use super::dirent::{self, DirEntry, USABLE};
+use super::errors::{content_err, does_not_fit, too_small};
 use super::extent::{self, Extent};
 use super::htree;
 use super::inode::{self, Inode, EXT4_EXTENTS_FL, EXT4_INDEX_FL, FIRST_INO, JOURNAL_INO, ROOT_INO};
@@ -13,7 +14,7 @@ use super::superblock::{self as sb, Superblock};
 use super::xattr::{self, Xattr};
 use super::{Ext4Error, Ext4Options, Ext4Report};
 use crate::sink::BlockSink;
-use crate::tree::{Content, ContentReader, Kind, NodeId, Time, Tree};
+use crate::tree::{ContentReader, Kind, NodeId, Time, Tree};
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 
@@ -78,7 +79,7 @@ pub struct Plan<'t> {
     pub(super) jnl_blocks: [u32; 17],
 }
 
-fn path_str(p: &[u8]) -> String {
+pub(super) fn path_str(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
@@ -768,39 +769,4 @@ fn dot_entries(ino: u32, parent: u32) -> Vec<DirEntry> {
             name: b"..".to_vec(),
         },
     ]
-}
-
-fn does_not_fit(blocks_needed: u64, blocks: u64, inodes_needed: u64, inodes: u64) -> Ext4Error {
-    Ext4Error::DoesNotFit {
-        blocks_needed,
-        blocks_available: blocks,
-        inodes_needed,
-        inodes_available: inodes,
-    }
-}
-
-fn too_small(size: u64) -> Ext4Error {
-    // The smallest size whose geometry works; found by stepping up (cheap: at most a few
-    // hundred small geometries).
-    let mut blocks = layout::MIN_BLOCKS;
-    while layout::geometry(blocks, 0).is_err() {
-        blocks += 256;
-    }
-    Ext4Error::TooSmall {
-        size,
-        min_size: blocks * BLOCK_SIZE,
-    }
-}
-
-fn content_err(path: &[u8], content: &Content, source: std::io::Error) -> Ext4Error {
-    let from = match content {
-        Content::Host { path, .. } => Some(path.clone()),
-        Content::Stored(s) => Some(s.path.to_path_buf()),
-        Content::Bytes(_) => None,
-    };
-    Ext4Error::Content {
-        path: path_str(path),
-        from,
-        source,
-    }
 }

@@ -12,7 +12,9 @@ use std::rc::Rc;
 
 use super::ast::{Cmd, Param, ParamOp, Part, Redir, RedirOp, Script, Simple, Word};
 use super::builtin;
+use describe::{describe, describe_list, has_command};
 
+mod describe;
 mod expand;
 mod value;
 pub use value::{quote, Call, Output, Status, Tri, Val};
@@ -789,33 +791,4 @@ impl<'h> Shell<'h> {
             n => self.vars.get(n).cloned(),
         }
     }
-}
-
-fn has_command(w: &Word) -> bool {
-    w.0.iter().any(|p| match p {
-        Part::Command(_) => true,
-        Part::Double(inner) => has_command(&Word(inner.clone())),
-        _ => false,
-    })
-}
-
-/// A command as written, for "the condition ... is undecided".
-pub(super) fn describe(c: &Cmd) -> String {
-    match c {
-        Cmd::Simple(s) => {
-            let words: Vec<String> = s.words.iter().map(Word::show).collect();
-            format!("`{}`", words.join(" "))
-        }
-        Cmd::Pipeline { negate, cmds } => {
-            let inner: Vec<String> = cmds.iter().map(describe).collect();
-            format!("{}{}", if *negate { "! " } else { "" }, inner.join(" | "))
-        }
-        Cmd::And(a, b) => format!("{} && {}", describe(a), describe(b)),
-        Cmd::Or(a, b) => format!("{} || {}", describe(a), describe(b)),
-        _ => "a compound command".into(),
-    }
-}
-
-fn describe_list(cs: &[Cmd]) -> String {
-    cs.last().map(describe).unwrap_or_default()
 }
