@@ -78,6 +78,20 @@ pub fn write_disk(
     time: Time,
     sink: &mut dyn BlockSink,
 ) -> Result<(), DiskError> {
+    write_disk_planned(plan, contents, &[], seed, time, sink)
+}
+
+/// [`write_disk`], writing partition `i`'s ext4 filesystem from `ext4[i]` where the build's fit
+/// check left its plan there (made from `contents[i]` with [`ext4_options`]), so that no
+/// filesystem is planned twice; a partition without one is planned here.
+pub(crate) fn write_disk_planned(
+    plan: &DiskPlan,
+    contents: &[Contents],
+    ext4: &[Option<ext4::Plan>],
+    seed: &str,
+    time: Time,
+    sink: &mut dyn BlockSink,
+) -> Result<(), DiskError> {
     let gpt = Gpt::build(plan)?;
     gpt.emit_head(sink)?;
     for (i, (p, c)) in plan.partitions.iter().zip(contents).enumerate() {
@@ -93,13 +107,15 @@ pub fn write_disk(
                 })?;
             }
             Contents::Ext4(tree) => {
-                ext4::write(tree, &ext4_options(plan, i, seed, time), &mut window).map_err(
-                    |source| DiskError::Ext4 {
-                        label: p.label.clone(),
-                        size: p.size(),
-                        source,
-                    },
-                )?;
+                let written = match ext4.get(i).and_then(Option::as_ref) {
+                    Some(planned) => ext4::write_planned(tree, planned, &mut window),
+                    None => ext4::write(tree, &ext4_options(plan, i, seed, time), &mut window),
+                };
+                written.map_err(|source| DiskError::Ext4 {
+                    label: p.label.clone(),
+                    size: p.size(),
+                    source,
+                })?;
             }
             Contents::Empty => {}
         }

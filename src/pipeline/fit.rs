@@ -1,4 +1,5 @@
 //! check_fit: every filesystem's files fit its partition, known before the first byte is written.
+//! Fitting an ext4 filesystem is planning all of it: the plans are kept for write_disk.
 
 use super::BuildError;
 use crate::disk::assemble::{self, Contents, DiskError};
@@ -7,23 +8,26 @@ use crate::fs::{ext4, fat};
 use crate::recipe::Recipe;
 use crate::tree::{Kind, Time};
 
+/// Returns each partition's ext4 plan (`None` for the others), in partition order.
 pub(super) fn check_fit(
     plan: &DiskPlan,
     contents: &[Contents],
     recipe: &Recipe,
-) -> Result<(), BuildError> {
+) -> Result<Vec<Option<ext4::Plan>>, BuildError> {
     let time = Time::from_secs(recipe.image.source_date_epoch);
+    let mut ext4_plans = Vec::with_capacity(contents.len());
     for (i, (p, c)) in plan.partitions.iter().zip(contents).enumerate() {
-        match c {
+        let planned = match c {
             Contents::Ext4(t) => {
                 let opts = assemble::ext4_options(plan, i, &recipe.image.seed, time);
-                ext4::plan(t, &opts).map_err(|source| {
+                let made = ext4::Plan::new(t, &opts).map_err(|source| {
                     BuildError::Disk(DiskError::Ext4 {
                         label: p.label.clone(),
                         size: p.size(),
                         source,
                     })
                 })?;
+                Some(made)
             }
             Contents::Fat(t) => {
                 let fat_err = |source| {
@@ -55,9 +59,11 @@ pub(super) fn check_fit(
                         size: p.size(),
                     });
                 }
+                None
             }
-            Contents::Empty => {}
-        }
+            Contents::Empty => None,
+        };
+        ext4_plans.push(planned);
     }
-    Ok(())
+    Ok(ext4_plans)
 }

@@ -118,7 +118,7 @@ pub fn prepare_trusted(
     let contents = step("split_filesystems", || {
         split::split_filesystems(built.tree, &recipe, &plan)
     })?;
-    step("check_fit", || fit::check_fit(&plan, &contents, &recipe))?;
+    let ext4_plans = step("check_fit", || fit::check_fit(&plan, &contents, &recipe))?;
     let inputs = built
         .inputs
         .iter()
@@ -128,6 +128,7 @@ pub fn prepare_trusted(
         recipe,
         plan,
         contents,
+        ext4_plans,
         inputs: Mutex::new(inputs),
         pending: Mutex::new(Some(pending)),
         packages,

@@ -67,9 +67,10 @@ fn write_hashed<'a>(
     if let Some(pr) = progress {
         pr.start(p.plan.size);
     }
-    assemble::write_disk(
+    assemble::write_disk_planned(
         &p.plan,
         &p.contents,
+        &p.ext4_plans,
         &p.recipe.image.seed,
         time,
         &mut hashed,

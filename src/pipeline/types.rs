@@ -97,6 +97,9 @@ pub struct Prepared {
     pub recipe: Recipe,
     pub plan: DiskPlan,
     pub contents: Vec<Contents>,
+    /// The ext4 plans check_fit made from `contents` (`None` for other partitions): write_disk
+    /// writes from them rather than planning each filesystem again.
+    pub(super) ext4_plans: Vec<Option<crate::fs::ext4::Plan>>,
     /// The recipe's inputs; `[[tree]]` digests are filled in by [`Prepared::inputs`].
     pub(super) inputs: Mutex<Vec<InputInfo>>,
     pub(super) pending: Mutex<Option<PendingDigests>>,

@@ -24,6 +24,7 @@ mod writer;
 pub mod xattr;
 
 pub use place::Placement;
+pub(crate) use writer::Plan;
 pub use writer::{EXT4_LINK_MAX, MAX_FILE_SIZE};
 
 use crate::sink::BlockSink;
@@ -100,7 +101,7 @@ pub enum Ext4Error {
 
 /// Checks that `tree` fits and computes the layout, without reading file contents.
 pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Ext4Report, Ext4Error> {
-    Ok(writer::Plan::new(tree, opts)?.report())
+    Ok(Plan::new(tree, opts)?.report())
 }
 
 /// Streams the whole filesystem into `sink`: offsets `0..size` from the partition start, in
@@ -110,7 +111,16 @@ pub fn write(
     opts: &Ext4Options,
     sink: &mut dyn BlockSink,
 ) -> Result<Ext4Report, Ext4Error> {
-    let plan = writer::Plan::new(tree, opts)?;
-    plan.emit(sink)?;
+    write_planned(tree, &Plan::new(tree, opts)?, sink)
+}
+
+/// [`write`] with a plan already made from `tree` (a build's fit check keeps its plans), so
+/// that the filesystem is planned once.
+pub(crate) fn write_planned(
+    tree: &Tree,
+    plan: &Plan,
+    sink: &mut dyn BlockSink,
+) -> Result<Ext4Report, Ext4Error> {
+    plan.emit(tree, sink)?;
     Ok(plan.report())
 }

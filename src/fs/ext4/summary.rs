@@ -9,7 +9,7 @@ use super::superblock::{self as sb, Superblock};
 use super::writer::Plan;
 use std::ops::Range;
 
-impl Plan<'_> {
+impl Plan {
     pub(super) fn group_len(&self, g: u64) -> u64 {
         (self.geo.blocks_count - g * BLOCKS_PER_GROUP).min(BLOCKS_PER_GROUP)
     }

@@ -59,9 +59,12 @@ struct Item {
     payload: Payload,
 }
 
-/// The complete plan of a filesystem.
-pub struct Plan<'t> {
-    pub(super) tree: &'t Tree,
+/// The complete plan of a filesystem. It holds no borrow of the tree it was made from, so a
+/// build keeps the plan its fit check made until the disk is written; [`Plan::emit`] takes that
+/// same tree again.
+pub struct Plan {
+    /// The planned tree's node count: a cheap check that [`Plan::emit`] gets the same tree.
+    pub(super) arena_len: usize,
     pub(super) walk: Vec<(Vec<u8>, NodeId)>,
     pub(super) opts: Ext4Options,
     pub(super) geo: Geometry,
@@ -129,10 +132,10 @@ impl Alloc {
     }
 }
 
-impl<'t> Plan<'t> {
+impl Plan {
     /// Plans with `opts.placement`; a stable placement that does not fit (its fragments cost
     /// extent blocks) falls back to the packed one, which fits whatever fits at all.
-    pub fn new(tree: &'t Tree, opts: &Ext4Options) -> Result<Plan<'t>, Ext4Error> {
+    pub fn new(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
         match Self::with(tree, opts, opts.placement) {
             Err(Ext4Error::DoesNotFit { .. }) if opts.placement != Placement::Packed => {
                 Self::with(tree, opts, Placement::Packed)
@@ -141,11 +144,7 @@ impl<'t> Plan<'t> {
         }
     }
 
-    fn with(
-        tree: &'t Tree,
-        opts: &Ext4Options,
-        placement: Placement,
-    ) -> Result<Plan<'t>, Ext4Error> {
+    fn with(tree: &Tree, opts: &Ext4Options, placement: Placement) -> Result<Plan, Ext4Error> {
         if opts.label.len() > 16 {
             return Err(Ext4Error::LabelTooLong {
                 label: opts.label.clone(),
@@ -198,7 +197,7 @@ impl<'t> Plan<'t> {
         }
         let seed = fs_seed(&opts.uuid);
         let mut plan = Plan {
-            tree,
+            arena_len: tree.arena_len(),
             walk: Vec::new(),
             opts: opts.clone(),
             geo,
@@ -253,6 +252,7 @@ impl<'t> Plan<'t> {
                 prev_big = need >= place::CHUNK_MAX;
             }
             plan.plan_node(
+                tree,
                 &mut al,
                 walk_idx,
                 path,
@@ -409,6 +409,7 @@ impl<'t> Plan<'t> {
     #[allow(clippy::too_many_arguments)]
     fn plan_node(
         &mut self,
+        tree: &Tree,
         al: &mut Alloc,
         walk_idx: usize,
         path: &[u8],
@@ -419,7 +420,7 @@ impl<'t> Plan<'t> {
         links: &[u32],
         synth_lpf: bool,
     ) -> Result<(), Ext4Error> {
-        let node = self.tree.node(id);
+        let node = tree.node(id);
         let meta = &node.meta;
         let t = self.clamp(meta.mtime);
         let mut inode = Inode {
@@ -473,7 +474,7 @@ impl<'t> Plan<'t> {
                             len: name.len(),
                         });
                     }
-                    let ck = &self.tree.node(child).kind;
+                    let ck = &tree.node(child).kind;
                     if matches!(ck, Kind::Dir(_)) {
                         subdirs += 1;
                         if parent_of[child.0 as usize] == 0 {
@@ -584,8 +585,14 @@ impl<'t> Plan<'t> {
         Ok(())
     }
 
-    /// Writes everything, in ascending block order.
-    pub fn emit(&self, sink: &mut dyn BlockSink) -> Result<(), Ext4Error> {
+    /// Writes everything, in ascending block order, reading file data from `tree`: the tree
+    /// this plan was made from.
+    pub fn emit(&self, tree: &Tree, sink: &mut dyn BlockSink) -> Result<(), Ext4Error> {
+        debug_assert_eq!(
+            tree.arena_len(),
+            self.arena_len,
+            "a plan emitted for another tree"
+        );
         let geo = &self.geo;
         let (gdt, free_blocks, free_inodes) = self.descriptors();
         let sblock = self.superblock(free_blocks, free_inodes);
@@ -641,13 +648,14 @@ impl<'t> Plan<'t> {
                 (_, Some(_)) => b.next().unwrap(),
                 (None, None) => break,
             };
-            self.emit_item(&mut w, next, &sblock, &gdt)?;
+            self.emit_item(tree, &mut w, next, &sblock, &gdt)?;
         }
         Ok(())
     }
 
     fn emit_item(
         &self,
+        tree: &Tree,
         w: &mut Emitter,
         item: &Item,
         sblock: &Superblock,
@@ -682,12 +690,13 @@ impl<'t> Plan<'t> {
                 walk_idx,
                 logical,
                 count,
-            } => self.emit_file(w, at, *walk_idx, *logical, *count),
+            } => self.emit_file(tree, w, at, *walk_idx, *logical, *count),
         }
     }
 
     fn emit_file(
         &self,
+        tree: &Tree,
         w: &mut Emitter,
         at: u64,
         walk_idx: usize,
@@ -695,7 +704,7 @@ impl<'t> Plan<'t> {
         count: u64,
     ) -> Result<(), Ext4Error> {
         let (path, id) = &self.walk[walk_idx];
-        let Kind::File(content) = &self.tree.node(*id).kind else {
+        let Kind::File(content) = &tree.node(*id).kind else {
             unreachable!("file payload on a non-file")
         };
         if !matches!(&w.open, Some((i, _)) if *i == walk_idx) {
