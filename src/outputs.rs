@@ -16,8 +16,8 @@ use crate::manifest::{file_name, Manifest, OutputRecord};
 use crate::oci::layer::RootTrees;
 use crate::oci::{ImageWritten, OciWriter, StagedImage};
 use crate::pipeline::{
-    disk_error, prepare_trusted, step, write_disk_mapped, write_records_at, BuildError,
-    BuildOptions, BuildOutput, Prepared, Progress,
+    disk_error, prepare_tree, step, write_disk_mapped, write_records_at, BuildError, BuildOptions,
+    BuildOutput, Prepared, Progress,
 };
 use crate::recipe::{OutputFormat, Recipe};
 use crate::sink::{DiskDigest, DiskFormat, DiskOutputs, FormatIdentity, Written};
@@ -290,7 +290,7 @@ pub fn build_multiarch_oci(
     let popts = opts.packages.clone().unwrap_or_default();
     let prepared = recipe_paths
         .iter()
-        .map(|r| prepare_trusted(r, opts.locked, &popts, &opts.trust))
+        .map(|r| prepare_tree(r, opts.locked, &popts, &opts.trust))
         .collect::<Result<Vec<_>, _>>()?;
     let Some(first) = prepared.first().map(|p| &p.recipe) else {
         return Ok(Vec::new());

@@ -349,3 +349,59 @@ fn multi_arch_index_and_archive() {
         index_digest
     );
 }
+
+/// An OCI-only build makes no disk, so the disk's fit is not checked (nor its ext4 planned): a
+/// tree bigger than the root partition is still a whole OCI image, while a raw build of the same
+/// recipe names the partition and writes nothing.
+#[test]
+fn an_oci_only_build_does_not_need_the_disk_to_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("tree/srv")).unwrap();
+    let big: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 | 1)
+        .collect();
+    std::fs::write(d.join("tree/srv/big"), &big).unwrap();
+    let r = d.join("r.toml");
+    std::fs::write(
+        &r,
+        "[image]\nname = \"nofit\"\nversion = \"1\"\narch = \"x86_64\"\nsize = \"40MiB\"\n\
+         [[partition]]\nlabel = \"root\"\ntype = \"root\"\nsize = \"rest\"\nfilesystem = \"ext4\"\nmount = \"/\"\n\
+         [[tree]]\nsource = \"tree\"\ndest = \"/\"\n",
+    )
+    .unwrap();
+    let raw = build(&r, &d.join("a.raw"), &["raw"], &[]);
+    let err = String::from_utf8_lossy(&raw.stderr);
+    assert!(
+        !raw.status.success() && err.contains("root") && err.contains("needs"),
+        "{err}"
+    );
+    assert!(!d.join("a.raw").exists());
+
+    let oci = build(&r, &d.join("b.raw"), &["oci"], &[]);
+    assert!(
+        oci.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oci.stderr)
+    );
+    let layout = d.join("b.oci");
+    let blob = |digest: &str| layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let layer = std::fs::File::open(blob(m["layers"][0]["digest"].as_str().unwrap())).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(layer));
+    let mut found = None;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("srv/big") {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut got).unwrap();
+            found = Some(got);
+        }
+    }
+    assert!(found == Some(big), "srv/big is not in the layer whole");
+}

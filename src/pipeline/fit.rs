@@ -8,8 +8,19 @@ use crate::fs::{ext4, fat};
 use crate::recipe::Recipe;
 use crate::tree::{Kind, Time};
 
+impl super::Prepared {
+    /// Checks that every filesystem fits its partition, and keeps the ext4 plans that showed it
+    /// for write_disk.
+    pub fn check_fit(&mut self) -> Result<(), BuildError> {
+        self.ext4_plans = super::step("check_fit", || {
+            check_fit(&self.plan, &self.contents, &self.recipe)
+        })?;
+        Ok(())
+    }
+}
+
 /// Returns each partition's ext4 plan (`None` for the others), in partition order.
-pub(super) fn check_fit(
+fn check_fit(
     plan: &DiskPlan,
     contents: &[Contents],
     recipe: &Recipe,

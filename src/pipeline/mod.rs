@@ -4,8 +4,7 @@
 //! load_recipe → plan_disk → resolve_packages → fetch_packages → install_packages
 //!             → configure_packages → configure_etc | configure_fstab → install_tree
 //!             → configure_services → prepare_first_boot → install_bootloader
-//!             → split_filesystems → check_fit
-//!             → plan_outputs
+//!             → split_filesystems → plan_outputs → check_fit (when a disk format is written)
 //!             → write_disk (GPT head, each filesystem, GPT tail; block-mapped, and with
 //!               `--sha256` hashed whole, as it streams into every disk format at once)
 //!               | write_oci (the tree as an OCI layer, beside it)
@@ -70,6 +69,19 @@ pub fn prepare_trusted(
     popts: &packages::Options,
     trust: &Trust,
 ) -> Result<Prepared, BuildError> {
+    let mut prepared = prepare_tree(recipe_path, locked, popts, trust)?;
+    prepared.check_fit()?;
+    Ok(prepared)
+}
+
+/// [`prepare_trusted`] without `check_fit`: the root tree split into its filesystems, for
+/// outputs that are no disk (an OCI image has no partition for its tree to fit).
+pub fn prepare_tree(
+    recipe_path: &Path,
+    locked: bool,
+    popts: &packages::Options,
+    trust: &Trust,
+) -> Result<Prepared, BuildError> {
     let recipe = step("load_recipe", || Recipe::load_with(recipe_path, trust))?;
     let store =
         step("create_content_store", ContentStore::new).map_err(|source| BuildError::Output {
@@ -118,7 +130,6 @@ pub fn prepare_trusted(
     let contents = step("split_filesystems", || {
         split::split_filesystems(built.tree, &recipe, &plan)
     })?;
-    let ext4_plans = step("check_fit", || fit::check_fit(&plan, &contents, &recipe))?;
     let inputs = built
         .inputs
         .iter()
@@ -128,7 +139,7 @@ pub fn prepare_trusted(
         recipe,
         plan,
         contents,
-        ext4_plans,
+        ext4_plans: Vec::new(),
         inputs: Mutex::new(inputs),
         pending: Mutex::new(Some(pending)),
         packages,
@@ -141,9 +152,12 @@ pub fn prepare_trusted(
 /// `kiln build`: the recipe to its image files (one per format) and its manifest.
 pub fn build(recipe_path: &Path, opts: BuildOptions) -> Result<BuildOutput, BuildError> {
     let popts = opts.packages.clone().unwrap_or_default();
-    let prepared = prepare_trusted(recipe_path, opts.locked, &popts, &opts.trust)?;
+    let mut prepared = prepare_tree(recipe_path, opts.locked, &popts, &opts.trust)?;
     check_scripts(&prepared, opts.strict_scripts)?;
     let targets = step("plan_outputs", || outputs::plan(&prepared.recipe, &opts))?;
+    if !targets.disks.is_empty() {
+        prepared.check_fit()?;
+    }
     // write_disk | write_oci, side by side; every file complete under a temporary name.
     let written = outputs::write(&prepared, &targets, opts.progress.as_deref(), opts.sha256)?;
     let (digest, records) = step("finalize_outputs", || written.persist())?;
