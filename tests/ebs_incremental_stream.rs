@@ -81,10 +81,15 @@ fn a_streamed_build_with_parent_auto_sends_only_the_changed_blocks() {
     let child = json(&ok(&o));
     assert_eq!(child["parent"], pid.as_str());
     assert!(
-        err.contains(&format!("uploading as a child of {pid} (its block map: read from")),
+        err.contains(&format!(
+            "uploading as a child of {pid} (its block map: read from"
+        )),
         "{err}"
     );
-    assert!(proxy.ops("GetSnapshotBlock").len() > gets, "the parent was read back");
+    assert!(
+        proxy.ops("GetSnapshotBlock").len() > gets,
+        "the parent was read back"
+    );
     let cid = child["snapshot_id"].as_str().unwrap().to_string();
     let start = proxy.ops("StartSnapshot");
     let body: Value =
@@ -121,7 +126,10 @@ fn a_streamed_build_with_parent_auto_sends_only_the_changed_blocks() {
     assert_eq!(verify(&cid, &f1).unwrap().status.code(), Some(1));
     common::incremental::holds(&read_snapshot(&proxy, &cid), &v2).unwrap();
     let s2 = d.join("s2");
-    assert_eq!(read(&s2.join("inc.blocks")), read(&f2.with_extension("blocks")));
+    assert_eq!(
+        read(&s2.join("inc.blocks")),
+        read(&f2.with_extension("blocks"))
+    );
     let m: Value = serde_json::from_slice(&read(&s2.join("inc.manifest.json"))).unwrap();
     let mf: Value = serde_json::from_slice(&read(&d.join("1.0.1/inc.manifest.json"))).unwrap();
     assert_eq!(m["image"]["blocks"], mf["image"]["blocks"]);
@@ -213,7 +221,10 @@ fn a_streamed_build_refuses_a_bad_parent_before_anything_is_made() {
         "parent snapshot snap-0123456789abcdef0 cannot be used: it does not exist",
     );
     refused(&["--parent", &foreign], "it is not kiln's");
-    refused(&["--parent", &other], "it holds the image \"other\", not \"inc\"");
+    refused(
+        &["--parent", &other],
+        "it holds the image \"other\", not \"inc\"",
+    );
     refused(
         &["--parent", &pid, "--encrypted"],
         "an encrypted upload cannot have a parent",
@@ -238,7 +249,10 @@ fn a_streamed_build_refuses_a_bad_parent_before_anything_is_made() {
         "other.blocks: not a kiln block map",
     );
     // Flags alone: refused before the recipe is even built.
-    refused(&["--parent-blocks", "x.blocks"], "--parent-blocks describes a parent");
+    refused(
+        &["--parent-blocks", "x.blocks"],
+        "--parent-blocks describes a parent",
+    );
     let o = proxy
         .kiln()
         .arg("build")

@@ -84,7 +84,10 @@ pub fn read_snapshot(proxy: &Proxy, id: &str) -> BTreeMap<u64, Vec<u8>> {
                 .await
                 .unwrap();
             for b in out.blocks() {
-                listed.push((b.block_index().unwrap(), b.block_token().unwrap().to_string()));
+                listed.push((
+                    b.block_index().unwrap(),
+                    b.block_token().unwrap().to_string(),
+                ));
             }
             next = out.next_token().map(str::to_string);
             if next.is_none() {
@@ -101,7 +104,13 @@ pub fn read_snapshot(proxy: &Proxy, id: &str) -> BTreeMap<u64, Vec<u8>> {
                 .send()
                 .await
                 .unwrap();
-            let data = out.block_data.collect().await.unwrap().into_bytes().to_vec();
+            let data = out
+                .block_data
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes()
+                .to_vec();
             assert_eq!(data.len(), B, "block {i} of {id}");
             blocks.insert(i as u64, data);
         }
@@ -121,7 +130,10 @@ pub fn holds(snapshot: &BTreeMap<u64, Vec<u8>>, disk: &[u8]) -> Result<(), Strin
             _ => {}
         }
     }
-    match snapshot.keys().find(|&&i| i as usize >= disk.len().div_ceil(B)) {
+    match snapshot
+        .keys()
+        .find(|&&i| i as usize >= disk.len().div_ceil(B))
+    {
         Some(i) => Err(format!("block {i} lies past the disk's end")),
         None => Ok(()),
     }
