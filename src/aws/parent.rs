@@ -501,6 +501,25 @@ mod tests {
     }
 
     #[test]
+    fn a_block_map_needs_a_parent() {
+        let check = |choice, file: Option<&str>| {
+            Request {
+                choice,
+                blocks_file: file.map(PathBuf::from),
+            }
+            .check()
+        };
+        assert!(matches!(
+            check(ParentChoice::None, Some("x.blocks")),
+            Err(ParentError::BlocksWithoutParent)
+        ));
+        assert!(check(ParentChoice::Auto, Some("x.blocks")).is_ok());
+        assert!(check(ParentChoice::Snapshot("snap-1".into()), Some("x.blocks")).is_ok());
+        assert!(check(ParentChoice::None, None).is_ok());
+        assert!(Request::none().check().is_ok());
+    }
+
+    #[test]
     fn a_parent_is_a_snapshot_id_auto_or_none() {
         assert_eq!("auto".parse(), Ok(ParentChoice::Auto));
         assert_eq!("none".parse(), Ok(ParentChoice::None));
