@@ -53,6 +53,7 @@ pub struct ParentArgs {
     /// Upload incrementally, as a child of this snapshot (`snap-...`), of the newest completed
     /// kiln snapshot of the same image name and architecture (`auto`: a full upload when there
     /// is none), or in full (`none`). Only the blocks that differ from the parent's are sent.
+    /// (`kiln build`: with --upload.)
     #[arg(long, default_value = "none")]
     pub parent: kiln::aws::parent::ParentChoice,
     /// The parent's block map (`<stem>.blocks` of its build); without it the parent snapshot's

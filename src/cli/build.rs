@@ -1,6 +1,7 @@
 //! `kiln build RECIPE [-o IMAGE] [--format F]... [--json]`, `kiln build A.toml B.toml --format oci`
 //! (one multi-arch OCI image), and `kiln build RECIPE --upload`: the disk streamed straight into an
-//! EBS snapshot, with no image file.
+//! EBS snapshot, with no image file (`--parent`: a child of the last version's snapshot, sent only
+//! the blocks that changed).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::pipeline::{self, BuildOptions, BuildOutput, Progress};
@@ -51,8 +52,8 @@ pub struct Args {
     pub aws: super::aws_common::AwsArgs,
     #[command(flatten)]
     pub upload_args: super::aws_common::UploadArgs,
-    /// With --upload: `--parent SNAPSHOT|auto|none` and `--parent-blocks FILE`, as `kiln upload`
-    /// takes them.
+    // With --upload: `--parent SNAPSHOT|auto|none` and `--parent-blocks FILE`, as `kiln upload`
+    // takes them.
     #[command(flatten)]
     pub parent: super::aws_common::ParentArgs,
     #[command(flatten)]
