@@ -1,10 +1,11 @@
 //! Ctrl-C at each step from StartSnapshot to an available image: while StartSnapshot is being
-//! answered, during the blocks (of `kiln publish` and of the streamed `kiln build --upload`),
+//! answered, during the blocks (of `kiln publish` and of the streamed `kiln build --upload`; of
+//! a child of an earlier snapshot, by `kiln upload --parent` and `kiln build --upload --parent`),
 //! after CompleteSnapshot, while RegisterImage is being answered, and while copies are made.
 //! (During the blocks of `kiln upload`: tests/ebs_upload.rs; while the registered image becomes
 //! available: tests/publish.rs.) After each, no snapshot or image this run made is left, and
-//! what was there before (an image and a snapshot kiln did not make, in every region) is
-//! untouched.
+//! what was there before (an image and a snapshot kiln did not make, in every region; a child's
+//! parent) is untouched.
 //!
 //! The proxy holds the answer of the step being interrupted (`--delay-answer`: the call has
 //! happened at moto, the client does not know yet), so the interruption lands exactly there.
@@ -334,4 +335,101 @@ fn ctrl_c_during_the_blocks_of_a_publish_deletes_the_snapshot() {
 #[test]
 fn ctrl_c_during_the_blocks_of_a_streamed_build_deletes_the_snapshot() {
     ctrl_c_during_the_blocks(&["build", "web.toml", "--upload", "-o", "web.raw"]);
+}
+
+/// Ctrl-C while the blocks of a child (an incremental upload, `--parent auto`) are in flight:
+/// the child is deleted; the parent, found and read, stays `completed` with the same bytes; and
+/// nothing else (the parent included) is touched. `child_args` run in `d` once web.toml is
+/// version 1.0.1, whose /etc/motd differs from 1.0.0's.
+fn ctrl_c_during_a_childs_blocks(child_args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, &["us-east-1"]);
+    let moto = Moto::start();
+    foreign(&moto, "us-east-1");
+    // The parent: version 1.0.0 built to a file and uploaded in full.
+    let quiet = Proxy::start(&moto, &d.join("cap0.jsonl"), &[]);
+    let run = |args: &[&str]| {
+        let o = spawn_kiln(&quiet, d, args).wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&["build", "web.toml", "-o", "v1/web.raw"]);
+    let o = quiet
+        .kiln()
+        .current_dir(d)
+        .args(["upload", "v1/web.raw"])
+        .output()
+        .unwrap();
+    let parent = common::ok(&o).trim().to_string();
+    let before = contents(&moto, "us-east-1");
+    assert!(before.1.contains(&parent));
+    let parent_blocks = common::incremental::read_snapshot(&quiet, &parent);
+
+    std::fs::write(
+        d.join("web.toml"),
+        common::moto::web_recipe("1.0.1", &["us-east-1"], ""),
+    )
+    .unwrap();
+    if child_args[0] == "upload" {
+        run(&["build", "web.toml", "-o", "v2/web.raw"]);
+    }
+    let proxy = Proxy::start(
+        &moto,
+        &d.join("cap.jsonl"),
+        &["--delay-answer", "PutSnapshotBlock:4000"],
+    );
+    let child = spawn_kiln(&proxy, d, child_args);
+    let (code, err) = interrupt_after(&proxy, child, "PutSnapshotBlock", 1);
+    assert_eq!(code, Some(130), "{err}");
+    // It was a child of the parent, and the child alone was written to and deleted.
+    let start = proxy.ops("StartSnapshot");
+    let body: serde_json::Value = serde_json::from_str(start[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["ParentSnapshotId"], parent.as_str(), "{err}");
+    let id = deleted_snapshot(&proxy, &err);
+    assert_ne!(id, parent);
+    for put in proxy.ops("PutSnapshotBlock") {
+        let path = put["path"].as_str().unwrap();
+        assert!(
+            path.starts_with(&format!("/snapshots/{id}/blocks/")),
+            "{path}"
+        );
+    }
+    for op in ["CompleteSnapshot", "CreateTags"] {
+        assert!(proxy.ops(op).is_empty(), "{op}: {err}");
+    }
+    nothing_left(&moto, "us-east-1", &before);
+    // The parent: still completed, the same blocks, still version 1.0.0 byte for byte.
+    assert_eq!(
+        common::moto::snapshot_state(&moto, &parent).as_deref(),
+        Some("completed")
+    );
+    assert!(common::incremental::read_snapshot(&quiet, &parent) == parent_blocks);
+    let o = quiet
+        .kiln()
+        .current_dir(d)
+        .args(["verify", &parent, "v1/web.raw"])
+        .output()
+        .unwrap();
+    common::ok(&o);
+    if child_args[0] == "build" {
+        assert!(!d.join("v2/web.manifest.json").exists(), "{err}");
+    }
+}
+
+#[test]
+fn ctrl_c_during_the_blocks_of_a_child_upload_deletes_the_child_alone() {
+    ctrl_c_during_a_childs_blocks(&["upload", "--parent", "auto", "v2/web.raw"]);
+}
+
+#[test]
+fn ctrl_c_during_the_blocks_of_a_streamed_child_build_deletes_the_child_alone() {
+    ctrl_c_during_a_childs_blocks(&[
+        "build",
+        "web.toml",
+        "--upload",
+        "--parent",
+        "auto",
+        "-o",
+        "v2/web.raw",
+    ]);
 }

@@ -5,55 +5,13 @@
 
 mod common;
 
+use common::incremental::{build, fill, json, puts_to, write_sparse, B, MIB};
 use common::moto::{b64, nonzero_blocks, one_deleted_snapshot, snapshot_state, Moto, Proxy};
 use common::ok;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-const B: usize = 512 * 1024;
-const MIB: usize = 1 << 20;
-
-/// Writes `data` as a sparse file: only its non-zero 4 KiB pages.
-fn write_sparse(path: &Path, data: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::create(path).unwrap();
-    f.set_len(data.len() as u64).unwrap();
-    for (i, page) in data.chunks(4096).enumerate() {
-        if page.iter().any(|&b| b != 0) {
-            f.write_all_at(page, (i * 4096) as u64).unwrap();
-        }
-    }
-}
-
-fn fill(data: &mut [u8], at: usize, len: usize, seed: u32) {
-    let mut x = seed | 1;
-    for b in &mut data[at..at + len] {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        *b = (x as u8) | 1;
-    }
-}
-
-fn json(out: &str) -> Value {
-    serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
-}
-
-/// The blocks written to `snapshot`, by index, with their bodies' checksums.
-fn puts_to(proxy: &Proxy, snapshot: &str) -> BTreeMap<u64, String> {
-    proxy
-        .ops("PutSnapshotBlock")
-        .iter()
-        .filter(|p| p["path"].as_str().unwrap().contains(snapshot) && p["status"] == 201)
-        .map(|p| {
-            let path = p["path"].as_str().unwrap();
-            let i = path.rsplit('/').next().unwrap().parse().unwrap();
-            (i, p["body_sha256_b64"].as_str().unwrap().to_string())
-        })
-        .collect()
-}
 
 fn blocks_script(image: &Path, map: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/blocks-digest");
@@ -346,60 +304,6 @@ fn a_parent_that_cannot_be_one_is_refused_or_auto_uploads_in_full() {
         .unwrap();
     refused(&["--parent", &pid], &p1, "it does not exist");
     assert_eq!(snapshot_state(&moto, &pid), None);
-}
-
-/// A recipe with an /etc file; versions differ in that file alone.
-const RECIPE: &str = r#"
-[image]
-name = "inc"
-version = "VERSION"
-arch = "x86_64"
-size = "96MiB"
-
-[[partition]]
-label = "esp"
-type = "esp"
-size = "40MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
-path = "/etc/motd"
-content = "MOTD\n"
-
-[[file]]
-path = "/usr/share/big"
-content = "BIG"
-"#;
-
-/// Builds version `v` of the recipe (`/etc/motd` says `motd`) into `dir/v/inc.raw`.
-fn build(dir: &Path, v: &str, motd: &str) -> std::path::PathBuf {
-    let r = dir.join(format!("{v}.toml"));
-    let big = "x".repeat(3 << 20);
-    std::fs::write(
-        &r,
-        RECIPE
-            .replace("VERSION", v)
-            .replace("MOTD", motd)
-            .replace("BIG", &big),
-    )
-    .unwrap();
-    let img = dir.join(v).join("inc.raw");
-    ok(&std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("build")
-        .arg(&r)
-        .arg("-o")
-        .arg(&img)
-        .output()
-        .unwrap());
-    img
 }
 
 #[test]

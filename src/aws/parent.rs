@@ -20,7 +20,7 @@
 
 use super::images::TAG_NAME;
 use super::retry::{CallError, Cause, Retrier};
-use super::snapshot::{self, SnapshotError, BLOCK_SIZE};
+use super::snapshot::{self, SnapshotError, SnapshotSpec, BLOCK_SIZE};
 use super::Clients;
 use crate::sink::blocks::is_zero;
 use crate::sink::mapfile::{MapData, MapError};
@@ -94,11 +94,78 @@ pub enum ParentError {
     Map(#[from] MapError),
     #[error("parent snapshot {id} cannot be used: {why}")]
     Unusable { id: String, why: String },
+    #[error("--parent-blocks describes a parent: give --parent SNAPSHOT or --parent auto")]
+    BlocksWithoutParent,
     #[error(
         "an encrypted upload cannot have a parent: EBS refuses ParentSnapshotId with Encrypted; \
          drop --parent, or upload unencrypted"
     )]
     Encrypted,
+}
+
+/// What an uploading command was asked for: `--parent` and `--parent-blocks` (`kiln upload`,
+/// `kiln build --upload`, `kiln publish`).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub choice: ParentChoice,
+    /// The parent's block map, if kept (`<stem>.blocks` of the parent's build).
+    pub blocks_file: Option<PathBuf>,
+}
+
+impl Request {
+    /// A full upload.
+    pub fn none() -> Self {
+        Request {
+            choice: ParentChoice::None,
+            blocks_file: None,
+        }
+    }
+
+    /// Refuses what the flags alone contradict: a block map without a parent. Cheap, so that
+    /// commands call it before building or connecting anything.
+    pub fn check(&self) -> Result<(), ParentError> {
+        match (&self.choice, &self.blocks_file) {
+            (ParentChoice::None, Some(_)) => Err(ParentError::BlocksWithoutParent),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The parent of the snapshot `spec` describes, as `request` asks, for the image `name` of
+/// architecture `arch`: checked (see [`resolve`]), said in `note`, and named in
+/// `spec.parent` so that StartSnapshot starts a child of it. Give the returned parent's map to
+/// [`crate::sink::ebs::EbsSink::set_parent`] before the first block. Nothing is created here:
+/// a refusal leaves nothing behind. `workers` bounds the reads when the map is rebuilt (16 at
+/// most).
+#[allow(clippy::too_many_arguments)]
+pub async fn choose(
+    clients: &Clients,
+    retrier: &Retrier,
+    request: &Request,
+    name: &str,
+    arch: Option<&str>,
+    spec: &mut SnapshotSpec,
+    workers: usize,
+    note: &(dyn Fn(&str) + Sync),
+) -> Result<Option<Parent>, ParentError> {
+    request.check()?;
+    let want = Want {
+        name: name.to_string(),
+        arch: arch.map(str::to_string),
+        size: spec.size,
+        encrypted: spec.encrypted,
+        blocks_file: request.blocks_file.clone(),
+        concurrency: workers.clamp(1, 16),
+    };
+    let p = resolve(clients, retrier, &request.choice, &want, note).await?;
+    if let Some(p) = &p {
+        note(&format!(
+            "uploading as a child of {} (its block map: {}, {} non-zero blocks)",
+            p.snapshot_id, p.map_source, p.map.info.blocks
+        ));
+        spec.parent = Some(p.snapshot_id.clone());
+    }
+    Ok(p)
 }
 
 /// The parent `choice` names, checked against `want`: `Ok(None)` for a full upload. Under
@@ -431,6 +498,25 @@ mod tests {
         assert!(why(snap(SnapshotState::Completed, &ok, 2, true)).contains("encrypted"));
         assert!(why(snap(SnapshotState::Completed, &ok, 3, false))
             .contains("3 GiB volume, this disk needs 2 GiB"));
+    }
+
+    #[test]
+    fn a_block_map_needs_a_parent() {
+        let check = |choice, file: Option<&str>| {
+            Request {
+                choice,
+                blocks_file: file.map(PathBuf::from),
+            }
+            .check()
+        };
+        assert!(matches!(
+            check(ParentChoice::None, Some("x.blocks")),
+            Err(ParentError::BlocksWithoutParent)
+        ));
+        assert!(check(ParentChoice::Auto, Some("x.blocks")).is_ok());
+        assert!(check(ParentChoice::Snapshot("snap-1".into()), Some("x.blocks")).is_ok());
+        assert!(check(ParentChoice::None, None).is_ok());
+        assert!(Request::none().check().is_ok());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::distribute::{self, DistributeError, Grant};
 use super::earlier::{self, WholeDiskSha256};
 use super::guard::Guard;
 use super::images::{self, AmiInfo, Query};
-use super::parent::{self, ParentChoice};
+use super::parent;
 use super::retry::{Retrier, RetryPolicy};
 use super::snapshot::SnapshotSpec;
 use super::upload::{self, UploadOptions};
@@ -83,9 +83,7 @@ pub struct PublishOptions {
     /// How every AWS call is retried.
     pub retry: RetryPolicy,
     /// The parent of the snapshot an upload makes (see [`super::parent`]).
-    pub parent: ParentChoice,
-    /// The parent's block map, if kept (`--parent-blocks`).
-    pub parent_blocks: Option<PathBuf>,
+    pub parent: parent::Request,
 }
 
 impl Default for PublishOptions {
@@ -96,8 +94,7 @@ impl Default for PublishOptions {
             copy_concurrency: 8,
             wait_timeout: Duration::from_secs(7200),
             retry: RetryPolicy::default(),
-            parent: ParentChoice::None,
-            parent_blocks: None,
+            parent: parent::Request::none(),
         }
     }
 }
@@ -395,30 +392,18 @@ fn source(
         .to_string());
     }
     let mut spec = snapshot_spec(target);
-    let want = parent::Want {
-        name: target.identity.name.clone(),
-        arch: Some(target.arch.as_str().into()),
-        size: target.size,
-        encrypted: spec.encrypted,
-        blocks_file: opts.parent_blocks.clone(),
-        concurrency: opts.upload.workers.clamp(1, 16),
-    };
     let parent = handle
-        .block_on(parent::resolve(
+        .block_on(parent::choose(
             clients,
             retrier,
             &opts.parent,
-            &want,
+            &target.identity.name,
+            Some(target.arch.as_str()),
+            &mut spec,
+            opts.upload.workers,
             &|m| say(m),
         ))
         .map_err(|e| e.to_string())?;
-    if let Some(p) = &parent {
-        say(&format!(
-            "uploading as a child of {} (its block map: {})",
-            p.snapshot_id, p.map_source
-        ));
-        spec.parent = Some(p.snapshot_id.clone());
-    }
     let guard = Guard::new(handle, clients, retrier);
     let report = upload::upload_with(
         handle,

@@ -4,6 +4,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiln::aws::{self, AwsOptions, Clients};
 use kiln::sink::ebs::{UploadReport, UploadStats};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +44,51 @@ pub struct UploadArgs {
     pub wait_timeout: u64,
     #[command(flatten)]
     pub retry: RetryArgs,
+}
+
+/// `--parent` and `--parent-blocks` of `kiln upload` and `kiln build --upload` (`kiln publish`
+/// has its own: its default is `auto`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParentArgs {
+    /// Upload incrementally, as a child of this snapshot (`snap-...`), of the newest completed
+    /// kiln snapshot of the same image name and architecture (`auto`: a full upload when there
+    /// is none), or in full (`none`). Only the blocks that differ from the parent's are sent.
+    /// (`kiln build`: with --upload.)
+    #[arg(long, default_value = "none")]
+    pub parent: kiln::aws::parent::ParentChoice,
+    /// The parent's block map (`<stem>.blocks` of its build); without it the parent snapshot's
+    /// blocks are read back to learn it.
+    #[arg(long, value_name = "FILE")]
+    pub parent_blocks: Option<PathBuf>,
+}
+
+impl ParentArgs {
+    /// The request, refused now if the flags alone contradict each other.
+    pub fn request(&self) -> anyhow::Result<kiln::aws::parent::Request> {
+        let r = kiln::aws::parent::Request {
+            choice: self.parent.clone(),
+            blocks_file: self.parent_blocks.clone(),
+        };
+        r.check()?;
+        Ok(r)
+    }
+}
+
+/// The parent of the snapshot `spec` describes (see [`kiln::aws::parent::choose`]), said on
+/// stderr; `spec` then starts a child of it.
+pub fn choose_parent(
+    rt: &tokio::runtime::Runtime,
+    clients: &Clients,
+    retrier: &kiln::aws::retry::Retrier,
+    request: &kiln::aws::parent::Request,
+    (name, arch): (&str, Option<&str>),
+    spec: &mut kiln::aws::snapshot::SnapshotSpec,
+    workers: usize,
+) -> anyhow::Result<Option<kiln::aws::parent::Parent>> {
+    let note = |m: &str| eprintln!("{m}");
+    Ok(rt.block_on(kiln::aws::parent::choose(
+        clients, retrier, request, name, arch, spec, workers, &note,
+    ))?)
 }
 
 #[derive(Debug, Clone, clap::Args)]

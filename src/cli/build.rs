@@ -1,6 +1,7 @@
 //! `kiln build RECIPE [-o IMAGE] [--format F]... [--json]`, `kiln build A.toml B.toml --format oci`
 //! (one multi-arch OCI image), and `kiln build RECIPE --upload`: the disk streamed straight into an
-//! EBS snapshot, with no image file.
+//! EBS snapshot, with no image file (`--parent`: a child of the last version's snapshot, sent only
+//! the blocks that changed).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::pipeline::{self, BuildOptions, BuildOutput, Progress};
@@ -51,6 +52,10 @@ pub struct Args {
     pub aws: super::aws_common::AwsArgs,
     #[command(flatten)]
     pub upload_args: super::aws_common::UploadArgs,
+    // With --upload: `--parent SNAPSHOT|auto|none` and `--parent-blocks FILE`, as `kiln upload`
+    // takes them.
+    #[command(flatten)]
+    pub parent: super::aws_common::ParentArgs,
     #[command(flatten)]
     pub trust: super::trust::TrustArgs,
 }
@@ -96,6 +101,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--upload streams the disk into EBS and writes no image file: it takes no --format or --oci-archive");
         }
         return run_upload(args);
+    }
+    if args.parent.parent != kiln::aws::parent::ParentChoice::None
+        || args.parent.parent_blocks.is_some()
+    {
+        anyhow::bail!(
+            "--parent and --parent-blocks make the snapshot of --upload a child of another: \
+             give --upload, or upload the image later with kiln upload --parent"
+        );
     }
     let progress: Option<Box<dyn Progress>> = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
@@ -205,6 +218,8 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     use kiln::aws::{kiln_tags, ImageIdentity};
     use kiln::manifest;
 
+    // Flags that contradict each other are refused before anything is built.
+    let parent_request = args.parent.request()?;
     let popts = kiln::packages::Options {
         progress: std::io::stderr().is_terminal(),
         ..Default::default()
@@ -247,6 +262,18 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     let rt = aws_common::runtime()?;
     let clients = args.aws.connect(rt)?;
     let retrier = args.upload_args.retry.retrier();
+    // The parent's block map is loaded (or read back from the parent) before StartSnapshot:
+    // the sink compares each block with it as the disk is written, and a parent that cannot
+    // be one is refused before anything is made.
+    let parent = aws_common::choose_parent(
+        rt,
+        &clients,
+        &retrier,
+        &parent_request,
+        (&identity.name, Some(recipe.image.arch.as_str())),
+        &mut spec,
+        args.upload_args.workers,
+    )?;
     let sha = std::sync::Arc::new(std::sync::Mutex::new(None));
     let want_sha256 = args.sha256;
     // The blocks digest comes from the blocks sent, and the kiln:image-blocks-sha256 tag goes on
@@ -256,6 +283,9 @@ fn run_upload(mut args: Args) -> anyhow::Result<ExitCode> {
     // last block are most of a sparse disk's hashing) and tagged as kiln:image-sha256.
     let report =
         super::upload::run_upload(rt, &clients, &retrier, &spec, &args.upload_args, |sink| {
+            if let Some(p) = &parent {
+                sink.set_parent(&p.snapshot_id, &p.map);
+            }
             let pending =
                 pipeline::write_disk(&prepared, sink, want_sha256).map_err(|e| e.to_string())?;
             let (handle, clients, retrier) =

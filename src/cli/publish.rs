@@ -84,7 +84,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    // Everything the recipe alone can refuse is refused before the build.
+    // Everything the flags or the recipe alone can refuse is refused before the build.
+    let parent = kiln::aws::parent::Request {
+        choice: a.parent.clone(),
+        blocks_file: a.parent_blocks.clone(),
+    };
+    parent.check()?;
     let recipe = Recipe::load_with(&a.recipe, &a.trust.trust())?;
     publish::check_recipe(&recipe, a.allow_public)?;
     let plan = recipe.test_plan().unwrap_or_default();
@@ -119,8 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         copy_concurrency: a.copy_concurrency,
         wait_timeout: Duration::from_secs(a.wait_timeout),
         retry: a.retry.retrier().policy,
-        parent: a.parent.clone(),
-        parent_blocks: a.parent_blocks.clone(),
+        parent: parent.clone(),
     };
     let watcher: Mutex<Option<Watcher>> = Mutex::new(None);
     // After Ctrl-C the calls fail as interrupted while the signal thread undoes this run's

@@ -1,6 +1,6 @@
 //! `kiln upload IMAGE`: an image file to an EBS snapshot.
 
-use super::aws_common::{self, AwsArgs, UploadArgs, Watcher};
+use super::aws_common::{self, AwsArgs, ParentArgs, UploadArgs, Watcher};
 use kiln::aws::guard::Guard;
 use kiln::aws::identity::TAG_BLOCKS;
 use kiln::aws::parent;
@@ -31,18 +31,12 @@ pub struct Args {
     pub aws: AwsArgs,
     #[command(flatten)]
     pub upload: UploadArgs,
-    /// Upload incrementally, as a child of this snapshot (`snap-...`), of the newest completed
-    /// kiln snapshot of the same image name and architecture (`auto`: a full upload when there
-    /// is none), or in full (`none`). Only the blocks that differ from the parent's are sent.
-    #[arg(long, default_value = "none")]
-    pub parent: kiln::aws::parent::ParentChoice,
-    /// The parent's block map (`<stem>.blocks` of its build); without it the parent snapshot's
-    /// blocks are read back to learn it.
-    #[arg(long, value_name = "FILE")]
-    pub parent_blocks: Option<PathBuf>,
+    #[command(flatten)]
+    pub parent: ParentArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let parent_request = a.parent.request()?;
     let size = std::fs::metadata(&a.image)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
         .len();
@@ -110,7 +104,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(arch) = &arch {
         spec.tags.push((parent::TAG_ARCH.into(), arch.clone()));
     }
-    let parent = resolve_parent(rt, &clients, &retrier, &a, &identity.name, arch, &mut spec)?;
+    let parent = aws_common::choose_parent(
+        rt,
+        &clients,
+        &retrier,
+        &parent_request,
+        (&identity.name, arch.as_deref()),
+        &mut spec,
+        a.upload.workers,
+    )?;
     let report = run_upload(rt, &clients, &retrier, &spec, &a.upload, |sink| {
         if identity.blocks.is_none() {
             tag_blocks_before_completed(rt.handle(), &clients, &retrier, sink);
@@ -175,41 +177,6 @@ pub fn tag_blocks_before_completed(
             ))
             .map_err(|e| format!("tagging the snapshot: {e}"))
     }));
-}
-
-/// The parent of an incremental upload (`--parent`), checked; `spec` then starts a child of it.
-fn resolve_parent(
-    rt: &tokio::runtime::Runtime,
-    clients: &kiln::aws::Clients,
-    retrier: &Retrier,
-    a: &Args,
-    name: &str,
-    arch: Option<String>,
-    spec: &mut SnapshotSpec,
-) -> anyhow::Result<Option<parent::Parent>> {
-    if a.parent_blocks.is_some() && a.parent == parent::ParentChoice::None {
-        anyhow::bail!(
-            "--parent-blocks describes a parent: give --parent SNAPSHOT or --parent auto"
-        );
-    }
-    let want = parent::Want {
-        name: name.to_string(),
-        arch,
-        size: spec.size,
-        encrypted: spec.encrypted,
-        blocks_file: a.parent_blocks.clone(),
-        concurrency: a.upload.workers.clamp(1, 16),
-    };
-    let note = |m: &str| eprintln!("{m}");
-    let p = rt.block_on(parent::resolve(clients, retrier, &a.parent, &want, &note))?;
-    if let Some(p) = &p {
-        eprintln!(
-            "parent: {} (its block map: {}, {} non-zero blocks)",
-            p.snapshot_id, p.map_source, p.map.info.blocks
-        );
-        spec.parent = Some(p.snapshot_id.clone());
-    }
-    Ok(p)
 }
 
 /// What the manifest beside an image says about it.

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod debrepo;
 pub mod ext4_check;
+pub mod incremental;
 pub mod moto;
 pub mod pkgtree;
 pub mod registry;
