@@ -6,6 +6,7 @@ pub mod debrepo;
 pub mod ext4_check;
 pub mod moto;
 pub mod pkgtree;
+pub mod recipe;
 pub mod registry;
 pub mod report;
 
