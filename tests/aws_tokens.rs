@@ -139,25 +139,9 @@ fn build_upload_after_a_tree_source_changed() {
     let d = dir.path();
     std::fs::create_dir(d.join("site")).unwrap();
     std::fs::write(d.join("site/index.html"), "one\n").unwrap();
-    let recipe = r#"
-[image]
-name = "site"
-version = "1.0.0"
-arch = "x86_64"
-size = "64MiB"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[tree]]
-source = "site"
-dest = "/srv/www"
-"#;
+    let recipe = common::recipe::image("site", "1.0.0", "64MiB")
+        + common::recipe::ROOT
+        + "[[tree]]\nsource = \"site\"\ndest = \"/srv/www\"\n";
     std::fs::write(d.join("site.toml"), recipe).unwrap();
     let moto = Moto::start();
     let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
