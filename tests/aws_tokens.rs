@@ -12,6 +12,29 @@ mod common;
 use common::moto::{assert_run_token, snapshot_state, Ec2, Moto, Proxy};
 use common::ok;
 use serde_json::Value;
+use std::path::Path;
+
+/// `web.toml` in `d`, published to `regions` with `extra` in its `[ami]` table; and moto.
+fn web(d: &Path, regions: &[&str], extra: &str) -> Moto {
+    std::fs::write(
+        d.join("web.toml"),
+        common::moto::web_recipe("1.0.0", regions, extra),
+    )
+    .unwrap();
+    Moto::start()
+}
+
+/// [`web`] published to us-east-1 and copied to eu-west-1, where sharing with an account can
+/// be made to fail; and a client for eu-west-1.
+fn two_regions(d: &Path) -> (Moto, Ec2) {
+    let moto = web(
+        d,
+        &["us-east-1", "eu-west-1"],
+        "share_accounts = [\"111122223333\"]",
+    );
+    let west = Ec2::new(&moto, "eu-west-1");
+    (moto, west)
+}
 
 fn tokens(proxy: &Proxy) -> Vec<String> {
     proxy
@@ -30,12 +53,7 @@ fn tokens(proxy: &Proxy) -> Vec<String> {
 fn upload_twice_then_publish_the_same_image() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("web.toml"),
-        common::moto::web_recipe("1.0.0", &["us-east-1"], ""),
-    )
-    .unwrap();
-    let moto = Moto::start();
+    let moto = web(d, &["us-east-1"], "");
     let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
     ok(&proxy
         .kiln()
@@ -91,12 +109,7 @@ fn upload_twice_then_publish_the_same_image() {
 fn a_publish_retried_after_a_failed_registration() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("web.toml"),
-        common::moto::web_recipe("1.0.0", &["us-east-1"], ""),
-    )
-    .unwrap();
-    let moto = Moto::start();
+    let moto = web(d, &["us-east-1"], "");
     let failing = Proxy::start(
         &moto,
         &d.join("cap1.jsonl"),
@@ -126,25 +139,9 @@ fn build_upload_after_a_tree_source_changed() {
     let d = dir.path();
     std::fs::create_dir(d.join("site")).unwrap();
     std::fs::write(d.join("site/index.html"), "one\n").unwrap();
-    let recipe = r#"
-[image]
-name = "site"
-version = "1.0.0"
-arch = "x86_64"
-size = "64MiB"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[tree]]
-source = "site"
-dest = "/srv/www"
-"#;
+    let recipe = common::recipe::image("site", "1.0.0", "64MiB")
+        + common::recipe::ROOT
+        + "[[tree]]\nsource = \"site\"\ndest = \"/srv/www\"\n";
     std::fs::write(d.join("site.toml"), recipe).unwrap();
     let moto = Moto::start();
     let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &[]);
@@ -362,17 +359,7 @@ fn copy_tokens(proxy: &Proxy) -> Vec<String> {
 fn a_region_refilled_after_its_copy_was_cleaned_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("web.toml"),
-        common::moto::web_recipe(
-            "1.0.0",
-            &["us-east-1", "eu-west-1"],
-            "share_accounts = [\"111122223333\"]",
-        ),
-    )
-    .unwrap();
-    let moto = Moto::start();
-    let west = Ec2::new(&moto, "eu-west-1");
+    let (moto, west) = two_regions(d);
     let failing = Proxy::start(
         &moto,
         &d.join("cap1.jsonl"),
@@ -436,17 +423,7 @@ fn a_region_refilled_after_its_copy_was_cleaned_up() {
 fn a_copy_answer_naming_an_older_image_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("web.toml"),
-        common::moto::web_recipe(
-            "1.0.0",
-            &["us-east-1", "eu-west-1"],
-            "share_accounts = [\"111122223333\"]",
-        ),
-    )
-    .unwrap();
-    let moto = Moto::start();
-    let west = Ec2::new(&moto, "eu-west-1");
+    let (moto, west) = two_regions(d);
     let foreign = west
         .block_on(west.client.register_image().name("someone-elses").send())
         .unwrap()

@@ -10,27 +10,13 @@ use kiln::recipe::{Compression, KernelChoice, Loader, Recipe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const HEAD: &str = r#"[image]
-name = "t"
-version = "1"
-arch = "x86_64"
-size = "256MiB"
-[[partition]]
-label = "esp"
-type = "esp"
-size = "64MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-"#;
+/// Every recipe here: an ESP and a root; the `[boot]` body under test starts at line 22.
+fn head() -> String {
+    common::recipe::head("t", "1", "256MiB", "64MiB")
+}
 
 fn parse(body: &str) -> Result<Recipe, kiln::recipe::RecipeError> {
-    Recipe::from_str_with_env(&format!("{HEAD}{body}"), Path::new("/r/b.toml"), &|_| None)
+    Recipe::from_str_with_env(&(head() + body), Path::new("/r/b.toml"), &|_| None)
 }
 
 fn err(body: &str) -> String {
@@ -51,7 +37,7 @@ fn boot_section_parses() {
     let i = b.initrd.unwrap();
     assert_eq!(i.modules, ["virtio_blk", "virtio_pci"]);
     assert_eq!(i.compression, Compression::Gzip);
-    assert_eq!((b.pos.line, b.pos.col), (18, 1));
+    assert_eq!((b.pos.line, b.pos.col), (22, 1));
     let d = parse("[boot]\nloader = \"systemd-boot\"\n")
         .unwrap()
         .boot
@@ -67,32 +53,32 @@ fn boot_errors_point_at_the_value() {
     let cases: &[(&str, &str)] = &[
         (
             "[boot]\nloader = \"grub\"\n",
-            "/r/b.toml:19:10: unknown boot loader \"grub\"; expected \"systemd-boot\", \"uki\" or \"none\"",
+            "/r/b.toml:23:10: unknown boot loader \"grub\"; expected \"systemd-boot\", \"uki\" or \"none\"",
         ),
         (
             "[boot]\nloader = \"uki\"\ntimeout = 3\n",
-            "/r/b.toml:20:1: unknown key `timeout`; expected one of the keys `loader`, `cmdline`, `kernel`, `initrd`",
+            "/r/b.toml:24:1: unknown key `timeout`; expected one of the keys `loader`, `cmdline`, `kernel`, `initrd`",
         ),
-        ("[boot]\ncmdline = \"x\"\n", "/r/b.toml:18:1: missing key `loader`"),
+        ("[boot]\ncmdline = \"x\"\n", "/r/b.toml:22:1: missing key `loader`"),
         (
             "[boot]\nloader = \"uki\"\ncmdline = \"a\\nb\"\n",
-            "/r/b.toml:20:11: the kernel command line contains a control character",
+            "/r/b.toml:24:11: the kernel command line contains a control character",
         ),
         (
             "[boot]\nloader = \"uki\"\nkernel = \"vmlinuz\"\n",
-            "/r/b.toml:20:10: kernel \"vmlinuz\" is not absolute; expected \"auto\" or an absolute path",
+            "/r/b.toml:24:10: kernel \"vmlinuz\" is not absolute; expected \"auto\" or an absolute path",
         ),
         (
             "[boot]\nloader = \"uki\"\ninitrd = { modules = [\"../ena\"] }\n",
-            "/r/b.toml:20:23: module name \"../ena\" is not allowed",
+            "/r/b.toml:24:23: module name \"../ena\" is not allowed",
         ),
         (
             "[boot]\nloader = \"uki\"\ninitrd = { compression = \"lz4\" }\n",
-            "/r/b.toml:20:26: unknown initrd compression \"lz4\"; expected \"auto\", \"zstd\", \"gzip\" or \"none\"",
+            "/r/b.toml:24:26: unknown initrd compression \"lz4\"; expected \"auto\", \"zstd\", \"gzip\" or \"none\"",
         ),
         (
             "[boot]\nloader = \"uki\"\ninitrd = { module = [\"x\"] }\n",
-            "/r/b.toml:20:12: unknown key `module`; expected `modules` or `compression`",
+            "/r/b.toml:24:12: unknown key `module`; expected `modules` or `compression`",
         ),
     ];
     for (body, want) in cases {
@@ -131,10 +117,10 @@ fn inputs() -> PathBuf {
     common::boot::inputs(&["root/boot"])
 }
 
-/// Builds `HEAD + body` in `dir`; the kiln binary's stderr on failure.
+/// Builds `head() + body` in `dir`; the kiln binary's stderr on failure.
 fn build(dir: &Path, body: &str) -> Result<PathBuf, String> {
     let recipe = dir.join("b.toml");
-    std::fs::write(&recipe, format!("{HEAD}{body}")).unwrap();
+    std::fs::write(&recipe, head() + body).unwrap();
     let img = dir.join("b.raw");
     let o = common::run(
         Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -155,7 +141,7 @@ fn kernel_choice_errors_name_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let e = build(tmp.path(), "[boot]\nloader = \"uki\"\n").unwrap_err();
     assert!(
-        e.contains("b.toml:18:1: [boot] kernel = \"auto\" found no /boot/vmlinuz-* in the tree"),
+        e.contains("b.toml:22:1: [boot] kernel = \"auto\" found no /boot/vmlinuz-* in the tree"),
         "{e}"
     );
     let two = "[[file]]\npath = \"/boot/vmlinuz-1\"\ncontent = \"x\"\n[[file]]\npath = \"/boot/vmlinuz-2\"\ncontent = \"x\"\n[boot]\nloader = \"uki\"\n";

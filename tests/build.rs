@@ -12,29 +12,12 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
-const RECIPE: &str = r##"
-[image]
-name = "e2e"
-version = "1.0.0"
-arch = "x86_64"
-size = "96MiB"
-source_date_epoch = 1700000000
+/// The recipe of version `version` on a disk of `size`: every kind of entry.
+fn recipe_text(version: &str, size: &str) -> String {
+    common::recipe::head("e2e", version, size, "40MiB") + ENTRIES
+}
 
-[[partition]]
-label = "esp"
-type = "esp"
-size = "40MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[directory]]
+const ENTRIES: &str = r##"[[directory]]
 path = "/etc"
 mode = "0755"
 
@@ -116,7 +99,7 @@ fn setup(dir: &Path) -> PathBuf {
     tar.append(&h, &b"hello\n"[..]).unwrap();
     tar.into_inner().unwrap().finish().unwrap();
     let recipe = dir.join("recipe.toml");
-    std::fs::write(&recipe, RECIPE).unwrap();
+    std::fs::write(&recipe, recipe_text("1.0.0", "96MiB")).unwrap();
     recipe
 }
 
@@ -148,15 +131,11 @@ fn versions_of_one_image_keep_their_uuids() {
     let dir = tempfile::tempdir().unwrap();
     let v1 = setup(dir.path());
     let v2 = dir.path().join("v2.toml");
-    std::fs::write(
-        &v2,
-        RECIPE.replace(r#"version = "1.0.0""#, r#"version = "2.0.0""#),
-    )
-    .unwrap();
+    std::fs::write(&v2, recipe_text("2.0.0", "96MiB")).unwrap();
     let seeded = dir.path().join("seeded.toml");
     std::fs::write(
         &seeded,
-        RECIPE.replace(
+        recipe_text("1.0.0", "96MiB").replace(
             r#"version = "1.0.0""#,
             "version = \"1.0.0\"\nseed = \"other\"",
         ),
@@ -458,9 +437,8 @@ fn expect_error(recipe_text: &str, want: &[&str]) {
 
 #[test]
 fn bad_inputs_give_clear_errors_and_leave_nothing() {
-    let head = "[image]\nname = \"x\"\nversion = \"1\"\narch = \"x86_64\"\nsize = \"64MiB\"\n";
-    let esp_root = "[[partition]]\nlabel = \"esp\"\ntype = \"esp\"\nsize = \"34MiB\"\nfilesystem = \"vfat\"\nmount = \"/boot/efi\"\n\
-                    [[partition]]\nlabel = \"root\"\ntype = \"root\"\nsize = \"rest\"\nfilesystem = \"ext4\"\nmount = \"/\"\n";
+    let head = common::recipe::image("x", "1", "64MiB");
+    let esp_root = common::recipe::esp_and_root("34MiB");
     // A missing source names the file and where the entry is.
     expect_error(
         &format!("{head}{esp_root}[[file]]\npath = \"/a\"\nsource = \"nope.bin\"\n"),
@@ -496,7 +474,7 @@ fn bad_inputs_give_clear_errors_and_leave_nothing() {
     // Unknown keys are refused with their position.
     expect_error(
         &format!("{head}colour = \"red\"\n"),
-        &["bad.toml:6", "colour"],
+        &["bad.toml:8", "colour"],
     );
 }
 
@@ -518,8 +496,7 @@ fn interrupted_build_leaves_nothing_behind() {
     let recipe = tmp.path().join("r.toml");
     std::fs::write(
         &recipe,
-        RECIPE.replace("size = \"96MiB\"", "size = \"600MiB\"")
-            + "\n[[file]]\npath = \"/big.bin\"\nsource = \"big.bin\"\n",
+        recipe_text("1.0.0", "600MiB") + "\n[[file]]\npath = \"/big.bin\"\nsource = \"big.bin\"\n",
     )
     .unwrap();
     let out = tmp.path().join("out");

@@ -153,29 +153,8 @@ fn blocks_digest_and_sha256_agree_with_the_script_and_sha256sum_on_every_shape()
     assert_eq!(sha256sum(&[map]), want[2..3]);
 }
 
-const RECIPE: &str = r#"
-[image]
-name = "digest"
-version = "1.0.0"
-arch = "x86_64"
-size = "SIZE"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "esp"
-type = "esp"
-size = "40MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
+/// The recipe's entries, after [`common::recipe::head`].
+const ENTRIES: &str = r#"[[file]]
 path = "/etc/hostname"
 content = "digest\n"
 
@@ -186,7 +165,8 @@ content = "hello\n"
 
 fn recipe(dir: &Path, size: &str) -> PathBuf {
     let p = dir.join(format!("r-{size}.toml"));
-    std::fs::write(&p, RECIPE.replace("SIZE", size)).unwrap();
+    let head = common::recipe::head("digest", "1.0.0", size, "40MiB");
+    std::fs::write(&p, head + ENTRIES).unwrap();
     p
 }
 

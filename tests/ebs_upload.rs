@@ -152,29 +152,12 @@ fn upload_sends_only_nonzero_blocks_with_checksums_and_verifies() {
     assert!(text.contains("block 10 "), "{text}");
 }
 
-const RECIPE: &str = r#"
-[image]
-name = "ebs-e2e"
-version = "2.0"
-arch = "x86_64"
-size = "64MiB"
-source_date_epoch = 1700000000
+/// A small disk with a file in each filesystem.
+fn recipe_text() -> String {
+    common::recipe::head("ebs-e2e", "2.0", "64MiB", "34MiB") + ENTRIES
+}
 
-[[partition]]
-label = "esp"
-type = "esp"
-size = "34MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
+const ENTRIES: &str = r#"[[file]]
 path = "/etc/hostname"
 content = "ebs\n"
 
@@ -187,7 +170,7 @@ content = "hello from the ESP\n"
 fn build_upload_streams_the_same_disk_as_a_file_build() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("r.toml");
-    std::fs::write(&recipe, RECIPE).unwrap();
+    std::fs::write(&recipe, recipe_text()).unwrap();
     let moto = Moto::start();
     let proxy = Proxy::start(&moto, &dir.path().join("cap.jsonl"), &[]);
 
@@ -389,7 +372,7 @@ fn encrypted_upload_writes_every_block_of_the_volume() {
 fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("r.toml");
-    std::fs::write(&recipe, RECIPE).unwrap();
+    std::fs::write(&recipe, recipe_text()).unwrap();
     let moto = Moto::start();
     let proxy = Proxy::start(&moto, &dir.path().join("cap.jsonl"), &[]);
     let img = dir.path().join("disk.raw");
@@ -574,7 +557,7 @@ fn upload_trusts_the_manifest_only_as_far_as_the_bytes_agree() {
 fn build_upload_never_leaves_an_untagged_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("r.toml");
-    std::fs::write(&recipe, RECIPE).unwrap();
+    std::fs::write(&recipe, recipe_text()).unwrap();
     let moto = Moto::start();
     let proxy = Proxy::start(
         &moto,

@@ -53,26 +53,9 @@ fn recipe(dir: &Path, bb: &Path, size: &str) -> PathBuf {
     use std::os::unix::fs::FileExt;
     f.write_all_at(b"tail!", (64 << 20) - 5).unwrap();
     std::fs::write(dir.join("init"), INIT).unwrap();
+    let head = common::recipe::head("boot-test", "1", size, "40MiB");
     let text = format!(
-        r#"
-[image]
-name = "boot-test"
-version = "1"
-arch = "x86_64"
-size = "{size}"
-[[partition]]
-label = "esp"
-type = "esp"
-size = "40MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-[[symlink]]
+        r#"{head}[[symlink]]
 path = "/bin"
 target = "usr/bin"
 [[symlink]]

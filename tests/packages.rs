@@ -77,23 +77,10 @@ fn recipe_text(uri: &str, include: &[&str], exclude: &[&str]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let image = common::recipe::image("pkgtest", "1", "64MiB");
+    let root = common::recipe::ROOT;
     format!(
-        r#"
-[image]
-name = "pkgtest"
-version = "1"
-arch = "x86_64"
-size = "64MiB"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[repository]]
+        r#"{image}{root}[[repository]]
 uri = "{uri}"
 suite = "kilntest"
 keyring = "key.gpg"

@@ -310,27 +310,10 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
 fn an_aarch64_image_gets_the_aarch64_machine_from_its_manifest_or_gpt() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("arm.toml");
+    let head = common::recipe::head("arm", "1", "80MiB", "40MiB");
     std::fs::write(
         &recipe,
-        r#"
-[image]
-name = "arm"
-version = "1"
-arch = "aarch64"
-size = "80MiB"
-[[partition]]
-label = "esp"
-type = "esp"
-size = "40MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-"#,
+        head.replace(r#"arch = "x86_64""#, r#"arch = "aarch64""#),
     )
     .unwrap();
     let img = dir.path().join("arm.raw");

@@ -92,3 +92,57 @@ impl BlockSink for ProgressSink<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::disk::assemble::{self, Contents};
+    use crate::fs::ext4;
+    use crate::sink::VecSink;
+    use crate::tree::Time;
+
+    /// The root filesystem's volume label (`s_volume_name`, 0x78 into the superblock at byte
+    /// 1024) on a disk written by [`super::write_disk`].
+    fn root_label(p: &super::Prepared, root: usize) -> Vec<u8> {
+        let mut sink = VecSink::default();
+        super::write_disk(p, &mut sink, false)
+            .unwrap()
+            .wait()
+            .unwrap();
+        let at = p.plan.partitions[root].offset() as usize + 1024 + 0x78;
+        let name = &sink.data[at..at + 16];
+        name.iter().take_while(|&&b| b != 0).copied().collect()
+    }
+
+    /// write_disk writes each ext4 filesystem from the plan check_fit kept in `Prepared` and plans
+    /// none again: a plan swapped in with another label is the label on the disk.
+    #[test]
+    fn write_disk_writes_from_the_fit_checks_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = dir.path().join("r.toml");
+        std::fs::write(
+            &recipe,
+            "[image]\nname = \"p\"\nversion = \"1\"\narch = \"x86_64\"\nsize = \"64MiB\"\n\
+             [[partition]]\nlabel = \"root\"\ntype = \"root\"\nsize = \"rest\"\n\
+             filesystem = \"ext4\"\nmount = \"/\"\n\
+             [[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+        )
+        .unwrap();
+        let mut p = super::super::prepare(&recipe).unwrap();
+        let root = p
+            .contents
+            .iter()
+            .position(|c| matches!(c, Contents::Ext4(_)))
+            .unwrap();
+        assert!(p.ext4_plans[root].is_some(), "check_fit kept its plan");
+        assert_eq!(root_label(&p, root), b"root");
+
+        let time = Time::from_secs(p.recipe.image.source_date_epoch);
+        let mut opts = assemble::ext4_options(&p.plan, root, &p.recipe.image.seed, time);
+        opts.label = "swapped".into();
+        let Contents::Ext4(tree) = &p.contents[root] else {
+            unreachable!()
+        };
+        p.ext4_plans[root] = Some(ext4::Plan::new(tree, &opts).unwrap());
+        assert_eq!(root_label(&p, root), b"swapped");
+    }
+}

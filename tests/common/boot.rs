@@ -39,26 +39,11 @@ impl HandMade<'_> {
             .seed
             .map(|s| format!("seed = \"{s}\"\n"))
             .unwrap_or_default();
+        let image = super::recipe::image(self.name, self.version, "160MiB");
+        let partitions = super::recipe::esp_and_root("48MiB");
         let mut text = format!(
-            r#"
-[image]
-name = "{name}"
-version = "{version}"
-arch = "x86_64"
-size = "160MiB"
-{seed}[[partition]]
-label = "esp"
-type = "esp"
-size = "48MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-[[file]]
+            r#"{image}{seed}
+{partitions}[[file]]
 path = "/boot/efi/loader/loader.conf"
 content = "timeout 0\ndefault kiln.conf\n"
 [[file]]
@@ -76,8 +61,6 @@ path = "/sbin/init"
 source = "{init}"
 mode = "0755"
 "#,
-            name = self.name,
-            version = self.version,
             init = self.init,
             kernel = inp.join("vmlinuz").display(),
             busybox = inp.join("busybox").display(),

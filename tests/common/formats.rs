@@ -122,29 +122,9 @@ pub fn recipe(dir: &Path, name: &str, extra: &str) -> PathBuf {
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     std::fs::write(dir.join("blob.bin"), blob).unwrap();
+    let head = crate::common::recipe::head(name, "2.1.0", "600MiB", "40MiB");
     let text = format!(
-        r#"[image]
-name = "{name}"
-version = "2.1.0"
-arch = "x86_64"
-size = "600MiB"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "esp"
-type = "esp"
-size = "40MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
+        r#"{head}[[file]]
 path = "/etc/hostname"
 content = "formats\n"
 

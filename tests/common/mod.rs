@@ -7,6 +7,7 @@ pub mod ext4_check;
 pub mod incremental;
 pub mod moto;
 pub mod pkgtree;
+pub mod recipe;
 pub mod registry;
 pub mod report;
 

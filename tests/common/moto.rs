@@ -470,23 +470,10 @@ pub fn is_mutating(op: &str) -> bool {
 /// to `[ami]` (it starts on the line after `regions`).
 pub fn web_recipe(version: &str, regions: &[&str], ami_extra: &str) -> String {
     let regions: Vec<String> = regions.iter().map(|r| format!("{r:?}")).collect();
+    let image = super::recipe::image("web", version, "64MiB");
+    let root = super::recipe::ROOT;
     format!(
-        r#"
-[image]
-name = "web"
-version = "{version}"
-arch = "x86_64"
-size = "64MiB"
-source_date_epoch = 1700000000
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
+        r#"{image}{root}[[file]]
 path = "/etc/motd"
 content = "web {version}\n"
 

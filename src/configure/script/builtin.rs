@@ -2,7 +2,7 @@
 //! answers depend only on their input (`basename`, `dirname`, `grep` on a pipe).
 
 use super::ast::Cmd;
-use super::eval::{Call, Flow, Shell, Status, Tri, Val};
+use super::eval::{Flow, Shell, Status, Tri, Val};
 use super::pattern::{bre_to_ere, ere_for_regex_lite, regex_escape};
 
 /// The directories `command -v` searches, as dpkg sets PATH for maintainer scripts.
@@ -175,42 +175,30 @@ pub(super) fn run(
             };
             ok(sh, Status::OK, out)
         }
-        "." | "source" => {
-            let doubt = sh.uncertain().map(str::to_owned);
-            let cwd = sh.cwd.clone();
-            let call = Call {
-                argv,
-                env,
-                stdin,
-                uncertain: doubt.as_deref(),
-                line,
-                cwd: &cwd,
-            };
-            match args.first() {
-                Some(Val::Known(p)) => {
-                    let p = sh.abs(p);
-                    if sh.host.source(&p, &call) {
-                        return ok(sh, Status::OK, empty());
-                    }
-                    let text = sh.host.read(&p);
-                    match text.as_str().map(super::parse) {
-                        Some(Ok(script)) => {
-                            let st = sh.run_nested(&script.body);
-                            Some(st)
-                        }
-                        _ => {
-                            sh.host
-                                .cannot(&format!("`. {p}`: kiln cannot read it"), line);
-                            ok(sh, Status::Unknown, Val::Unknown)
-                        }
-                    }
+        "." | "source" => match args.first() {
+            Some(Val::Known(p)) => {
+                let p = sh.abs(p);
+                if sh.call_host(argv, env, stdin, line, |h, call| h.source(&p, call)) {
+                    return ok(sh, Status::OK, empty());
                 }
-                _ => {
-                    sh.host.cannot("`.` of a file whose name is unknown", line);
-                    ok(sh, Status::Unknown, Val::Unknown)
+                let text = sh.host.read(&p);
+                match text.as_str().map(super::parse) {
+                    Some(Ok(script)) => {
+                        let st = sh.run_nested(&script.body);
+                        Some(st)
+                    }
+                    _ => {
+                        sh.host
+                            .cannot(&format!("`. {p}`: kiln cannot read it"), line);
+                        ok(sh, Status::Unknown, Val::Unknown)
+                    }
                 }
             }
-        }
+            _ => {
+                sh.host.cannot("`.` of a file whose name is unknown", line);
+                ok(sh, Status::Unknown, Val::Unknown)
+            }
+        },
         "eval" => {
             let Some(a) = known else {
                 sh.host.cannot("`eval` of an unknown string", line);
@@ -240,17 +228,7 @@ pub(super) fn run(
                 if let Some(r) = run(sh, &n, &rest, env, stdin, line) {
                     return Some(r);
                 }
-                let doubt = sh.uncertain().map(str::to_owned);
-                let cwd = sh.cwd.clone();
-                let call = Call {
-                    argv: &rest,
-                    env,
-                    stdin,
-                    uncertain: doubt.as_deref(),
-                    line,
-                    cwd: &cwd,
-                };
-                let out = sh.host.run(&call);
+                let out = sh.call_host(&rest, env, stdin, line, |h, call| h.run(call));
                 return ok(sh, out.status, out.stdout);
             }
             let names: Vec<&str> = a.iter().copied().filter(|x| !x.starts_with('-')).collect();
@@ -321,17 +299,7 @@ pub(super) fn run(
             let (_, out) = match run(sh, &n, &rest, env, stdin, line) {
                 Some(r) => r,
                 None => {
-                    let doubt = sh.uncertain().map(str::to_owned);
-                    let cwd = sh.cwd.clone();
-                    let call = Call {
-                        argv: &rest,
-                        env,
-                        stdin,
-                        uncertain: doubt.as_deref(),
-                        line,
-                        cwd: &cwd,
-                    };
-                    let o = sh.host.run(&call);
+                    let o = sh.call_host(&rest, env, stdin, line, |h, call| h.run(call));
                     sh.last = o.status;
                     (Flow::Normal, o.stdout)
                 }

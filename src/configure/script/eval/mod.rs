@@ -138,8 +138,25 @@ impl<'h> Shell<'h> {
         }
     }
 
-    pub(super) fn uncertain(&self) -> Option<&str> {
-        self.doubts.last().map(String::as_str)
+    /// Hands `act` the host and the [`Call`] of the command `argv` at `line`, marked with the
+    /// current doubt and working directory (the one place a `Call` is made).
+    pub(super) fn call_host<T>(
+        &mut self,
+        argv: &[Val],
+        env: &[(String, Val)],
+        stdin: Option<&Val>,
+        line: usize,
+        act: impl FnOnce(&mut dyn Host, &Call) -> T,
+    ) -> T {
+        let call = Call {
+            argv,
+            env,
+            stdin,
+            uncertain: self.doubts.last().map(String::as_str),
+            line,
+            cwd: &self.cwd,
+        };
+        act(&mut *self.host, &call)
     }
 
     fn list(&mut self, cmds: &[Cmd]) -> Flow {
@@ -581,21 +598,13 @@ impl<'h> Shell<'h> {
         }
         let line = s.line;
         if argv.is_empty() {
-            let doubt = self.uncertain().map(str::to_owned);
-            let cwd = self.cwd.clone();
             for (name, v) in env {
                 self.set_var(&name, v);
             }
             if let Some((Val::Known(p), append)) = &out_to {
-                let call = Call {
-                    argv: &[],
-                    env: &[],
-                    stdin: None,
-                    uncertain: doubt.as_deref(),
-                    line,
-                    cwd: &cwd,
-                };
-                self.host.write(p, &Val::known(""), *append, &call);
+                self.call_host(&[], &[], None, line, |h, call| {
+                    h.write(p, &Val::known(""), *append, call)
+                });
             }
             if !s.assigns.iter().any(|(_, w)| has_command(w)) {
                 self.last = Status::OK;
@@ -608,16 +617,10 @@ impl<'h> Shell<'h> {
             (Flow::Normal, Status::Code(c))
                 if c != 0 && self.errexit && self.in_condition == 0 && !piped =>
             {
-                let call = Call {
-                    argv: &argv,
-                    env: &env,
-                    stdin: None,
-                    uncertain: self.uncertain(),
-                    line,
-                    cwd: &self.cwd,
-                };
-                let what = format!("set -e stops the script here: {} exits {c}", call.show());
-                self.host.cannot(&what, line);
+                self.call_host(&argv, &env, None, line, |h, call| {
+                    let what = format!("set -e stops the script here: {} exits {c}", call.show());
+                    h.cannot(&what, line)
+                });
                 self.exit_code = Status::Code(c);
                 Flow::Exit
             }
@@ -631,17 +634,9 @@ impl<'h> Shell<'h> {
         }
         match out_to {
             Some((Val::Known(p), append)) => {
-                let doubt = self.uncertain().map(str::to_owned);
-                let cwd = self.cwd.clone();
-                let call = Call {
-                    argv: &argv,
-                    env: &env,
-                    stdin: None,
-                    uncertain: doubt.as_deref(),
-                    line,
-                    cwd: &cwd,
-                };
-                self.host.write(&p, &out, append, &call);
+                self.call_host(&argv, &env, None, line, |h, call| {
+                    h.write(&p, &out, append, call)
+                });
             }
             Some((Val::Unknown, _)) => {
                 self.host
@@ -674,17 +669,7 @@ impl<'h> Shell<'h> {
         let name = match argv.first() {
             Some(Val::Known(n)) => n.clone(),
             _ => {
-                let doubt = self.uncertain().map(str::to_owned);
-                let cwd = self.cwd.clone();
-                let call = Call {
-                    argv,
-                    env,
-                    stdin,
-                    uncertain: doubt.as_deref(),
-                    line,
-                    cwd: &cwd,
-                };
-                let out = self.host.run(&call);
+                let out = self.call_host(argv, env, stdin, line, |h, call| h.run(call));
                 self.last = out.status;
                 return (Flow::Normal, out.stdout);
             }
@@ -695,17 +680,7 @@ impl<'h> Shell<'h> {
         if let Some(r) = builtin::run(self, &name, argv, env, stdin, line) {
             return r;
         }
-        let doubt = self.uncertain().map(str::to_owned);
-        let cwd = self.cwd.clone();
-        let call = Call {
-            argv,
-            env,
-            stdin,
-            uncertain: doubt.as_deref(),
-            line,
-            cwd: &cwd,
-        };
-        let out = self.host.run(&call);
+        let out = self.call_host(argv, env, stdin, line, |h, call| h.run(call));
         self.last = out.status;
         for (k, v) in out.set {
             self.set_var(&k, v);
