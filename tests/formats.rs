@@ -429,9 +429,11 @@ fn kiln_test_reads_the_architecture_from_a_disk_without_manifest() {
     );
 }
 
-/// `kiln test` boots a qcow2 (attached as qcow2; its architecture from the manifest beside it).
+/// `kiln test` boots a qcow2, a fixed VHD and a streamOptimized VMDK, each attached as what it
+/// is (told by its own marker: QEMU never probes a backing file) with its architecture from the
+/// manifest beside it, and never modified.
 #[test]
-fn kiln_test_boots_the_qcow2() {
+fn kiln_test_boots_the_qcow2_vhd_and_vmdk() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let init = dir.join("init");
@@ -451,29 +453,40 @@ fn kiln_test_boots_the_qcow2() {
     let write = |partuuid: &str| {
         let recipe = dir.join("q.toml");
         std::fs::write(&recipe, hand.recipe(partuuid)).unwrap();
-        let o = build(&recipe, &img, &["qcow2"], &["--allow-host-paths"]);
+        let o = build(
+            &recipe,
+            &img,
+            &["qcow2", "vhd", "vmdk"],
+            &["--allow-host-paths"],
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         common::boot::root_partuuid(&dir.join("q.manifest.json"))
     };
     let partuuid = write("00000000-0000-0000-0000-000000000000");
     write(&partuuid);
-    let q = dir.join("q.qcow2");
     assert!(!img.exists(), "no raw image was written");
-    let before = sha256_file(&q);
-    // kiln test's machine: the qcow2 is the backing file of the run's overlay, named as qcow2,
-    // and the volume is the disk's virtual size, not the file's.
-    let run_tmp = tempfile::tempdir().unwrap();
-    let o = run(kiln()
-        .arg("test")
-        .arg(&q)
-        .args(["--timeout", "240"])
-        .env("TMPDIR", run_tmp.path()));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && stdout.contains("console shows \"KILN-BOOT-OK\"  console  pass"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    common::boot::assert_nothing_left(run_tmp.path());
-    assert_eq!(sha256_file(&q), before, "the image is never modified");
+    for ext in ["qcow2", "vhd", "vmdk"] {
+        let q = dir.join(format!("q.{ext}"));
+        let before = sha256_file(&q);
+        // kiln test's machine: the image is the backing file of the run's overlay, named as
+        // its format, and the volume is the disk's virtual size, not the file's.
+        let run_tmp = tempfile::tempdir().unwrap();
+        let o = run(kiln()
+            .arg("test")
+            .arg(&q)
+            .args(["--timeout", "240"])
+            .env("TMPDIR", run_tmp.path()));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && stdout.contains("console shows \"KILN-BOOT-OK\"  console  pass"),
+            "{ext}: {stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        common::boot::assert_nothing_left(run_tmp.path());
+        assert_eq!(
+            sha256_file(&q),
+            before,
+            "{ext}: the image is never modified"
+        );
+    }
 }

@@ -426,49 +426,66 @@ fn the_overlay_is_a_clean_qcow2_over_the_untouched_image() {
     assert_eq!(o.status.code(), Some(1), "now they differ: {}", text(&o));
 }
 
-/// A qcow2 image (`kiln build --format qcow2`) is the overlay's backing file as qcow2: qemu-img
-/// reads the overlay as the disk the qcow2 holds, not as the qcow2 file's bytes.
+/// A qcow2, a fixed VHD and a streamOptimized VMDK (what `kiln build --format` writes; made here
+/// by qemu-img) are each told by their own marker and are the overlay's backing file in that
+/// format: qemu-img reads the overlay as the disk the image holds, not as the file's bytes.
 #[test]
-fn the_overlay_over_a_qcow2_image_names_it_as_qcow2() {
+fn the_overlay_names_each_image_format_as_its_backing_format() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("img.raw");
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
     std::fs::write(&raw, &data).unwrap();
-    let q = dir.path().join("img.qcow2");
-    let o = common::run(
-        Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
-            .arg(&raw)
-            .arg(&q),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let before = common::sha256_file(&q);
-    let ov = dir.path().join("disk.qcow2");
-    kiln::qemu::overlay::create(&ov, &q, ImageFormat::Qcow2, 1 << 30).unwrap();
-    let info = common::run(
-        Command::new("qemu-img")
-            .args(["info", "--output=json"])
-            .arg(&ov),
-    );
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    assert_eq!(info["backing-filename-format"], "qcow2");
-    assert_eq!(info["virtual-size"], 1u64 << 30);
-    let o = common::run(
-        Command::new("qemu-img")
-            .args(["compare", "-f", "raw", "-F", "qcow2"])
-            .arg(&raw)
-            .arg(&ov),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    // Named as raw, the same overlay would read the qcow2 file's own bytes: a different disk.
-    let wrong = dir.path().join("wrong.qcow2");
-    kiln::qemu::overlay::create(&wrong, &q, ImageFormat::Raw, 1 << 30).unwrap();
-    let o = common::run(
-        Command::new("qemu-img")
-            .args(["compare", "-f", "raw", "-F", "qcow2"])
-            .arg(&raw)
-            .arg(&wrong),
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert_eq!(common::sha256_file(&q), before, "the image was written");
+    let formats: [(&str, &[&str]); 3] = [
+        ("qcow2", &["-O", "qcow2"]),
+        ("vpc", &["-O", "vpc", "-o", "subformat=fixed,force_size=on"]),
+        ("vmdk", &["-O", "vmdk", "-o", "subformat=streamOptimized"]),
+    ];
+    for (name, convert) in formats {
+        let q = dir.path().join(format!("img.{name}"));
+        let o = common::run(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "raw"])
+                .args(convert)
+                .arg(&raw)
+                .arg(&q),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let before = common::sha256_file(&q);
+        let f = std::fs::File::open(&q).unwrap();
+        let info = kiln::qemu::image_file::probe(&f, f.metadata().unwrap().len()).unwrap();
+        assert_eq!(info.format.as_str(), name);
+        assert_eq!(info.disk_size, 3 << 20, "{name}");
+        let ov = dir.path().join(format!("disk-{name}.qcow2"));
+        kiln::qemu::overlay::create(&ov, &q, info.format, 1 << 30).unwrap();
+        let qi = common::run(
+            Command::new("qemu-img")
+                .args(["info", "--output=json"])
+                .arg(&ov),
+        );
+        let qi: serde_json::Value = serde_json::from_slice(&qi.stdout).unwrap();
+        assert_eq!(qi["backing-filename-format"], name);
+        assert_eq!(qi["virtual-size"], 1u64 << 30);
+        let o = common::run(
+            Command::new("qemu-img")
+                .args(["compare", "-f", "raw", "-F", "qcow2"])
+                .arg(&raw)
+                .arg(&ov),
+        );
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+        // Named as raw, the same overlay would read the file's own bytes: a different disk.
+        let wrong = dir.path().join(format!("wrong-{name}.qcow2"));
+        kiln::qemu::overlay::create(&wrong, &q, ImageFormat::Raw, 1 << 30).unwrap();
+        let o = common::run(
+            Command::new("qemu-img")
+                .args(["compare", "-f", "raw", "-F", "qcow2"])
+                .arg(&raw)
+                .arg(&wrong),
+        );
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
+        assert_eq!(
+            common::sha256_file(&q),
+            before,
+            "{name}: the image was written"
+        );
+    }
 }

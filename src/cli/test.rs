@@ -11,7 +11,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The raw disk image (never modified: the guest writes to an overlay).
+    /// The disk image: raw, qcow2, fixed VHD or streamOptimized VMDK, told by its own marker
+    /// (never modified: the guest writes to an overlay).
     pub image: PathBuf,
     /// Take the tests (and [ami] volume_size, imds_support) from this recipe instead of the
     /// image's manifest.

@@ -1,6 +1,7 @@
-//! The virtual disk inside an image file, read-only: a raw file as it is, a qcow2 through its L1
-//! and L2 tables (QEMU's docs/interop/qcow2.txt). `kiln test` reads the GPT and the ESP through
-//! it to tell the architecture of an image no manifest describes.
+//! The virtual disk inside an image file, read-only: a raw file as it is (a fixed VHD without its
+//! footer), a qcow2 through its L1 and L2 tables (QEMU's docs/interop/qcow2.txt). `kiln test`
+//! reads the GPT and the ESP through it to tell the architecture of an image no manifest
+//! describes. A VMDK is not read (its grains are deflated): the caller asks for `--arch`.
 //!
 //! Only what a standalone image holds is read: normal and zero clusters. A backing file, an
 //! external data file, encryption, extended L2 entries or compressed clusters are refused with
@@ -53,21 +54,32 @@ fn be64(b: &[u8], at: usize) -> u64 {
 }
 
 impl DiskView {
-    /// The whole virtual disk of `path`: qcow2 when the file starts with qcow2's magic, else raw.
+    /// The whole virtual disk of `path`, in the format [`super::image_file::probe`] finds.
     pub fn open(path: &Path) -> io::Result<DiskView> {
         let file = File::open(path)?;
         let file_len = file.metadata()?.len();
+        use super::image_file::{self, ImageFormat};
+        let info = image_file::probe(&file, file_len)?;
+        match info.format {
+            // A fixed VHD is the raw disk, then its footer.
+            ImageFormat::Raw | ImageFormat::Vpc => {
+                return Ok(DiskView {
+                    file: std::sync::Arc::new(file),
+                    map: Map::Raw,
+                    base: 0,
+                    len: info.disk_size,
+                    pos: 0,
+                })
+            }
+            ImageFormat::Vmdk => {
+                return Err(bad(
+                    "a streamOptimized VMDK (its grains are deflated; not read here)",
+                ))
+            }
+            ImageFormat::Qcow2 => {}
+        }
         let mut h = [0u8; 104];
         let n = read_full_at(&file, &mut h, 0)?;
-        if n < 4 || &h[..4] != b"QFI\xfb" {
-            return Ok(DiskView {
-                file: std::sync::Arc::new(file),
-                map: Map::Raw,
-                base: 0,
-                len: file_len,
-                pos: 0,
-            });
-        }
         if n < 72 {
             return Err(bad("a truncated qcow2 header"));
         }
@@ -208,7 +220,7 @@ impl DiskView {
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+pub(super) fn read_full_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match f.read_at(&mut buf[done..], at + done as u64) {

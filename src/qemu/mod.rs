@@ -22,6 +22,7 @@ pub mod arch;
 pub mod console;
 pub mod disk_view;
 pub mod firmware;
+pub mod image_file;
 pub mod machine;
 pub mod network;
 pub mod overlay;

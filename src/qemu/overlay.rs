@@ -1,5 +1,5 @@
 //! The test machine's disk: an empty qcow2 overlay whose backing file is the image (raw, or a
-//! qcow2 from `kiln build --format qcow2`), with the
+//! qcow2, fixed VHD or streamOptimized VMDK from `kiln build --format`), with the
 //! virtual size of the AMI's volume. The guest sees a disk as large as the EBS volume an
 //! instance of the AMI would get (so growpart and resize2fs run as on a real launch); its
 //! writes land in the overlay, in the run's private directory; the image is opened read-only,
@@ -25,32 +25,7 @@ const MAX_BACKING_NAME: usize = 1023;
 /// refcount_order 4: 16-bit refcounts (what qemu-img creates by default).
 const REFCOUNT_ORDER: u32 = 4;
 
-/// The image's format, which the overlay names as its backing format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ImageFormat {
-    #[default]
-    Raw,
-    Qcow2,
-}
-
-impl ImageFormat {
-    /// qcow2 when the file starts with qcow2's magic (`QFI\xfb`), else raw. Never QEMU's own
-    /// probing: a raw guest disk could start with any bytes, and QEMU refuses to probe a backing
-    /// file's format for that reason.
-    pub fn from_magic(first: &[u8]) -> ImageFormat {
-        match first.starts_with(b"QFI\xfb") {
-            true => ImageFormat::Qcow2,
-            false => ImageFormat::Raw,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImageFormat::Raw => "raw",
-            ImageFormat::Qcow2 => "qcow2",
-        }
-    }
-}
+pub use super::image_file::ImageFormat;
 
 /// Writes an overlay of `size` bytes over the image `backing` (an absolute path, in `format`)
 /// to `path`.
@@ -160,12 +135,6 @@ mod tests {
 
     #[test]
     fn a_qcow2_image_is_named_as_the_backing_format() {
-        assert_eq!(
-            ImageFormat::from_magic(b"QFI\xfb\0\0\0\x03"),
-            ImageFormat::Qcow2
-        );
-        assert_eq!(ImageFormat::from_magic(b"\0\0\0\0"), ImageFormat::Raw);
-        assert_eq!(ImageFormat::from_magic(b""), ImageFormat::Raw);
         let raw = build(b"/img/a.raw", ImageFormat::Raw, 1 << 30).unwrap();
         assert_eq!(backing_format(&raw), b"raw");
         let q = build(b"/img/a.qcow2", ImageFormat::Qcow2, 1 << 30).unwrap();

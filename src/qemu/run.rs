@@ -2,8 +2,8 @@
 //! the spawn, QEMU's error output, the console log file.
 
 use super::firmware;
+use super::image_file::{self, ImageInfo};
 use super::machine::{self, Accel};
-use super::overlay::ImageFormat;
 use super::process::{Qemu, Stdio3};
 use super::rundir::RunDir;
 use super::vm::Vm;
@@ -89,16 +89,8 @@ impl Setup {
     }
 }
 
-/// What the machine needs to know of the image file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ImageInfo {
-    pub format: ImageFormat,
-    /// The disk's size: the file's for a raw image, the header's virtual size for a qcow2.
-    pub disk_size: u64,
-}
-
 /// The image must be a readable regular file (QEMU's own message for a missing one is less
-/// clear, and comes only after the firmware is set up); its format comes from its first bytes.
+/// clear, and comes only after the firmware is set up); its format comes from its own markers.
 fn check_image(image: &Path) -> Result<ImageInfo, QemuError> {
     let err = |source| QemuError::Image {
         path: image.to_path_buf(),
@@ -109,21 +101,8 @@ fn check_image(image: &Path) -> Result<ImageInfo, QemuError> {
     if !meta.is_file() {
         return Err(err(std::io::Error::other("not a regular file")));
     }
-    let mut first = [0u8; QCOW2_SIZE_END];
-    let n = (&f).read(&mut first).map_err(err)?;
-    let format = ImageFormat::from_magic(&first[..n]);
-    let disk_size = match format {
-        ImageFormat::Raw => meta.len(),
-        ImageFormat::Qcow2 if n == QCOW2_SIZE_END => {
-            u64::from_be_bytes(first[24..32].try_into().unwrap_or_default())
-        }
-        ImageFormat::Qcow2 => return Err(err(std::io::Error::other("a truncated qcow2 header"))),
-    };
-    Ok(ImageInfo { format, disk_size })
+    image_file::probe(&f, meta.len()).map_err(err)
 }
-
-/// qcow2's header holds the virtual disk size in bytes 24..32 (docs/interop/qcow2.txt).
-const QCOW2_SIZE_END: usize = 32;
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
