@@ -61,7 +61,7 @@ pub fn remove_all() -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for p in paths {
         let ok = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
+            remove_dir_racing(&p)
         } else {
             std::fs::remove_file(&p)
         };
@@ -70,6 +70,24 @@ pub fn remove_all() -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// `remove_dir_all`, while the interrupted main thread may still be writing into the directory
+/// (a `kiln test` run directory being filled): a file made after the listing makes the last
+/// rmdir fail with "not empty", so the removal is tried again, for up to a second.
+fn remove_dir_racing(p: &Path) -> std::io::Result<()> {
+    use std::io::ErrorKind::{DirectoryNotEmpty, NotFound};
+    let mut last = Ok(());
+    for _ in 0..100 {
+        last = std::fs::remove_dir_all(p);
+        match &last {
+            Ok(()) => return Ok(()),
+            Err(e) if !matches!(e.kind(), DirectoryNotEmpty | NotFound) => return last,
+            Err(_) if !p.exists() => return Ok(()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+    last
 }
 
 /// Identifies a registered cleanup action.
@@ -130,6 +148,35 @@ pub fn run_actions() -> Vec<Result<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory still being written to when the signal thread removes it (kiln test's run
+    /// directory under Ctrl-C, seen in tests/qemu_test.rs under load) is removed all the same.
+    #[test]
+    fn a_directory_written_to_while_it_is_removed_is_removed() {
+        for _ in 0..20 {
+            let d = tempfile::tempdir().unwrap().keep();
+            std::fs::write(d.join("first"), b"x").unwrap();
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            let writer = {
+                let (d, stop) = (d.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    // Files keep appearing for a while, as a slow main thread makes them.
+                    for i in 0..2000 {
+                        if stop.load(Ordering::SeqCst)
+                            || std::fs::write(d.join(format!("f{i}")), b"x").is_err()
+                        {
+                            break;
+                        }
+                    }
+                })
+            };
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let r = remove_dir_racing(&d);
+            stop.store(true, Ordering::SeqCst);
+            writer.join().unwrap();
+            assert!(r.is_ok() && !d.exists(), "{r:?}: {} left", d.display());
+        }
+    }
 
     #[test]
     fn actions_run_once_unless_unregistered() {

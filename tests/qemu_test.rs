@@ -281,11 +281,14 @@ fn ctrl_c_stops_qemu_and_leaves_nothing_behind() {
             .spawn()
             .unwrap(),
     ));
-    // Wait until QEMU runs (the console log's temp file exists, the vars copy is in TMPDIR).
+    // Wait until QEMU runs: a process whose command line names the run directory in TMPDIR (the
+    // directory and the console log's temp file exist a moment before QEMU does).
+    let needle = tmp.path().to_string_lossy().into_owned();
     let started = (0..200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        std::fs::read_dir(tmp.path()).unwrap().count() > 0
-            && std::fs::read_dir(dir.path()).unwrap().count() > 1
+        common::boot::processes_with(&needle)
+            .iter()
+            .any(|p| p.contains("qemu-system"))
     });
     assert!(started, "kiln test did not start QEMU");
     unsafe {
