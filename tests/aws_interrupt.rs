@@ -53,22 +53,7 @@ fn foreign(moto: &Moto, region: &str) {
     let ec2 = Ec2::new(moto, region);
     ec2.block_on(ec2.client.register_image().name("someone-elses").send())
         .unwrap();
-    let vol = ec2
-        .block_on(
-            ec2.client
-                .create_volume()
-                .size(1)
-                .availability_zone(format!("{region}a"))
-                .send(),
-        )
-        .unwrap();
-    ec2.block_on(
-        ec2.client
-            .create_snapshot()
-            .volume_id(vol.volume_id().unwrap())
-            .send(),
-    )
-    .unwrap();
+    ec2.foreign_snapshot(region);
 }
 
 /// Waits until the proxy has logged `n` requests of `op`, then interrupts `child`; returns

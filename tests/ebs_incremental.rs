@@ -268,25 +268,7 @@ fn a_parent_that_cannot_be_one_is_refused_or_auto_uploads_in_full() {
     );
     // Not kiln's: a snapshot without the kiln tags (made by EC2 itself).
     let ec2 = common::moto::Ec2::new(&moto, "us-east-1");
-    let foreign = ec2.block_on(async {
-        let vol = ec2
-            .client
-            .create_volume()
-            .availability_zone("us-east-1a")
-            .size(1)
-            .send()
-            .await
-            .unwrap();
-        ec2.client
-            .create_snapshot()
-            .volume_id(vol.volume_id().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .snapshot_id()
-            .unwrap()
-            .to_string()
-    });
+    let foreign = ec2.foreign_snapshot("us-east-1");
     refused(&["--parent", &foreign], &p1, "it is not kiln's");
     // --parent-blocks alone names no parent.
     refused(

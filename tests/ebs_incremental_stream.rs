@@ -177,25 +177,7 @@ fn a_streamed_build_refuses_a_bad_parent_before_anything_is_made() {
         .to_string();
     // Not kiln's: a snapshot EC2 made of a volume; and one of another image ("other", the
     // stem of a file uploaded without a manifest).
-    let foreign = ec2.block_on(async {
-        let vol = ec2
-            .client
-            .create_volume()
-            .availability_zone("us-east-1a")
-            .size(1)
-            .send()
-            .await
-            .unwrap();
-        ec2.client
-            .create_snapshot()
-            .volume_id(vol.volume_id().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .snapshot_id()
-            .unwrap()
-            .to_string()
-    });
+    let foreign = ec2.foreign_snapshot("us-east-1");
     let other_img = d.join("other.raw");
     common::moto::make_image(&other_img, 8 << 20, &[(0, B)], 3);
     let other = ok(&proxy.kiln().arg("upload").arg(&other_img).output().unwrap());

@@ -342,6 +342,30 @@ impl Ec2 {
         self.rt.block_on(f)
     }
 
+    /// A snapshot kiln did not make (no kiln tags): EC2's own, of a new 1 GiB volume in the
+    /// region's zone `a`; returns its id.
+    pub fn foreign_snapshot(&self, region: &str) -> String {
+        self.block_on(async {
+            let vol = self
+                .client
+                .create_volume()
+                .availability_zone(format!("{region}a"))
+                .size(1)
+                .send()
+                .await
+                .unwrap();
+            self.client
+                .create_snapshot()
+                .volume_id(vol.volume_id().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .snapshot_id()
+                .unwrap()
+                .to_string()
+        })
+    }
+
     /// Images owned by the account that carry a kiln digest tag (`kiln:image-blocks-sha256`, or
     /// `kiln:image-sha256` as earlier kiln versions tagged them alone).
     pub fn kiln_images(&self) -> Vec<aws_sdk_ec2::types::Image> {
