@@ -139,29 +139,9 @@ pub fn holds(snapshot: &BTreeMap<u64, Vec<u8>>, disk: &[u8]) -> Result<(), Strin
     }
 }
 
-/// A recipe with an /etc file; versions differ in that file alone.
-const RECIPE: &str = r#"
-[image]
-name = "inc"
-version = "VERSION"
-arch = "x86_64"
-size = "96MiB"
-
-[[partition]]
-label = "esp"
-type = "esp"
-size = "40MiB"
-filesystem = "vfat"
-mount = "/boot/efi"
-
-[[partition]]
-label = "root"
-type = "root"
-size = "rest"
-filesystem = "ext4"
-mount = "/"
-
-[[file]]
+/// A recipe's entries after its head (`super::recipe::head`): an /etc file, the MOTD that
+/// versions differ in, and a bigger file (BIG) they share.
+const ENTRIES: &str = r#"[[file]]
 path = "/etc/motd"
 content = "MOTD\n"
 
@@ -176,10 +156,8 @@ pub fn write_recipe(dir: &Path, v: &str, motd: &str) -> PathBuf {
     let big = "x".repeat(3 << 20);
     std::fs::write(
         &r,
-        RECIPE
-            .replace("VERSION", v)
-            .replace("MOTD", motd)
-            .replace("BIG", &big),
+        super::recipe::head("inc", v, "96MiB", "40MiB")
+            + &ENTRIES.replace("MOTD", motd).replace("BIG", &big),
     )
     .unwrap();
     r
