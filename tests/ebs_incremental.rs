@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::incremental::{build, fill, json, puts_to, write_sparse, B, MIB};
+use common::incremental::{
+    block_proxy, build, fill, json, puts_to, upload, version_path, write_sparse, B, MIB,
+};
 use common::moto::{b64, nonzero_blocks, one_deleted_snapshot, snapshot_state, Moto, Proxy};
 use common::ok;
 use serde_json::Value;
@@ -29,11 +31,7 @@ fn blocks_script(image: &Path, map: &Path) {
 fn a_child_is_sent_exactly_the_changed_blocks_and_reads_back_as_the_new_image() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
-    let proxy = Proxy::start(
-        &moto,
-        &dir.path().join("cap.jsonl"),
-        &["--rewrite-block-size"],
-    );
+    let proxy = block_proxy(&moto, dir.path());
     // 40 MiB and a page: blocks 0-1, 5, 10, 20 and 80 (the partial last one). v2 changes block 5, zeroes block 10 and
     // one page of block 1 (still non-zero), writes block 30, and leaves 0 and 20 alone.
     let size = 40 * MIB + 4096;
@@ -49,23 +47,12 @@ fn a_child_is_sent_exactly_the_changed_blocks_and_reads_back_as_the_new_image() 
     v2[B + 4096..B + 8192].fill(0);
     fill(&mut v2, 30 * B + 9, 9, 7);
     // Without a manifest an image is named by its file's stem: "disk" in each version's directory.
-    let version = |v: &str| {
-        std::fs::create_dir_all(dir.path().join(v)).unwrap();
-        dir.path().join(v).join("disk.raw")
-    };
+    let version = |v: &str| version_path(dir.path(), v);
     let (p1, p2) = (version("1"), version("2"));
     write_sparse(&p1, &v1);
     write_sparse(&p2, &v2);
 
-    let up = |args: &[&str], img: &Path| -> Value {
-        json(&ok(&proxy
-            .kiln()
-            .args(["upload", "--json", "--workers", "4"])
-            .args(args)
-            .arg(img)
-            .output()
-            .unwrap()))
-    };
+    let up = |args: &[&str], img: &Path| upload(&proxy, args, img);
     let parent = up(&[], &p1);
     let pid = parent["snapshot_id"].as_str().unwrap().to_string();
     assert_eq!(parent["parent"], Value::Null);
@@ -198,11 +185,7 @@ fn a_child_is_sent_exactly_the_changed_blocks_and_reads_back_as_the_new_image() 
 fn a_parent_that_cannot_be_one_is_refused_or_auto_uploads_in_full() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
-    let proxy = Proxy::start(
-        &moto,
-        &dir.path().join("cap.jsonl"),
-        &["--rewrite-block-size"],
-    );
+    let proxy = block_proxy(&moto, dir.path());
     let mut v1 = vec![0u8; 8 * MIB];
     fill(&mut v1, 0, 3 * B, 1);
     let p1 = dir.path().join("v1.raw");
@@ -292,11 +275,7 @@ fn a_parent_that_cannot_be_one_is_refused_or_auto_uploads_in_full() {
 fn auto_finds_the_last_version_and_a_one_file_change_sends_a_few_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
-    let proxy = Proxy::start(
-        &moto,
-        &dir.path().join("cap.jsonl"),
-        &["--rewrite-block-size"],
-    );
+    let proxy = block_proxy(&moto, dir.path());
     let v1 = build(dir.path(), "1.0.0", "welcome");
     let v2 = build(dir.path(), "1.0.1", "welcome to 1.0.1");
     let up = |args: &[&str], img: &Path| -> Value {

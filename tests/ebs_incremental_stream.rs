@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::incremental::{build, json, puts_to, read_snapshot, write_recipe, B};
+use common::incremental::{block_proxy, build, json, puts_to, read_snapshot, write_recipe, B};
 use common::moto::{b64, nonzero_blocks, Ec2, Moto, Proxy};
 use common::ok;
 use serde_json::Value;
@@ -53,7 +53,7 @@ fn a_streamed_build_with_parent_auto_sends_only_the_changed_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let moto = Moto::start();
-    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &["--rewrite-block-size"]);
+    let proxy = block_proxy(&moto, d);
     // The two versions as files: what the streamed builds must upload.
     let f1 = build(d, "1.0.0", "welcome");
     let f2 = build(d, "1.0.1", "welcome to 1.0.1");
@@ -167,7 +167,7 @@ fn a_streamed_build_refuses_a_bad_parent_before_anything_is_made() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let moto = Moto::start();
-    let proxy = Proxy::start(&moto, &d.join("cap.jsonl"), &["--rewrite-block-size"]);
+    let proxy = block_proxy(&moto, d);
     let ec2 = Ec2::new(&moto, "us-east-1");
     write_recipe(d, "1.0.0", "welcome");
     write_recipe(d, "1.0.1", "welcome to 1.0.1");

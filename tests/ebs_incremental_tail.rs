@@ -6,10 +6,11 @@
 
 mod common;
 
-use common::incremental::{fill, holds, json, puts_to, read_snapshot, write_sparse, B, MIB};
-use common::moto::{b64, Moto, Proxy};
+use common::incremental::{
+    block_proxy, fill, holds, puts_to, read_snapshot, upload, version_path, write_sparse, B, MIB,
+};
+use common::moto::{b64, Moto};
 use common::ok;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,11 +19,7 @@ use std::path::Path;
 fn parent_blocks_past_the_childs_last_block_are_written_as_zeros() {
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
-    let proxy = Proxy::start(
-        &moto,
-        &dir.path().join("cap.jsonl"),
-        &["--rewrite-block-size"],
-    );
+    let proxy = block_proxy(&moto, dir.path());
     // 40 MiB and a page. v1: blocks 0, 3, 50, 70 and 80 (the partial last one). v2: block 0
     // alone as it was, block 3 changed, nothing after it.
     let size = 40 * MIB + 4096;
@@ -35,10 +32,7 @@ fn parent_blocks_past_the_childs_last_block_are_written_as_zeros() {
     let mut v2 = v1.clone();
     fill(&mut v2, 3 * B + 5, 100, 6);
     v2[4 * B..].fill(0);
-    let version = |v: &str| {
-        std::fs::create_dir_all(dir.path().join(v)).unwrap();
-        dir.path().join(v).join("disk.raw")
-    };
+    let version = |v: &str| version_path(dir.path(), v);
     let (p1, p2, p2_dense) = (version("1"), version("2"), version("2-dense"));
     write_sparse(&p1, &v1);
     // The new version as a sparse file (its tail a hole: no block is written after block 3)
@@ -46,15 +40,7 @@ fn parent_blocks_past_the_childs_last_block_are_written_as_zeros() {
     write_sparse(&p2, &v2);
     std::fs::write(&p2_dense, &v2).unwrap();
 
-    let up = |args: &[&str], img: &Path| -> Value {
-        json(&ok(&proxy
-            .kiln()
-            .args(["upload", "--json", "--workers", "4"])
-            .args(args)
-            .arg(img)
-            .output()
-            .unwrap()))
-    };
+    let up = |args: &[&str], img: &Path| upload(&proxy, args, img);
     let pid = up(&[], &p1)["snapshot_id"].as_str().unwrap().to_string();
     let zero = b64(&Sha256::digest(vec![0u8; B]));
     let mut want = BTreeMap::new();

@@ -2,7 +2,7 @@
 //! logged them), the test's own reader of a snapshot, and a small recipe whose versions differ
 //! in one /etc file.
 
-use super::moto::Proxy;
+use super::moto::{Moto, Proxy};
 use super::ok;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -10,6 +10,30 @@ use std::path::{Path, PathBuf};
 
 pub const B: usize = 512 * 1024;
 pub const MIB: usize = 1 << 20;
+
+/// moto behind the recording proxy, which makes its snapshots' blocks 512 KiB and read through
+/// to their parents (`--rewrite-block-size`); its log is `dir/cap.jsonl`.
+pub fn block_proxy(moto: &Moto, dir: &Path) -> Proxy {
+    Proxy::start(moto, &dir.join("cap.jsonl"), &["--rewrite-block-size"])
+}
+
+/// `dir/v/disk.raw`, its directory made: without a manifest an image is named by its file's
+/// stem, so every version is "disk".
+pub fn version_path(dir: &Path, v: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join(v)).unwrap();
+    dir.join(v).join("disk.raw")
+}
+
+/// `kiln upload --json --workers 4 ARGS IMAGE` through the proxy: its JSON answer.
+pub fn upload(proxy: &Proxy, args: &[&str], img: &Path) -> Value {
+    json(&ok(&proxy
+        .kiln()
+        .args(["upload", "--json", "--workers", "4"])
+        .args(args)
+        .arg(img)
+        .output()
+        .unwrap()))
+}
 
 /// Writes `data` as a sparse file: only its non-zero 4 KiB pages.
 pub fn write_sparse(path: &Path, data: &[u8]) {
