@@ -4,6 +4,7 @@
 //! ones `kiln build --format` writes: raw, qcow2, fixed VHD (QEMU's `vpc`) and streamOptimized
 //! VMDK, each recognised by its own marker (never by the file name).
 
+use super::disk_view;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -66,11 +67,11 @@ fn bad(why: impl Into<String>) -> io::Error {
 /// The format of `f` (of `len` bytes) and its disk's size.
 pub fn probe(f: &File, len: u64) -> io::Result<ImageInfo> {
     let mut first = [0u8; 32];
-    let n = super::disk_view::read_full_at(f, &mut first, 0)?;
+    let n = disk_view::read_full_at(f, &mut first, 0)?;
     let format = ImageFormat::from_magic(&first[..n]);
     let disk_size = match format {
         // docs/interop/qcow2.txt: the virtual size in bytes, big-endian, at 24..32.
-        ImageFormat::Qcow2 if n == 32 => be64(&first[24..32]),
+        ImageFormat::Qcow2 if n == 32 => disk_view::be64(&first, 24),
         ImageFormat::Qcow2 => return Err(bad("a truncated qcow2 header")),
         // VMware's "Virtual Disk Format 1.1", the sparse extent header: the capacity in
         // 512-byte sectors, little-endian, at 12..20.
@@ -111,14 +112,7 @@ fn vhd_footer(f: &File, len: u64) -> io::Result<Option<u32>> {
     if &footer[..8] != b"conectix" {
         return Ok(None);
     }
-    let at = VHD_DISK_TYPE;
-    Ok(Some(u32::from_be_bytes(
-        footer[at..at + 4].try_into().unwrap_or_default(),
-    )))
-}
-
-fn be64(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b.try_into().unwrap_or_default())
+    Ok(Some(disk_view::be32(&footer, VHD_DISK_TYPE)))
 }
 
 #[cfg(test)]
